@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: GPL-2.0
+# Top-level targets. The module itself is built by kbuild from ./Kbuild:
+#   make KDIR=<kernel build dir>        build cachefiles_ondemand_rs.ko
+#   make check [BACKEND=c|rust]         the whole suite from a fresh machine
+#   make demo [BACKEND=c|rust]          the main job: an on-demand mount
+#   make lint                           rustfmt --check and clippy
+#   make kernel | kernel-bench          build (or reuse) a kernel
+CFOD_CACHE ?= /var/cache/cfod
+KDIR ?= $(CFOD_CACHE)/build-test
+BACKEND ?= c rust
+
+.PHONY: module check demo lint fmt-check clippy kernel kernel-bench setup clean
+module:
+	scripts/build-module.sh $(KDIR)
+check:
+	scripts/check.sh $(BACKEND)
+demo:
+	scripts/demo.sh $(firstword $(BACKEND))
+lint: fmt-check clippy
+fmt-check:
+	scripts/lint.sh fmt
+clippy:
+	KDIR=$(KDIR) scripts/lint.sh clippy
+setup:
+	scripts/setup.sh
+kernel:
+	scripts/build-kernel.sh test
+kernel-bench:
+	scripts/build-kernel.sh bench
+clean:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
+	rm -rf out

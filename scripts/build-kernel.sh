@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build a patched, Rust-enabled 6.12 kernel out of tree, cached by its inputs.
+#
+#   scripts/build-kernel.sh test|bench
+#
+# The source is Debian's linux-source-6.12, unpacked once into a git tree under
+# $CFOD_CACHE/src. The project's patch series (kernel/patches/series) is applied
+# on top, the config is tinyconfig plus kernel/config/base.config plus the
+# kind's fragment. The build directory records the hash of every input; when it
+# matches, nothing is rebuilt. When only some inputs change, make rebuilds only
+# what depends on them: files are reset and patched in place, so untouched
+# files keep their timestamps.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+kind=${1:?usage: build-kernel.sh test|bench}
+[ -f "$CFOD_TOP/kernel/config/$kind.config" ] || { echo "unknown kernel kind $kind" >&2; exit 2; }
+tarball=$(ls /usr/src/linux-source-6.12.tar.* | head -n1)
+src_version=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+out=$(kernel_build_dir "$kind")
+src=$CFOD_CACHE/src
+mkdir -p "$CFOD_CACHE"
+
+series=$CFOD_TOP/kernel/patches/series
+patches=()
+if [ -f "$series" ]; then
+	while read -r p; do
+		case "$p" in ''|'#'*) continue ;; esac
+		patches+=("$CFOD_TOP/kernel/patches/$p")
+	done <"$series"
+fi
+
+key=$( {
+	echo "src $src_version"
+	echo "rustc $(/usr/bin/rustc --version) clang $(clang-19 --version | head -n1) bindgen $BINDGEN_VERSION"
+	cat "$0" "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$kind.config"
+	for p in "${patches[@]}"; do echo "patch $(basename "$p")"; cat "$p"; done
+} | sha256sum | cut -d' ' -f1)
+
+if [ -f "$out/.cfod-key" ] && [ "$(cat "$out/.cfod-key")" = "$key" ] &&
+	[ -f "$out/arch/x86/boot/bzImage" ]; then
+	echo "kernel[$kind]: up to date ($out, key ${key:0:12})"
+	exit 0
+fi
+
+# One unpacked source tree, reset to the pristine state before patching.
+if [ ! -f "$src/.cfod-src-version" ] || [ "$(cat "$src/.cfod-src-version")" != "$src_version" ]; then
+	echo "kernel: unpacking $tarball (Debian $src_version)"
+	rm -rf "$src" "$src.tmp"
+	mkdir -p "$src.tmp"
+	tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
+	git -C "$src.tmp" init -q
+	git -C "$src.tmp" add -f -A
+	git -C "$src.tmp" -c user.name=cfod -c user.email=cfod@localhost \
+		commit -q -m "Debian linux-source-6.12 $src_version"
+	echo "$src_version" >"$src.tmp/.cfod-src-version"
+	mv "$src.tmp" "$src"
+fi
+
+applied=$(for p in "${patches[@]}"; do sha256sum "$p"; done | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$src/.cfod-applied" 2>/dev/null)" != "$applied" ]; then
+	rm -f "$src/.cfod-applied"
+	# Reset only what differs from the pristine tree; untouched files keep
+	# their timestamps, so an incremental build stays incremental.
+	git -C "$src" reset -q
+	git -C "$src" checkout -q -- .
+	git -C "$src" clean -fdxq -e .cfod-src-version -e .cfod-applied
+	for p in "${patches[@]}"; do
+		if ! git -C "$src" apply --check "$p" 2>/tmp/cfod-apply.err; then
+			echo "kernel: PATCH DOES NOT APPLY: $(basename "$p")" >&2
+			sed 's/^/  /' /tmp/cfod-apply.err >&2
+			exit 1
+		fi
+		git -C "$src" apply "$p"
+		echo "kernel: applied $(basename "$p")"
+	done
+	echo "$applied" >"$src/.cfod-applied"
+fi
+
+mkdir -p "$out"
+rm -f "$out/.cfod-key"
+kmake() { make -s -C "$src" O="$out" "${KMAKE_ARGS[@]}" "$@"; }
+kmake tinyconfig >/dev/null
+KCONFIG_CONFIG=$out/.config "$src/scripts/kconfig/merge_config.sh" -m -O "$out" \
+	"$out/.config" "$CFOD_TOP/kernel/config/base.config" \
+	"$CFOD_TOP/kernel/config/$kind.config" >/dev/null
+kmake olddefconfig >/dev/null
+
+# Every option the fragments ask for must have survived olddefconfig.
+bad=0
+while IFS= read -r line; do
+	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+	opt=${line%%=*} want=${line#*=}
+	if [ "$want" = n ]; then
+		grep -q "^$opt=" "$out/.config" && { echo "kernel: $opt is set, wanted n" >&2; bad=1; }
+	else
+		grep -qx "$opt=$want" "$out/.config" || { echo "kernel: $opt is not $want" >&2; bad=1; }
+	fi
+done < <(cat "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$kind.config")
+[ $bad = 0 ] || { echo "kernel: config fragment not honoured" >&2; exit 1; }
+
+echo "kernel[$kind]: building in $out"
+start=$SECONDS
+kmake -j"$(( $(nproc) + 1 ))" all
+echo "kernel[$kind]: built in $(( SECONDS - start ))s"
+echo "$key" >"$out/.cfod-key"

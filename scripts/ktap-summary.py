@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Judge one guest run: the guest's KTAP plus the host's own test points.
+
+Leaf test points are counted: a test program that reports subtests counts
+each of them, one that does not counts as one point. Two host points follow:
+the guest ran to the end, and its kernel log is free of splats. With
+--expect-splat the second point is inverted (the harness' own self-test).
+Prints the KTAP host points and the closing line "NAME: N passed, N failed[,
+N skipped]"; exits 1 if anything failed.
+"""
+
+import argparse
+import re
+import sys
+
+# What counts as a kernel splat in the guest's console log.
+SPLAT_PATTERNS = [
+    r"\bBUG: ",
+    r"\bWARNING: ",
+    r"\bKASAN: ",
+    r"\bUBSAN: ",
+    r"\bOops\b",
+    r"general protection fault",
+    r"Kernel panic",
+    r"INFO: task .* blocked for more than",
+    r"INFO: possible (recursive|circular) locking",
+    r"INFO: trying to register non-static key",
+    r"inconsistent lock state",
+    r"kmemleak: .*new suspected memory leak",
+    r"rcu: INFO: .*detected stall",
+    r"Call Trace:",
+]
+SPLAT_RE = re.compile("|".join(SPLAT_PATTERNS))
+RESULT_RE = re.compile(r"^(\s*)(not ok|ok) (\d+) ?(.*)$")
+
+
+def find_splats(console):
+    """Return the splat lines with a little context for the report."""
+    hits = []
+    lines = console.splitlines()
+    for i, line in enumerate(lines):
+        if SPLAT_RE.search(line):
+            hits.append((i, line))
+    return lines, hits
+
+
+def count_points(ktap):
+    """Count leaf results: (passed, failed, skipped, failed names)."""
+    passed = failed = skipped = 0
+    failed_names = []
+    lines = ktap.splitlines()
+    # A top-level result is a leaf if no indented result precedes it since
+    # the previous top-level result.
+    sub_seen = False
+    for line in lines:
+        m = RESULT_RE.match(line)
+        if not m:
+            continue
+        indent, verdict, _num, rest = m.groups()
+        skip = "# SKIP" in rest
+        if indent:
+            sub_seen = True
+            leaf = True
+        else:
+            leaf = not sub_seen
+            sub_seen = False
+            if not leaf and verdict == "not ok":
+                # The program failed although its subtests may all have
+                # passed (crash, timeout, bad exit): count that too.
+                failed += 1
+                failed_names.append(rest)
+                continue
+        if not leaf:
+            continue
+        if skip:
+            skipped += 1
+        elif verdict == "ok":
+            passed += 1
+        else:
+            failed += 1
+            failed_names.append(rest.strip())
+    return passed, failed, skipped, failed_names
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--console", required=True)
+    ap.add_argument("--ktap", required=True)
+    ap.add_argument("--qemu-rc", type=int, default=0)
+    ap.add_argument("--expect-splat", type=int, default=0)
+    ap.add_argument("--name", default="run")
+    ap.add_argument("--totals", help="write 'passed failed skipped' here")
+    args = ap.parse_args()
+
+    def read(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    console = read(args.console)
+    ktap = read(args.ktap)
+    passed, failed, skipped, failed_names = count_points(ktap)
+
+    finished = "cfod-guest: done" in ktap
+    host = []
+    host.append((finished and args.qemu_rc == 0,
+                 f"{args.name}: guest ran to the end"
+                 + ("" if finished else f" (qemu exit {args.qemu_rc}: timeout or crash)")))
+    lines, splats = find_splats(console)
+    if args.expect_splat:
+        host.append((bool(splats), f"{args.name}: splat detector caught the provoked warning"))
+    else:
+        host.append((not splats, f"{args.name}: kernel log free of splats"))
+
+    print(f"# host checks for {args.name}")
+    for ok, what in host:
+        print(f"{'ok' if ok else 'not ok'} - {what}")
+        if ok:
+            passed += 1
+        else:
+            failed += 1
+            failed_names.append(what)
+
+    if splats and not args.expect_splat:
+        print(f"# kernel splats in {args.console}:")
+        shown = set()
+        for i, _ in splats[:5]:
+            for j in range(max(0, i - 3), min(len(lines), i + 25)):
+                if j not in shown:
+                    shown.add(j)
+                    print("#   " + lines[j])
+            print("#   ...")
+    if failed_names:
+        print("# failed: " + "; ".join(failed_names))
+        print(f"# logs: {args.console} and the per-test logs beside it")
+    tail = f", {skipped} skipped" if skipped else ""
+    print(f"{args.name}: {passed} passed, {failed} failed{tail}")
+    if args.totals:
+        with open(args.totals, "w") as f:
+            f.write(f"{passed} {failed} {skipped}\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+# KTAP helpers for shell tests, sourced by tests/*.sh.
+# shellcheck shell=sh
+_ktap_n=0
+_ktap_fail=0
+_ktap_skip=0
+ktap_plan() { echo "KTAP version 1"; echo "1..$1"; }
+ktap_ok() { _ktap_n=$((_ktap_n + 1)); echo "ok $_ktap_n $*"; }
+ktap_fail() { _ktap_n=$((_ktap_n + 1)); _ktap_fail=$((_ktap_fail + 1)); echo "not ok $_ktap_n $*"; }
+ktap_skip() { _ktap_n=$((_ktap_n + 1)); _ktap_skip=$((_ktap_skip + 1)); echo "ok $_ktap_n $* # SKIP"; }
+# ktap_check "description" command...: a test point from a command's status.
+ktap_check() {
+	_d=$1; shift
+	if "$@"; then ktap_ok "$_d"; else ktap_fail "$_d"; fi
+}
+ktap_diag() { echo "# $*"; }
+ktap_finish() {
+	[ "$_ktap_fail" -eq 0 ] || exit 1
+	[ "$_ktap_skip" -eq 0 ] || [ "$_ktap_skip" -lt "$_ktap_n" ] || exit 4
+	exit 0
+}
+# Load the Rust backend when the run is for it, and check which backend a
+# newly bound cache used (from the debugfs attribute the kernel patch adds).
+backend_setup() {
+	if [ "$CFOD_BACKEND" = rust ]; then
+		grep -q '^cachefiles_ondemand_rs ' /proc/modules ||
+			insmod /host/cachefiles_ondemand_rs.ko || return 1
+	else
+		if grep -q '^cachefiles_ondemand_rs ' /proc/modules; then
+			rmmod cachefiles_ondemand_rs || return 1
+		fi
+	fi
+	return 0
+}
+bound_backend() {
+	sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend
+}

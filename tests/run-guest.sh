@@ -1,0 +1,54 @@
+#!/bin/sh
+# Runs inside the guest (started by tests/guest/init): every selected test
+# program, each with a timeout, as KTAP. A program's own KTAP output is
+# indented as its subtests. Exit status 0 = pass, 4 = skip, else fail.
+set -o pipefail
+T=/host/tests
+RES=/host/${CFOD_RESULTS:-out/results}
+BIN=/host/out/bin
+export T RES BIN CFOD_BACKEND
+mkdir -p "$RES"
+TO=${CFOD_TIMEOUT:-300}
+
+if [ -z "$CFOD_TESTS" ] || [ "$CFOD_TESTS" = all ]; then
+	list=$(grep -v '^#' "$T/list" | grep -v '^$')
+else
+	list=$(echo "$CFOD_TESTS" | tr ',' ' ')
+fi
+n=$(echo $list | wc -w)
+
+echo "KTAP version 1"
+echo "# backend: $CFOD_BACKEND, kernel: $(uname -r)"
+echo "1..$n"
+i=0
+for t in $list; do
+	i=$((i + 1))
+	echo "cfod: begin $t (backend $CFOD_BACKEND)" >/dev/kmsg
+	echo "# $t"
+	timeout -s KILL "$TO" "$T/$t" 2>&1 | tee "$RES/$t.log" | sed 's/^/  /'
+	rc=$?
+	echo "cfod: end $t rc=$rc" >/dev/kmsg
+	# Backstop: nothing a test started survives it.
+	pkill -KILL -f "$BIN/" 2>/dev/null
+	for m in $(grep ' /mnt/' /proc/mounts | cut -d' ' -f2 | sort -r); do
+		umount -l "$m" 2>/dev/null
+	done
+	case $rc in
+	0) echo "ok $i $t" ;;
+	4) echo "ok $i $t # SKIP" ;;
+	137) echo "not ok $i $t # TIMEOUT after ${TO}s" ;;
+	*) echo "not ok $i $t # exit $rc" ;;
+	esac
+done
+
+# A last kmemleak scan over everything the run did; the host's splat check
+# fails the run if it reports anything.
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	echo scan >/sys/kernel/debug/kmemleak
+	sleep 5
+	echo scan >/sys/kernel/debug/kmemleak
+	if [ -s /sys/kernel/debug/kmemleak ]; then
+		echo "# kmemleak reports:"
+		sed 's/^/#   /' /sys/kernel/debug/kmemleak | head -60
+	fi
+fi
