@@ -17,7 +17,8 @@ tmp=$(mktemp -d)
 timeout -s KILL 30 qemu-system-x86_64 -nodefaults -display none -no-reboot \
 	-accel kvm -cpu host -smp 1 -m 512M -kernel "$kdir/arch/x86/boot/bzImage" \
 	-initrd "$tmp/i.cpio.gz" -append "console=ttyS0 panic=-1" \
-	-serial "file:$tmp/c.log" >/dev/null 2>&1
+	-serial "file:$tmp/c.log" >/dev/null 2>&1 </dev/null &
+wait $! 2>/dev/null
 if grep -q "Run /init as init process" "$tmp/c.log" 2>/dev/null; then ans=yes; else ans=no; fi
 rm -rf "$tmp"
 mkdir -p "$CFOD_CACHE" && echo "$ans" >"$cache"

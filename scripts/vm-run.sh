@@ -48,7 +48,7 @@ append+=" cfod.results=out/$name/results"
 echo "# vm-run: kernel $kind, backend $backend, accel $accel, tests $tests"
 : >"$out/ktap.log"
 qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -display none
-	-no-reboot -accel "$accel" -cpu max -smp 2 -m 3G
+	-no-reboot -accel "$accel" -cpu max,-la57 -smp 2 -m 3G
 	-kernel "$bz" -initrd "$out/initramfs.cpio.gz" -append "$append"
 	-drive "file=$out/cache.img,if=virtio,format=raw,cache=unsafe"
 	-virtfs "local,path=$CFOD_TOP,mount_tag=cfod,security_model=none,id=cfod"

@@ -25,7 +25,8 @@ for t in $list; do
 	i=$((i + 1))
 	echo "cfod: begin $t (backend $CFOD_BACKEND)" >/dev/kmsg
 	echo "# $t"
-	timeout -s KILL "$TO" "$T/$t" 2>&1 | tee "$RES/$t.log" | sed 's/^/  /'
+	log=$RES/$(echo "$t" | tr / _).log
+	timeout -s KILL "$TO" "$T/$t" 2>&1 | tee "$log" | sed 's/^/  /'
 	rc=$?
 	echo "cfod: end $t rc=$rc" >/dev/kmsg
 	# Backstop: nothing a test started survives it.

@@ -114,7 +114,7 @@ static void handle_read(struct cachefiles_msg *msg)
 {
 	struct cachefiles_read *load = (void *)msg->data;
 	struct object *o = find(msg->object_id);
-	static char buf[1 << 20];
+	static char buf[1 << 20] __attribute__((aligned(4096)));
 	unsigned long long off = load->off, end = load->off + load->len;
 
 	n_read++;
