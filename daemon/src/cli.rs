@@ -1,0 +1,305 @@
+//! Command line interface.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::persona::Persona;
+use crate::source::http::HttpConfig;
+
+/// User-space daemon for cachefiles on-demand mode (erofs over fscache).
+#[derive(Parser, Debug)]
+#[command(name = "odd", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bind the cache and serve on-demand requests.
+    Serve(ServeArgs),
+    /// Bind the cache, then run `serve` as a child process and restart it
+    /// (with `restore`) whenever it dies abnormally.
+    Supervise(SuperviseArgs),
+}
+
+/// Options of `odd serve` (and, passed through, of `odd supervise`).
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ServeArgs {
+    /// Cache directory (on ext4/xfs, not tmpfs); created if missing.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Cache tag (fscache cache name).
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+    /// The cachefiles device.
+    #[arg(long, value_name = "PATH", default_value = "/dev/cachefiles")]
+    pub devnode: PathBuf,
+    /// Use an already open and bound devnode fd (failover); skips dir/tag/bind.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+    /// Blob source, tried in order: dir:/path or http://host:port/prefix.
+    #[arg(long = "source", value_name = "SPEC", required = true)]
+    pub sources: Vec<String>,
+    /// Worker threads serving requests.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Fetch each opened blob completely in the background.
+    #[arg(long)]
+    pub prefetch: bool,
+    /// Prefetch rate limit in bytes per second (K/M/G suffixes; 0 = unlimited).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub prefetch_rate: u64,
+    /// Bytes copied per write to the cache file (K/M suffixes, page multiple).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size, hide = true)]
+    pub chunk_size: u64,
+    /// Test personas, comma separated: open-error, read-error, no-data,
+    /// close-early, delay:MS, drop, random-restore, chaos.
+    #[arg(long, value_name = "LIST", value_parser = parse_personas, action = ArgAction::Append)]
+    pub persona: Vec<Vec<Persona>>,
+    /// Seed for persona decisions (default: time-based, logged).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Probability (0..1) that a persona acts on a request (default 1, chaos 0.25).
+    #[arg(long, value_name = "P")]
+    pub persona_rate: Option<f64>,
+    /// Write `restore` to the devnode before serving.
+    #[arg(long)]
+    pub restore: bool,
+    /// HTTP connect and I/O timeout in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub http_timeout_ms: u64,
+    /// HTTP retries after the first attempt for transient failures.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub http_retries: u32,
+}
+
+/// Options of `odd supervise`.
+#[derive(Args, Debug, Clone)]
+pub struct SuperviseArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Give up after this many restarts (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_restarts: u32,
+    /// How long the worker gets to exit after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub stop_timeout_ms: u64,
+}
+
+/// Parses `123`, `64K`, `10M`, `1G` (binary multiples; optional `B`/`iB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4096, 64K, 10M)"))
+}
+
+fn parse_personas(s: &str) -> Result<Vec<Persona>, String> {
+    Persona::parse_list(s)
+}
+
+impl ServeArgs {
+    pub fn http_config(&self) -> HttpConfig {
+        HttpConfig {
+            timeout: Duration::from_millis(self.http_timeout_ms.max(1)),
+            retries: self.http_retries,
+            ..HttpConfig::default()
+        }
+    }
+
+    pub fn personas(&self) -> Vec<Persona> {
+        self.persona.iter().flatten().cloned().collect()
+    }
+
+    /// Arguments for a `serve` child that inherits the devnode as `fd`.
+    /// `seed` pins the persona seed so restarts stay reproducible (passed only
+    /// when personas are active).
+    pub fn child_args(
+        &self,
+        fd: i32,
+        restore: bool,
+        verbose: u8,
+        quiet: bool,
+        seed: Option<u64>,
+    ) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["serve".into(), "--fd".into(), fd.to_string().into()];
+        for _ in 0..verbose {
+            a.push("-v".into());
+        }
+        if quiet {
+            a.push("-q".into());
+        }
+        for s in &self.sources {
+            a.push("--source".into());
+            a.push(s.into());
+        }
+        a.push("--threads".into());
+        a.push(self.threads.to_string().into());
+        if self.prefetch {
+            a.push("--prefetch".into());
+        }
+        a.push("--prefetch-rate".into());
+        a.push(self.prefetch_rate.to_string().into());
+        a.push("--chunk-size".into());
+        a.push(self.chunk_size.to_string().into());
+        let personas = self.personas();
+        if !personas.is_empty() {
+            let list: Vec<String> = personas.iter().map(|p| p.to_string()).collect();
+            a.push("--persona".into());
+            a.push(list.join(",").into());
+            if let Some(seed) = seed.or(self.seed) {
+                a.push("--seed".into());
+                a.push(seed.to_string().into());
+            }
+            if let Some(r) = self.persona_rate {
+                a.push("--persona-rate".into());
+                a.push(r.to_string().into());
+            }
+        }
+        if restore {
+            a.push("--restore".into());
+        }
+        a.push("--http-timeout-ms".into());
+        a.push(self.http_timeout_ms.to_string().into());
+        a.push("--http-retries".into());
+        a.push(self.http_retries.to_string().into());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn parses_serve() {
+        let c = Cli::try_parse_from([
+            "odd",
+            "-vv",
+            "serve",
+            "--dir",
+            "/c",
+            "--tag",
+            "t",
+            "--source",
+            "dir:/b",
+            "--source",
+            "http://127.0.0.1:1/p",
+            "--threads",
+            "8",
+            "--prefetch",
+            "--prefetch-rate",
+            "1M",
+            "--persona",
+            "drop,delay:5",
+            "--persona",
+            "chaos",
+            "--seed",
+            "3",
+            "--persona-rate",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(c.verbose, 2);
+        let Command::Serve(s) = c.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.dir, Some(PathBuf::from("/c")));
+        assert_eq!(s.sources.len(), 2);
+        assert_eq!(s.prefetch_rate, 1 << 20);
+        assert_eq!(s.personas().len(), 3);
+        assert_eq!(s.devnode, PathBuf::from("/dev/cachefiles"));
+        assert!(Cli::try_parse_from(["odd", "serve", "--dir", "/c"]).is_err());
+        assert!(
+            Cli::try_parse_from(["odd", "serve", "--source", "dir:/b", "--persona", "nope"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["odd", "serve", "--source", "dir:/b", "--threads", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn child_args_round_trip() {
+        let c = Cli::try_parse_from([
+            "odd",
+            "supervise",
+            "--dir",
+            "/c",
+            "--tag",
+            "t",
+            "--source",
+            "dir:/b",
+            "--prefetch",
+            "--persona",
+            "read-error,delay:7",
+            "--persona-rate",
+            "0.25",
+            "--max-restarts",
+            "3",
+            "--http-retries",
+            "1",
+        ])
+        .unwrap();
+        let Command::Supervise(sup) = c.command else {
+            panic!("not supervise")
+        };
+        assert_eq!(sup.max_restarts, 3);
+        let mut argv: Vec<OsString> = vec!["odd".into()];
+        argv.extend(sup.serve.child_args(7, true, 1, false, Some(99)));
+        let c2 = Cli::try_parse_from(argv).unwrap();
+        assert_eq!(c2.verbose, 1);
+        let Command::Serve(s) = c2.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.fd, Some(7));
+        assert!(s.restore);
+        assert_eq!(s.dir, None);
+        assert_eq!(s.seed, Some(99));
+        assert_eq!(s.sources, sup.serve.sources);
+        assert_eq!(s.personas(), sup.serve.personas());
+        assert_eq!(s.persona_rate, Some(0.25));
+        assert!(s.prefetch);
+        assert_eq!(s.http_retries, 1);
+    }
+}

@@ -1,0 +1,114 @@
+//! Copying blob data into a cache file through its anonymous fd.
+
+use std::fmt;
+use std::io;
+
+use crate::devnode::CacheFile;
+use crate::range::{self, Span};
+use crate::source::{read_full, Blob};
+
+/// Why a copy stopped early. `written` bytes (from the span's start) made it.
+#[derive(Debug)]
+pub enum CopyError {
+    /// The source failed to read.
+    Source { at: u64, err: io::Error },
+    /// The source had less data than its size promised.
+    ShortSource { at: u64 },
+    /// Writing to the anonymous fd failed (ENOBUFS: object withdrawn).
+    Write { at: u64, err: io::Error },
+}
+
+impl fmt::Display for CopyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CopyError::Source { at, err } => write!(f, "source read at {at} failed: {err}"),
+            CopyError::ShortSource { at } => write!(f, "source data ends early, at {at}"),
+            CopyError::Write { at, err } => write!(f, "cache write at {at} failed: {err}"),
+        }
+    }
+}
+
+/// Writes `data` at the page-aligned `off`, looping over short writes. A
+/// short write that ends inside a page resumes at that page's start, since
+/// the kernel refuses unaligned positions.
+pub fn write_all_at(file: &dyn CacheFile, data: &[u8], off: u64, page: u64) -> io::Result<()> {
+    let end = off.saturating_add(data.len() as u64);
+    let mut pos = off;
+    let mut stalls = 0;
+    while pos < end {
+        let rel = usize::try_from(pos - off).unwrap_or(usize::MAX);
+        let Some(rest) = data.get(rel..) else { break };
+        match file.write_at(rest, pos) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "cache file took no data",
+                ))
+            }
+            Ok(n) => {
+                let next = range::resume_after_write(pos, n as u64, end, page);
+                if next <= pos {
+                    stalls += 1;
+                    if stalls > 8 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "cache file keeps taking less than a page",
+                        ));
+                    }
+                } else {
+                    stalls = 0;
+                }
+                pos = next;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies `span` (page-aligned start) from `blob` into `file`, `buf.len()`
+/// bytes at a time (`buf.len()` should be a multiple of the page size).
+/// Returns the bytes written. If the source comes up short, only whole pages
+/// are written (a partial page would look cached with zeros in its tail),
+/// except at the end of the span.
+pub fn copy_span(
+    blob: &dyn Blob,
+    file: &dyn CacheFile,
+    span: Span,
+    buf: &mut [u8],
+    page: u64,
+) -> Result<u64, (u64, CopyError)> {
+    let chunk = range::align_down(buf.len() as u64, page).max(page);
+    let mut written = 0u64;
+    for c in range::chunks(span, chunk) {
+        let want = usize::try_from(c.len())
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let got = match read_full(blob, &mut buf[..want], c.start) {
+            Ok(g) => g,
+            Err(err) => return Err((written, CopyError::Source { at: c.start, err })),
+        };
+        let short = got < want;
+        let usable = if short {
+            range::align_down(got as u64, page) as usize
+        } else {
+            got
+        };
+        if usable > 0 {
+            if let Err(err) = write_all_at(file, &buf[..usable], c.start, page) {
+                return Err((written, CopyError::Write { at: c.start, err }));
+            }
+            written += usable as u64;
+        }
+        if short {
+            return Err((
+                written,
+                CopyError::ShortSource {
+                    at: c.start + got as u64,
+                },
+            ));
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,602 @@
+//! The protocol logic: what to do with each OPEN, READ and CLOSE.
+//!
+//! [`Handler::accept`] runs on the thread that reads the devnode and does the
+//! cheap, ordering-sensitive part at once: decoding, taking ownership of an
+//! OPEN's anonymous fd (so it can never leak), answering malformed requests,
+//! and CLOSE. It returns a [`Task`] for the worker pool, where
+//! [`Handler::run`] does the slow part: looking blobs up, `copen`, copying
+//! data and READ_COMPLETE.
+//!
+//! Invariants:
+//! * an object is in the table before its `copen` is written, because the
+//!   kernel may send READs for it the moment it sees the `copen`;
+//! * every READ for a known object gets a READ_COMPLETE, with or without its
+//!   data (the kernel turns missing data into EIO for the reader), except
+//!   under the `drop` persona;
+//! * a READ whose msg_id is already being served (seen again after a
+//!   `restore`) is skipped: the first copy completes it.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::copy::{copy_span, CopyError};
+use crate::devnode::{CacheFile, Devnode};
+use crate::keys;
+use crate::objects::{Object, ObjectTable};
+use crate::persona::{Action, Decision, Personas};
+use crate::prefetch::Prefetcher;
+use crate::proto::{self, Header, OpenReq, ParseError, ReadReq, Request};
+use crate::range;
+use crate::source::{Blob, Lookup, Sources};
+use crate::stats::{self, Stats};
+
+/// Work handed to the pool.
+pub enum Task {
+    Open {
+        hdr: Header,
+        req: OpenReq,
+        file: Box<dyn CacheFile>,
+        decision: Decision,
+    },
+    Read {
+        hdr: Header,
+        req: ReadReq,
+        decision: Decision,
+    },
+}
+
+/// Tunables of the handler.
+pub struct HandlerConfig {
+    /// Page size: writes start on multiples of it.
+    pub page: u64,
+    /// Bytes copied per write (a multiple of the page size).
+    pub chunk: usize,
+}
+
+/// Bound on the per-msg_id delivery counters kept for personas.
+const MAX_TRACKED_DELIVERIES: usize = 100_000;
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Shared state of the request handlers.
+pub struct Handler {
+    dev: Arc<dyn Devnode>,
+    sources: Sources,
+    objects: ObjectTable,
+    stats: Arc<Stats>,
+    personas: Personas,
+    prefetch: Option<Prefetcher>,
+    cfg: HandlerConfig,
+    inflight_reads: Mutex<HashSet<u32>>,
+    deliveries: Mutex<HashMap<u32, u32>>,
+    dead: AtomicBool,
+    on_dead: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Handler {
+    pub fn new(
+        dev: Arc<dyn Devnode>,
+        sources: Sources,
+        stats: Arc<Stats>,
+        personas: Personas,
+        prefetch: Option<Prefetcher>,
+        cfg: HandlerConfig,
+        on_dead: Box<dyn Fn() + Send + Sync>,
+    ) -> Handler {
+        Handler {
+            dev,
+            sources,
+            objects: ObjectTable::default(),
+            stats,
+            personas,
+            prefetch,
+            cfg,
+            inflight_reads: Mutex::new(HashSet::new()),
+            deliveries: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            on_dead,
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn open_objects(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether a command write failed with EIO (the cache is dead).
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Writes a command; EIO marks the cache dead and wakes the event loop.
+    pub fn send(&self, cmd: &str) -> std::io::Result<()> {
+        let r = self.dev.write_cmd(cmd);
+        if let Err(e) = &r {
+            if e.raw_os_error() == Some(libc::EIO) && !self.dead.swap(true, Ordering::Relaxed) {
+                error!("'{cmd}': {e}: the cache is dead");
+                (self.on_dead)();
+            }
+        }
+        r
+    }
+
+    /// Writes `restore` (failover, or the random-restore persona).
+    pub fn restore(&self, why: &str) {
+        match self.send(proto::RESTORE) {
+            Ok(()) => {
+                stats::inc(&self.stats.restores);
+                info!("wrote 'restore' ({why})");
+            }
+            Err(e) => warn!("'restore' ({why}) failed: {e}"),
+        }
+    }
+
+    /// Stops background work and closes every object's fd (at exit).
+    pub fn shutdown(&self) {
+        if let Some(p) = &self.prefetch {
+            p.stop(std::time::Duration::from_secs(2));
+        }
+        let n = self.objects.drain().len();
+        if n > 0 {
+            debug!("closing {n} open objects");
+        }
+    }
+
+    fn decide(&self, hdr: &Header) -> Decision {
+        if self.personas.is_empty() {
+            return Decision::NORMAL;
+        }
+        let delivery = {
+            let mut d = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+            if d.len() >= MAX_TRACKED_DELIVERIES {
+                d.clear();
+            }
+            let n = d.entry(hdr.msg_id).or_insert(0);
+            let this = *n;
+            *n = n.saturating_add(1);
+            this
+        };
+        let dec = self.personas.decide(hdr.opcode, hdr.msg_id, delivery);
+        if dec != Decision::NORMAL {
+            debug!(
+                "persona decision for {} msg {} (delivery {delivery}): {:?}",
+                proto::opcode_name(hdr.opcode),
+                hdr.msg_id,
+                dec
+            );
+        }
+        dec
+    }
+
+    fn answered(&self, msg_id: u32) {
+        if !self.personas.is_empty() {
+            self.deliveries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&msg_id);
+        }
+    }
+
+    /// Handles the cheap part of one message read from the devnode.
+    pub fn accept(&self, buf: &[u8]) -> Option<Task> {
+        stats::inc(&self.stats.msgs);
+        let hdr = match proto::parse_header(buf) {
+            Ok(h) => h,
+            Err(e) => {
+                stats::inc(&self.stats.malformed);
+                error!("malformed message dropped: {e}");
+                // Still answer an OPEN if the header is there, so the mount
+                // does not wait for an answer that will never come.
+                if let Some(h) = proto::peek_header(buf) {
+                    if h.opcode == proto::OP_OPEN {
+                        self.reject_open(&h, proto::payload(buf), libc::EINVAL);
+                    }
+                }
+                return None;
+            }
+        };
+        trace!(
+            "{} msg {} object {} len {}",
+            proto::opcode_name(hdr.opcode),
+            hdr.msg_id,
+            hdr.object_id,
+            hdr.len
+        );
+        let req = match proto::parse_request(&hdr, proto::payload(buf)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.malformed(&hdr, buf, &e);
+                return None;
+            }
+        };
+        match req {
+            Request::Close => {
+                self.close(&hdr);
+                None
+            }
+            Request::Open(req) => {
+                stats::inc(&self.stats.opens);
+                let file = match self.dev.adopt_anon_fd(req.fd) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        error!(
+                            "OPEN msg {}: unusable anonymous fd {}: {e}",
+                            hdr.msg_id, req.fd
+                        );
+                        self.copen_error(&hdr, libc::EBADF);
+                        return None;
+                    }
+                };
+                let decision = self.decide(&hdr);
+                Some(Task::Open {
+                    hdr,
+                    req,
+                    file,
+                    decision,
+                })
+            }
+            Request::Read(req) => {
+                stats::inc(&self.stats.reads);
+                let fresh = self
+                    .inflight_reads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(hdr.msg_id);
+                if !fresh {
+                    stats::inc(&self.stats.duplicate_reads);
+                    debug!(
+                        "READ msg {} delivered again while being served; skipping the copy",
+                        hdr.msg_id
+                    );
+                    return None;
+                }
+                let decision = self.decide(&hdr);
+                Some(Task::Read { hdr, req, decision })
+            }
+        }
+    }
+
+    fn malformed(&self, hdr: &Header, buf: &[u8], e: &ParseError) {
+        if let ParseError::UnknownOpcode(op) = e {
+            stats::inc(&self.stats.unknown_opcode);
+            warn!(
+                "msg {} object {}: unknown opcode {op}, ignored",
+                hdr.msg_id, hdr.object_id
+            );
+            return;
+        }
+        stats::inc(&self.stats.malformed);
+        error!(
+            "{} msg {} object {}: malformed: {e}",
+            proto::opcode_name(hdr.opcode),
+            hdr.msg_id,
+            hdr.object_id
+        );
+        match hdr.opcode {
+            proto::OP_OPEN => self.reject_open(hdr, proto::payload(buf), libc::EINVAL),
+            proto::OP_READ => {
+                // Complete it without data so the reader gets EIO, not a hang.
+                if let Some(obj) = self.objects.get(hdr.object_id) {
+                    self.complete(&obj, hdr.msg_id);
+                    stats::inc(&self.stats.reads_failed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails an OPEN we could not decode, releasing its fd if we can find it.
+    fn reject_open(&self, hdr: &Header, payload: &[u8], errno: i32) {
+        if let Some(fd) = proto::open_fd_hint(payload) {
+            match self.dev.adopt_anon_fd(fd) {
+                Ok(f) => drop(f),
+                Err(e) => warn!("OPEN msg {}: not closing fd {fd}: {e}", hdr.msg_id),
+            }
+        }
+        self.copen_error(hdr, errno);
+    }
+
+    fn copen_error(&self, hdr: &Header, errno: i32) {
+        stats::inc(&self.stats.copen_failed);
+        let cmd = proto::copen_err(hdr.msg_id, errno);
+        if let Err(e) = self.send(&cmd) {
+            stats::inc(&self.stats.copen_write_errors);
+            warn!("'{cmd}' failed: {e}");
+        }
+        self.answered(hdr.msg_id);
+    }
+
+    fn close(&self, hdr: &Header) {
+        stats::inc(&self.stats.closes);
+        match self.objects.remove(hdr.object_id) {
+            Some(obj) => debug!("CLOSE object {} ({:?})", obj.id, obj.blob_name),
+            None => warn!(
+                "CLOSE msg {} for unknown object {}, ignored",
+                hdr.msg_id, hdr.object_id
+            ),
+        }
+    }
+
+    /// Runs the slow part of a request (on a pool thread).
+    pub fn run(&self, task: Task) {
+        match task {
+            Task::Open {
+                hdr,
+                req,
+                file,
+                decision,
+            } => self.open(hdr, req, file, decision),
+            Task::Read { hdr, req, decision } => {
+                self.read(&hdr, req, decision);
+                self.inflight_reads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&hdr.msg_id);
+            }
+        }
+    }
+
+    fn persona_note(&self, what: std::fmt::Arguments<'_>) {
+        stats::inc(&self.stats.persona_actions);
+        info!("persona: {what}");
+    }
+
+    fn open(&self, hdr: Header, req: OpenReq, file: Box<dyn CacheFile>, decision: Decision) {
+        let started = Instant::now();
+        if let Action::Delay(d) = decision.action {
+            self.persona_note(format_args!("delaying OPEN msg {} by {d:?}", hdr.msg_id));
+            std::thread::sleep(d);
+        }
+        match decision.action {
+            Action::Drop => {
+                // Never answer. The fd is closed so that a later `restore`
+                // can deliver this OPEN again with a fresh fd.
+                self.persona_note(format_args!(
+                    "dropping OPEN msg {} (never answered)",
+                    hdr.msg_id
+                ));
+                drop(file);
+            }
+            Action::FailOpen => {
+                self.persona_note(format_args!("failing OPEN msg {} with EIO", hdr.msg_id));
+                drop(file);
+                self.copen_error(&hdr, libc::EIO);
+            }
+            action => match self.resolve(&hdr, &req) {
+                Err(errno) => {
+                    drop(file);
+                    self.copen_error(&hdr, errno);
+                }
+                Ok((_, blob)) if action == Action::CloseEarly => {
+                    self.persona_note(format_args!(
+                        "closing the anonymous fd of OPEN msg {} before copen",
+                        hdr.msg_id
+                    ));
+                    drop(file);
+                    self.copen_plain(&hdr, blob.size());
+                }
+                Ok((name, blob)) => self.install(&hdr, &req, name, blob, file, started),
+            },
+        }
+        self.after(&decision);
+    }
+
+    /// Maps an OPEN to a blob, or to the errno to fail it with.
+    fn resolve(&self, hdr: &Header, req: &OpenReq) -> Result<(String, Arc<dyn Blob>), i32> {
+        let volume = keys::parse_volume(&req.volume_key);
+        let name = keys::blob_name(&req.cookie_key).map_err(|e| {
+            warn!(
+                "OPEN msg {} (volume {:?}): {e}; answering ENOENT",
+                hdr.msg_id, volume.key
+            );
+            libc::ENOENT
+        })?;
+        match self.sources.lookup(&name) {
+            Lookup::Found(blob) => Ok((name, blob)),
+            Lookup::NotFound => {
+                warn!(
+                    "OPEN msg {}: blob {name:?} (volume {:?}) is in no source; answering ENOENT",
+                    hdr.msg_id, volume.key
+                );
+                Err(libc::ENOENT)
+            }
+            Lookup::Failed(e) => {
+                error!(
+                    "OPEN msg {}: blob {name:?}: sources failed ({e}); answering EIO",
+                    hdr.msg_id
+                );
+                stats::inc(&self.stats.source_errors);
+                Err(libc::EIO)
+            }
+        }
+    }
+
+    /// Enters the object in the table, then answers `copen id,size`.
+    fn install(
+        &self,
+        hdr: &Header,
+        req: &OpenReq,
+        name: String,
+        blob: Arc<dyn Blob>,
+        file: Box<dyn CacheFile>,
+        started: Instant,
+    ) {
+        let size = blob.size();
+        let described = blob.describe();
+        let volume = keys::parse_volume(&req.volume_key).key;
+        let obj = Arc::new(Object::new(hdr.object_id, volume, name, blob, file));
+        if let Some(old) = self.objects.insert(obj.clone()) {
+            warn!(
+                "object id {} was still mapped to {:?}; replaced by {:?}",
+                old.id, old.blob_name, obj.blob_name
+            );
+        }
+        let cmd = proto::copen_ok(hdr.msg_id, size);
+        match self.send(&cmd) {
+            Ok(()) => {
+                stats::inc(&self.stats.copen_ok);
+                self.stats.open_latency.record(started.elapsed());
+                info!(
+                    "OPEN msg {} object {} ({}): {:?} size {size} from {described} (volume {:?})",
+                    hdr.msg_id,
+                    obj.id,
+                    obj.file.describe(),
+                    obj.blob_name,
+                    obj.volume
+                );
+                if let Some(p) = &self.prefetch {
+                    p.submit(obj.clone());
+                }
+            }
+            Err(e) => {
+                stats::inc(&self.stats.copen_write_errors);
+                warn!("'{cmd}' failed: {e}; forgetting object {}", obj.id);
+                self.objects.remove_if_same(&obj);
+            }
+        }
+        self.answered(hdr.msg_id);
+    }
+
+    /// `copen id,size` for an object we are not going to keep (close-early).
+    fn copen_plain(&self, hdr: &Header, size: u64) {
+        let cmd = proto::copen_ok(hdr.msg_id, size);
+        match self.send(&cmd) {
+            Ok(()) => stats::inc(&self.stats.copen_ok),
+            Err(e) => {
+                stats::inc(&self.stats.copen_write_errors);
+                warn!("'{cmd}' failed: {e}");
+            }
+        }
+        self.answered(hdr.msg_id);
+    }
+
+    fn after(&self, decision: &Decision) {
+        if decision.restore_after {
+            stats::inc(&self.stats.persona_actions);
+            self.restore("random-restore persona");
+        }
+    }
+
+    fn read(&self, hdr: &Header, req: ReadReq, decision: Decision) {
+        let started = Instant::now();
+        let Some(obj) = self.objects.get(hdr.object_id) else {
+            stats::inc(&self.stats.unknown_object);
+            warn!(
+                "READ msg {} for unknown object {} [{}, +{}): no anonymous fd to answer through",
+                hdr.msg_id, hdr.object_id, req.off, req.len
+            );
+            return;
+        };
+        match decision.action {
+            Action::Delay(d) => {
+                self.persona_note(format_args!("delaying READ msg {} by {d:?}", hdr.msg_id));
+                std::thread::sleep(d);
+            }
+            Action::Drop => {
+                self.persona_note(format_args!(
+                    "dropping READ msg {} (never answered)",
+                    hdr.msg_id
+                ));
+                self.after(&decision);
+                return;
+            }
+            Action::NoData => {
+                self.persona_note(format_args!(
+                    "completing READ msg {} without data",
+                    hdr.msg_id
+                ));
+                self.complete(&obj, hdr.msg_id);
+                stats::inc(&self.stats.reads_failed);
+                self.answered(hdr.msg_id);
+                self.after(&decision);
+                return;
+            }
+            _ => {}
+        }
+        let ok = self.serve_read(&obj, hdr, req);
+        self.complete(&obj, hdr.msg_id);
+        if ok {
+            stats::inc(&self.stats.reads_ok);
+        } else {
+            stats::inc(&self.stats.reads_failed);
+        }
+        self.stats.read_latency.record(started.elapsed());
+        self.answered(hdr.msg_id);
+        self.after(&decision);
+    }
+
+    /// Copies the pages covering the request; false if some data is missing.
+    fn serve_read(&self, obj: &Object, hdr: &Header, req: ReadReq) -> bool {
+        let Some(span) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
+            debug!(
+                "READ msg {} [{}, +{}) is past the end of {:?} ({} bytes): nothing to write",
+                hdr.msg_id, req.off, req.len, obj.blob_name, obj.size
+            );
+            return true;
+        };
+        let chunk = usize::try_from(span.len())
+            .unwrap_or(usize::MAX)
+            .min(self.cfg.chunk);
+        let chunk = range::align_up(chunk as u64, self.cfg.page) as usize;
+        let result = BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < chunk {
+                b.resize(chunk, 0);
+            }
+            copy_span(&*obj.blob, &*obj.file, span, &mut b[..chunk], self.cfg.page)
+        });
+        match result {
+            Ok(n) => {
+                stats::add(&self.stats.bytes_written, n);
+                trace!(
+                    "READ msg {} object {}: wrote [{}, {}) of {:?}",
+                    hdr.msg_id,
+                    obj.id,
+                    span.start,
+                    span.end,
+                    obj.blob_name
+                );
+                true
+            }
+            Err((n, e)) => {
+                stats::add(&self.stats.bytes_written, n);
+                match e {
+                    CopyError::Write { .. } => stats::inc(&self.stats.write_errors),
+                    _ => stats::inc(&self.stats.source_errors),
+                }
+                warn!(
+                    "READ msg {} object {} ({:?}) [{}, +{}): {e}; the reader will see EIO",
+                    hdr.msg_id, obj.id, obj.blob_name, req.off, req.len
+                );
+                false
+            }
+        }
+    }
+
+    fn complete(&self, obj: &Object, msg_id: u32) {
+        if let Err(e) = obj.file.read_complete(msg_id) {
+            stats::inc(&self.stats.read_complete_errors);
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                debug!(
+                    "READ_COMPLETE msg {msg_id} on object {}: {e} (request gone: reader killed, \
+                     object withdrawn, or completed already)",
+                    obj.id
+                );
+            } else {
+                warn!("READ_COMPLETE msg {msg_id} on object {}: {e}", obj.id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;
