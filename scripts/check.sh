@@ -23,8 +23,8 @@ step "module builds" "$CFOD_TOP/scripts/build-module.sh" || fatal "module build 
 step "test programs build" "$CFOD_TOP/scripts/build-tests.sh" || fatal "test build failed"
 step "test data" "$CFOD_TOP/scripts/mkdata.sh" || fatal "test data failed"
 if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
-	step "daemon builds (static)" "$CFOD_TOP/daemon/build-static.sh" >/dev/null
-	step "daemon unit tests" sh -c "cd '$CFOD_TOP/daemon' && cargo test --quiet 2>&1 | tail -n 3"
+	step "daemon builds (static)" "$CFOD_TOP/scripts/build-daemon.sh"
+	step "daemon unit tests" sh -c "cd '$CFOD_TOP/daemon' && '$CARGO' test --quiet -j2 2>&1 | tail -n 3"
 fi
 step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
 step "clippy clean" "$CFOD_TOP/scripts/lint.sh" clippy >/dev/null

@@ -14,5 +14,10 @@ export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 KMAKE_ARGS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
 	RUSTFMT=/usr/bin/rustfmt RUSTDOC=/usr/bin/rustdoc
 	BINDGEN="$BINDGEN" CLIPPY_DRIVER=/usr/bin/clippy-driver)
+# User-space Rust (the daemon) uses the machine's rustup toolchain, which
+# PATH above would otherwise hide behind Debian's older cargo, if any.
+CARGO=${CARGO:-$HOME/.cargo/bin/cargo}
+[ -x "$CARGO" ] || CARGO=cargo
+export CARGO
 # kind: test (debug options) or bench (none)
 kernel_build_dir() { echo "$CFOD_CACHE/build-$1"; }

@@ -10,7 +10,7 @@ fmt)
 	/usr/bin/rustfmt --check --edition 2021 \
 		--config-path "$CFOD_CACHE/src/.rustfmt.toml" "$CFOD_TOP"/rust/*.rs
 	if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
-		(cd "$CFOD_TOP/daemon" && cargo fmt --check)
+		(cd "$CFOD_TOP/daemon" && "$CARGO" fmt --check)
 	fi
 	;;
 clippy)
@@ -22,7 +22,7 @@ clippy)
 	rm -f "$log"
 	"$CFOD_TOP/scripts/build-module.sh" "$kdir"
 	if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
-		(cd "$CFOD_TOP/daemon" && cargo clippy --quiet --all-targets -- -D warnings)
+		(cd "$CFOD_TOP/daemon" && "$CARGO" clippy --quiet --all-targets -- -D warnings)
 	fi
 	;;
 *) echo "usage: lint.sh fmt|clippy" >&2; exit 2 ;;

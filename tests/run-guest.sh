@@ -7,6 +7,7 @@ T=/host/tests
 RES=/host/${CFOD_RESULTS:-out/results}
 BIN=/host/out/bin
 export T RES BIN CFOD_BACKEND
+. "$T/lib/ktap.sh"
 mkdir -p "$RES"
 TO=${CFOD_TIMEOUT:-300}
 
@@ -26,14 +27,20 @@ for t in $list; do
 	echo "cfod: begin $t (backend $CFOD_BACKEND)" >/dev/kmsg
 	echo "# $t"
 	log=$RES/$(echo "$t" | tr / _).log
-	timeout -s KILL "$TO" "$T/$t" 2>&1 | tee "$log" | sed 's/^/  /'
+	# Output to a file, not a pipe: a killed test's children could hold a
+	# pipe open forever.
+	timeout -s KILL "$TO" "$T/$t" >"$log" 2>&1
 	rc=$?
+	sed 's/^/  /' "$log"
 	echo "cfod: end $t rc=$rc" >/dev/kmsg
-	# Backstop: nothing a test started survives it.
-	pkill -KILL -f "$BIN/" 2>/dev/null
+	# Backstop: nothing a test started survives it (readers blocked in the
+	# test's mounts are killable; daemons live in $BIN).
 	for m in $(grep ' /mnt/' /proc/mounts | cut -d' ' -f2 | sort -r); do
+		fuser -k -m "$m" >/dev/null 2>&1
 		umount -l "$m" 2>/dev/null
 	done
+	killmatch KILL "$BIN/"
+	killmatch KILL "httpd -f"
 	case $rc in
 	0) echo "ok $i $t" ;;
 	4) echo "ok $i $t # SKIP" ;;

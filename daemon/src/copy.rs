@@ -112,3 +112,32 @@ pub fn copy_span(
     }
     Ok(written)
 }
+
+/// Alignment of the staging buffers: cache files are written with direct
+/// I/O, which needs the user buffer aligned to the logical block size.
+pub const BUF_ALIGN: usize = 4096;
+
+/// Returns `len` bytes of `storage`, starting at a [`BUF_ALIGN`]-aligned
+/// address, growing `storage` as needed.
+pub fn aligned(storage: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if storage.len() < len + BUF_ALIGN {
+        storage.resize(len + BUF_ALIGN, 0);
+    }
+    let off = storage.as_ptr().align_offset(BUF_ALIGN).min(BUF_ALIGN);
+    &mut storage[off..off + len]
+}
+
+#[cfg(test)]
+mod aligned_tests {
+    use super::*;
+
+    #[test]
+    fn aligned_slices() {
+        let mut v = Vec::new();
+        for len in [1, 4096, 8192, 100_000] {
+            let b = aligned(&mut v, len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr() as usize % BUF_ALIGN, 0);
+        }
+    }
+}

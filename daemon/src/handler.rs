@@ -548,10 +548,8 @@ impl Handler {
         let chunk = range::align_up(chunk as u64, self.cfg.page) as usize;
         let result = BUF.with(|b| {
             let mut b = b.borrow_mut();
-            if b.len() < chunk {
-                b.resize(chunk, 0);
-            }
-            copy_span(&*obj.blob, &*obj.file, span, &mut b[..chunk], self.cfg.page)
+            let buf = crate::copy::aligned(&mut b, chunk);
+            copy_span(&*obj.blob, &*obj.file, span, buf, self.cfg.page)
         });
         match result {
             Ok(n) => {

@@ -79,12 +79,13 @@ struct Worker {
 
 impl Worker {
     fn run(&self, rx: Receiver<Arc<Object>>) {
-        let mut buf = vec![0u8; self.chunk];
+        let mut storage = Vec::new();
+        let buf = crate::copy::aligned(&mut storage, self.chunk);
         while let Ok(obj) = rx.recv() {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            self.prefetch(&obj, &mut buf);
+            self.prefetch(&obj, buf);
         }
     }
 

@@ -34,3 +34,17 @@ backend_setup() {
 bound_backend() {
 	sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend
 }
+# killmatch SIGNAL PATTERN: signal every process whose command line contains
+# PATTERN (this busybox has no pkill). Succeeds if it signalled any.
+killmatch() {
+	_sig=$1 _pat=$2 _hit=1
+	for _p in /proc/[0-9]*; do
+		_pid=${_p#/proc/}
+		[ "$_pid" = $$ ] && continue
+		_cmd=$(tr '\0' ' ' <"$_p/cmdline" 2>/dev/null) || continue
+		case "$_cmd" in
+		*"$_pat"*) kill -"$_sig" "$_pid" 2>/dev/null && _hit=0 ;;
+		esac
+	done
+	return $_hit
+}
