@@ -41,7 +41,7 @@ killmatch() {
 	for _p in /proc/[0-9]*; do
 		_pid=${_p#/proc/}
 		[ "$_pid" = $$ ] && continue
-		_cmd=$(tr '\0' ' ' <"$_p/cmdline" 2>/dev/null) || continue
+		_cmd=$( (tr '\0' ' ' <"$_p/cmdline") 2>/dev/null) || continue
 		case "$_cmd" in
 		*"$_pat"*) kill -"$_sig" "$_pid" 2>/dev/null && _hit=0 ;;
 		esac

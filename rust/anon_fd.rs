@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The anonymous fds handed to the daemon with each OPEN: the daemon writes
+//! the data of the cache file through them and completes READs with an ioctl.
+
+use kernel::{bindings, c_str, ioctl::_IOW, prelude::*, types::ARef};
+
+use crate::{
+    cachefiles::CachePin,
+    errno,
+    file::{self, AnonFileOps, FdReservation, File, FileOperations, IovIter, Kiocb},
+    request::Opcode,
+    stats, Obj, Ondemand,
+};
+
+/// `CACHEFILES_IOC_READ_COMPLETE`.
+const READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
+
+static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
+
+/// The state of an anonymous fd.
+///
+/// It owns the object's id and a reference to the object, and pins the
+/// cache. Dropping it (on release, or if the file could not be made) closes
+/// the object, completes the unread CLOSEs for it and frees the id.
+pub(crate) struct AnonFd {
+    /// Dropped before `_pin`: the last unpin may unbind the cache, which
+    /// waits for every object to be freed.
+    object: ARef<Obj>,
+    object_id: u32,
+    _pin: CachePin<Ondemand>,
+}
+
+impl Drop for AnonFd {
+    fn drop(&mut self) {
+        let object = &self.object;
+        object.data().release_id();
+        let state = object.cache().data();
+        while let Some(taken) =
+            state.take_first(true, |r| r.opcode() == Opcode::Close && r.is_for(object))
+        {
+            taken.finish(0);
+        }
+        state.ids().free(self.object_id);
+        pr_debug!(
+            "o={:08x} anonymous fd for id {} released\n",
+            object.debug_id(),
+            self.object_id
+        );
+    }
+}
+
+impl AnonFileOps for AnonFd {
+    type Data = KBox<AnonFd>;
+
+    fn write_iter(this: &AnonFd, kiocb: &mut Kiocb, iter: &mut IovIter) -> Result<usize> {
+        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;
+        let pos = kiocb.pos();
+        let len = iter.count();
+        let written = this.object.write(&file, pos, iter)?;
+        kiocb.set_pos(pos.saturating_add(written as i64));
+        stats::bytes_written(written);
+        pr_debug!(
+            "o={:08x} write {}@{}: {}\n",
+            this.object.debug_id(),
+            len,
+            pos,
+            written
+        );
+        Ok(written)
+    }
+
+    fn llseek(this: &AnonFd, pos: i64, whence: i32) -> Result<i64> {
+        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;
+        file.llseek(pos, whence)
+    }
+
+    fn ioctl(this: &AnonFd, cmd: u32, arg: usize) -> Result<i64> {
+        if cmd != READ_COMPLETE {
+            return Err(EINVAL);
+        }
+        let state = this.object.cache().data();
+        let taken = state
+            .take_if(arg, |r| {
+                r.opcode() == Opcode::Read && r.is_for(&this.object)
+            })
+            .ok_or(EINVAL)?;
+        taken.finish(0);
+        pr_debug!("o={:08x} read {} complete\n", this.object.debug_id(), arg);
+        Ok(0)
+    }
+
+    fn release(data: KBox<AnonFd>) {
+        drop(data);
+    }
+}
+
+/// A new anonymous fd for an OPEN: the file and its reserved number, not
+/// installed yet. Dropping it releases both (file first).
+pub(crate) struct OpenFd {
+    file: File,
+    fd: FdReservation,
+    object_id: u32,
+}
+
+impl OpenFd {
+    pub(crate) fn fd(&self) -> u32 {
+        self.fd.fd()
+    }
+
+    pub(crate) fn object_id(&self) -> u32 {
+        self.object_id
+    }
+
+    /// Makes the fd visible to the daemon: only once the message is copied.
+    pub(crate) fn install(self) {
+        let OpenFd { file, fd, .. } = self;
+        fd.install(file);
+    }
+}
+
+/// Makes the anonymous fd for an OPEN of `object`: allocates its object id,
+/// reserves an fd number and creates the file.
+pub(crate) fn open(object: &ARef<Obj>) -> Result<OpenFd> {
+    let cache = object.cache();
+    let state = cache.data();
+    let object_id = match state.ids().alloc() {
+        Ok(id) => id,
+        Err(e) => {
+            object.data().open_failed();
+            return Err(e);
+        }
+    };
+    let fd = match FdReservation::get(bindings::O_WRONLY) {
+        Ok(fd) => fd,
+        Err(e) => {
+            state.ids().free(object_id);
+            object.data().open_failed();
+            return Err(e);
+        }
+    };
+    if let Err(e) = object.data().claim_id(object_id) {
+        state.ids().free(object_id);
+        return Err(e);
+    }
+    // From here on, dropping the `AnonFd` undoes the claim.
+    let anon = AnonFd {
+        object: object.clone(),
+        object_id,
+        _pin: cache.pin(),
+    };
+    let data = KBox::new(anon, GFP_KERNEL)?;
+    let file = file::anon_inode_getfile(c_str!("[cachefiles]"), &FOPS, data, bindings::O_WRONLY)?;
+    Ok(OpenFd {
+        file,
+        fd,
+        object_id,
+    })
+}

@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Per-cache state: the request queue and the allocator of object ids.
+//!
+//! The queue is an XArray indexed by msg_id. Requests the daemon has not read
+//! yet carry the NEW mark. Everything here that looks at the queue does it
+//! under the queue lock; requests taken out are completed after it is
+//! dropped (a [`Taken`] is only ever returned out of the critical section).
+
+use kernel::{prelude::*, sync::Arc};
+
+/// How a cache's state is kept in the cache.
+pub(crate) type CacheData = Pin<KBox<CacheState>>;
+
+use crate::{
+    errno,
+    object::ObjectInfo,
+    request::{Opcode, Request, Taken},
+    stats,
+    xarray::{Guard, IdAllocator, Mark, XArray},
+    CacheRef, Obj,
+};
+
+/// Requests not read by the daemon yet.
+const NEW: Mark = Mark::MARK_1;
+
+/// State under the queue lock.
+pub(crate) struct QueueState {
+    /// Where the next daemon read starts looking (fair, cyclic selection).
+    read_next: usize,
+    /// Set by `flush`: nothing may be queued any more.
+    dead: bool,
+}
+
+type Queue<'a> = Guard<'a, Arc<Request>, QueueState>;
+
+/// The backend state of a cache.
+#[pin_data]
+pub(crate) struct CacheState {
+    #[pin]
+    reqs: XArray<Arc<Request>, QueueState>,
+    /// Object ids handed to the daemon: 1..=INT_MAX, cyclic.
+    #[pin]
+    ids: IdAllocator,
+}
+
+impl CacheState {
+    pub(crate) fn new() -> Result<CacheData> {
+        KBox::pin_init(
+            pin_init!(Self {
+                reqs <- XArray::new(QueueState {
+                    read_next: 0,
+                    dead: false,
+                }),
+                ids <- IdAllocator::new(1, i32::MAX as u32),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    pub(crate) fn ids(&self) -> &IdAllocator {
+        &self.ids
+    }
+
+    /// Queues `req` under a new msg_id (cyclic, so a freed id is not reused
+    /// at once) and marks it NEW.
+    ///
+    /// Fails with `EIO` if the cache is dead or the object refuses the
+    /// request; the check and the store are one critical section, so nothing
+    /// is queued after `flush` or `drop_object` went through the queue.
+    pub(crate) fn enqueue(&self, cache: &CacheRef, req: &Arc<Request>) -> Result<u32> {
+        let mut q = self.reqs.lock();
+        let id = match q.alloc_cyclic(req.clone(), 0, u32::MAX) {
+            Ok(id) => id,
+            // Not the last reference (the caller holds `req`): fine to drop here.
+            Err((_clone, e)) => return Err(e),
+        };
+        // `alloc_cyclic` may have dropped the lock before storing: check now,
+        // in the critical section of the store.
+        let refused =
+            q.data().dead || cache.is_dead() || !req.object().data().accepts(req.opcode());
+        if refused {
+            // Still ours: nobody saw it. Not the last reference either.
+            let _clone = q.remove(id as usize);
+            return Err(EIO);
+        }
+        q.set_mark(id as usize, NEW);
+        stats::request_queued(req.opcode());
+        Ok(id)
+    }
+
+    /// Takes request `id` out of the queue if it is still `req`.
+    pub(crate) fn take_if_same(&self, id: u32, req: &Arc<Request>) -> Option<Taken> {
+        self.take_if(id as usize, |r| core::ptr::eq::<Request>(r, &**req))
+    }
+
+    /// Takes request `id` out of the queue if `pred` accepts it.
+    pub(crate) fn take_if(&self, id: usize, pred: impl FnOnce(&Request) -> bool) -> Option<Taken> {
+        let mut q = self.reqs.lock();
+        if !q.get(id).is_some_and(|r| pred(&r)) {
+            return None;
+        }
+        q.remove(id).map(Taken::new)
+    }
+
+    /// Takes out the first request (only NEW ones if `only_new`) that `pred`
+    /// accepts.
+    pub(crate) fn take_first(
+        &self,
+        only_new: bool,
+        pred: impl Fn(&Request) -> bool,
+    ) -> Option<Taken> {
+        let mut q = self.reqs.lock();
+        let mark = only_new.then_some(NEW);
+        let mut start = 0;
+        let index = loop {
+            let (i, r) = q.find(start, usize::MAX, mark)?;
+            if pred(&r) {
+                break i;
+            }
+            start = i.checked_add(1)?;
+        };
+        q.remove(index).map(Taken::new)
+    }
+
+    /// Picks the request for a daemon `read()` of `buflen` bytes: the first
+    /// NEW one from where the last read stopped, cyclically, skipping READs
+    /// on objects being reopened (and starting the reopening of closed ones).
+    ///
+    /// `EMSGSIZE` if it does not fit; it then stays NEW.
+    pub(crate) fn select(&self, buflen: usize) -> Result<Option<(u32, Arc<Request>)>> {
+        let mut q = self.reqs.lock();
+        let next = q.data().read_next;
+        let found = find_ready(&q, next, usize::MAX)
+            .or_else(|| next.checked_sub(1).and_then(|max| find_ready(&q, 0, max)));
+        let Some((id, req)) = found else {
+            return Ok(None);
+        };
+        if req.msg_len() > buflen {
+            // Not the last reference: the queue holds one.
+            return Err(errno::emsgsize());
+        }
+        q.clear_mark(id, NEW);
+        q.data_mut().read_next = id.saturating_add(1);
+        Ok(Some((id as u32, req)))
+    }
+
+    /// Whether a daemon `read()` would find something (for `poll()`).
+    pub(crate) fn has_ready(&self) -> bool {
+        let q = self.reqs.lock();
+        let mut start = 0;
+        while let Some((i, r)) = q.find(start, usize::MAX, Some(NEW)) {
+            if r.opcode() != Opcode::Read || !r.object().data().is_reopening() {
+                return true;
+            }
+            let Some(next) = i.checked_add(1) else { break };
+            start = next;
+        }
+        false
+    }
+
+    /// Marks every queued request NEW again (daemon failover).
+    pub(crate) fn restore(&self) {
+        let q = self.reqs.lock();
+        let mut start = 0;
+        while let Some((i, _)) = q.find(start, usize::MAX, None) {
+            q.set_mark(i, NEW);
+            let Some(next) = i.checked_add(1) else { break };
+            start = next;
+        }
+    }
+
+    /// The cache is dead: refuse new requests, fail queued ones with `EIO`.
+    pub(crate) fn flush(&self) {
+        self.reqs.lock().data_mut().dead = true;
+        while let Some(taken) = self.take_first(false, |_| true) {
+            drop(taken);
+        }
+    }
+
+    /// `object` is withdrawn: refuse its new requests, fail its queued ones
+    /// with `EIO`.
+    pub(crate) fn drop_object(&self, object: &Obj) {
+        {
+            let _q = self.reqs.lock();
+            object.data().set_dropping();
+        }
+        while let Some(taken) = self.take_first(false, |r| r.is_for(object)) {
+            drop(taken);
+        }
+    }
+}
+
+/// The first NEW request in `start..=max` the daemon may be given.
+fn find_ready(q: &Queue<'_>, start: usize, max: usize) -> Option<(usize, Arc<Request>)> {
+    let mut at = start;
+    while let Some((i, r)) = q.find(at, max, Some(NEW)) {
+        if r.opcode() != Opcode::Read || ObjectInfo::ready_for_read(r.object()) {
+            return Some((i, r.into()));
+        }
+        at = i.checked_add(1)?;
+    }
+    None
+}

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The daemon's side of the devnode: `read()`, `poll()`, and the `copen` and
+//! `restore` commands.
+
+use kernel::{bindings, prelude::*, sync::Arc, uaccess::UserSlice};
+
+use crate::{
+    anon_fd,
+    kstrtox::{kstrtol, kstrtoul},
+    request::{Opcode, Request},
+    CacheRef,
+};
+
+/// `read()` on the devnode: hand one request to the daemon.
+///
+/// Returns 0 if nothing is pending, `EMSGSIZE` if `buflen` is too small (the
+/// request stays pending). A failed delivery completes the request with the
+/// error; a CLOSE is complete once delivered.
+pub(crate) fn daemon_read(cache: &CacheRef, buf: UserSlice, buflen: usize) -> Result<usize> {
+    let state = cache.data();
+    let Some((id, req)) = state.select(buflen)? else {
+        return Ok(0);
+    };
+    let res = deliver(id, &req, buf);
+    let done = match &res {
+        Err(e) => Some(e.to_errno()),
+        Ok(_) if req.opcode() == Opcode::Close => Some(0),
+        Ok(_) => None,
+    };
+    if let Some(result) = done {
+        // Unless somebody (flush, restore + another reader...) took it first.
+        if let Some(taken) = state.take_if_same(id, &req) {
+            taken.finish(result);
+        }
+    }
+    pr_debug!("msg {} {:?} read: {:?}\n", id, req.opcode(), res);
+    res
+}
+
+/// Copies request `id` to the daemon; for an OPEN, with a new anonymous fd
+/// installed only once the copy succeeded.
+fn deliver(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
+    let mut w = buf.writer();
+    if req.opcode() == Opcode::Open {
+        let open = anon_fd::open(req.object())?;
+        req.write_msg(&mut w, id, open.object_id(), open.fd())?;
+        open.install();
+    } else {
+        let object_id = req.object().data().ondemand_id() as u32;
+        req.write_msg(&mut w, id, object_id, 0)?;
+    }
+    Ok(req.msg_len())
+}
+
+/// `poll()`: readable iff some NEW request is not a READ on an object being
+/// reopened.
+pub(crate) fn daemon_poll(cache: &CacheRef) -> bool {
+    cache.data().has_ready()
+}
+
+/// `copen <id>,<size>`: complete OPEN request `id`.
+///
+/// `args` is the argument string with its NUL. A size >= 0 opens the object;
+/// a negative errno fails the OPEN (and the command succeeds); anything else
+/// fails both.
+pub(crate) fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
+    if args.first().copied().unwrap_or(0) == 0 {
+        pr_err!("Empty id specified\n");
+        return Err(EINVAL);
+    }
+    let Some(comma) = args.iter().position(|&c| c == b',') else {
+        pr_err!("Cache size is not specified\n");
+        return Err(EINVAL);
+    };
+    args[comma] = 0;
+    let (id_part, size_part) = args.split_at(comma + 1);
+    let id_str = CStr::from_bytes_with_nul(id_part).map_err(|_| EINVAL)?;
+    let size_str = CStr::from_bytes_with_nul(size_part).map_err(|_| EINVAL)?;
+
+    let id = kstrtoul(id_str, 0)?;
+    let state = cache.data();
+    // The OPEN must have been read by the daemon: the object has an id.
+    let taken = usize::try_from(id)
+        .ok()
+        .and_then(|id| {
+            state.take_if(id, |r| {
+                r.opcode() == Opcode::Open && r.object().data().ondemand_id() != 0
+            })
+        })
+        .ok_or(EINVAL)?;
+    let object = taken.request().object().clone();
+    let info = object.data();
+
+    let (result, ret) = match kstrtol(size_str, 0) {
+        Err(e) => (e.to_errno(), Err(e)),
+        Ok(size) if size < 0 => {
+            if size < -(bindings::MAX_ERRNO as i64) {
+                (EINVAL.to_errno(), Err(EINVAL))
+            } else {
+                (size as i32, Ok(()))
+            }
+        }
+        Ok(size) => match info.copen(&object, size) {
+            Ok(()) => {
+                cache.wake_daemon();
+                (0, Ok(()))
+            }
+            // The anonymous fd was closed before copen: fail the OPEN only.
+            Err(e) => (e.to_errno(), Ok(())),
+        },
+    };
+    info.copen_done();
+    pr_debug!("o={:08x} copen msg {}: {}\n", object.debug_id(), id, result);
+    taken.finish(result);
+    ret
+}
+
+/// `restore`: resend every pending request (daemon failover).
+pub(crate) fn restore(cache: &CacheRef) -> Result {
+    cache.data().restore();
+    cache.wake_daemon();
+    Ok(())
+}
+
+/// The cache is dead: fail every pending request, refuse new ones.
+pub(crate) fn flush(cache: &CacheRef) {
+    cache.data().flush();
+}

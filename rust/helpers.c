@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for the Rust on-demand backend: out-of-line wrappers for the
+ * static inline functions and macros that Rust cannot call directly.
+ *
+ * Each helper does exactly what the wrapped inline function or macro does;
+ * their Rust declarations live in one place, rust/helpers.rs.
+ */
+#include <linux/completion.h>
+#include <linux/fs.h>
+#include <linux/kernel.h>
+#include <linux/uio.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
+
+/* An allocating XArray whose ids start at 0. */
+void cfod_xa_init_alloc(struct xarray *xa)
+{
+	xa_init_flags(xa, XA_FLAGS_ALLOC);
+}
+
+void cfod_xa_lock(struct xarray *xa)
+{
+	xa_lock(xa);
+}
+
+void cfod_xa_unlock(struct xarray *xa)
+{
+	xa_unlock(xa);
+}
+
+void cfod_init_completion(struct completion *x)
+{
+	init_completion(x);
+}
+
+void cfod_init_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work)
+{
+	return queue_work(wq, work);
+}
+
+/* The anonymous fds handed to the daemon support pwrite() and lseek(). */
+void cfod_file_set_pwrite_lseek(struct file *file)
+{
+	file->f_mode |= FMODE_PWRITE | FMODE_LSEEK;
+}
+
+size_t cfod_iov_iter_count(const struct iov_iter *iter)
+{
+	return iov_iter_count(iter);
+}

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Declarations of the C helpers in `rust/helpers.c`.
+//!
+//! They wrap static inline functions and macros of the kernel headers that
+//! `bindgen` cannot bind. Only the abstraction modules use them.
+
+use kernel::bindings;
+
+// The kernel structures are bound as `bindgen` sees them (some contain empty
+// structs), exactly as in the `bindings` crate, which allows this lint too.
+#[allow(improper_ctypes)]
+extern "C" {
+    /// `xa_init_flags(xa, XA_FLAGS_ALLOC)`.
+    pub(crate) fn cfod_xa_init_alloc(xa: *mut bindings::xarray);
+    /// `xa_lock(xa)`.
+    pub(crate) fn cfod_xa_lock(xa: *mut bindings::xarray);
+    /// `xa_unlock(xa)`.
+    pub(crate) fn cfod_xa_unlock(xa: *mut bindings::xarray);
+    /// `init_completion(x)`.
+    pub(crate) fn cfod_init_completion(x: *mut bindings::completion);
+    /// `INIT_WORK(work, func)`.
+    pub(crate) fn cfod_init_work(
+        work: *mut bindings::work_struct,
+        func: Option<unsafe extern "C" fn(*mut bindings::work_struct)>,
+    );
+    /// `queue_work(wq, work)`.
+    pub(crate) fn cfod_queue_work(
+        wq: *mut bindings::workqueue_struct,
+        work: *mut bindings::work_struct,
+    ) -> bool;
+    /// `file->f_mode |= FMODE_PWRITE | FMODE_LSEEK`.
+    pub(crate) fn cfod_file_set_pwrite_lseek(file: *mut bindings::file);
+    /// `iov_iter_count(iter)`.
+    pub(crate) fn cfod_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
+}

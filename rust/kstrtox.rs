@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel's integer parsers, with their exact semantics.
+//!
+//! C header: [`include/linux/kstrtox.h`](srctree/include/linux/kstrtox.h)
+
+use kernel::{bindings, error::to_result, prelude::*};
+
+/// `kstrtoul()`: an unsigned long (64-bit here), optional leading `+`, one
+/// optional trailing newline; base 0 detects `0x` (hex) and `0` (octal).
+///
+/// Errors: `EINVAL` (not a number), `ERANGE` (overflow).
+pub(crate) fn kstrtoul(s: &CStr, base: u32) -> Result<u64> {
+    const _: () = assert!(core::mem::size_of::<kernel::ffi::c_ulong>() == 8);
+    let mut res: u64 = 0;
+    // SAFETY: `s` is NUL-terminated; `res` is valid for writes.
+    to_result(unsafe { bindings::kstrtoull(s.as_char_ptr(), base, &mut res) })?;
+    Ok(res)
+}
+
+/// `kstrtol()`: a signed long (64-bit here), as [`kstrtoul`] but with an
+/// optional leading `-` too.
+pub(crate) fn kstrtol(s: &CStr, base: u32) -> Result<i64> {
+    let mut res: i64 = 0;
+    // SAFETY: `s` is NUL-terminated; `res` is valid for writes.
+    to_result(unsafe { bindings::kstrtoll(s.as_char_ptr(), base, &mut res) })?;
+    Ok(res)
+}

@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Per-object state, and the requests sent on the netfs side: OPEN when an
+//! object is looked up (or reopened), READ on a cache miss, CLOSE when it is
+//! withdrawn.
+//!
+//! States: closed (initial, or anonymous fd released) -> open (copen
+//! succeeded) -> closed -> reopening (a READ met it closed; work re-sends the
+//! OPEN) -> open ...; dropping (withdrawn) is final.
+
+use kernel::{new_spinlock, prelude::*, sync::SpinLock, types::ARef};
+
+use crate::{
+    request::{Opcode, Payload, Request},
+    Obj,
+};
+
+/// The object id of an object whose anonymous fd was released.
+pub(crate) const ID_CLOSED: i32 = -1;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ObjState {
+    Close,
+    Open,
+    Reopening,
+    Dropping,
+}
+
+struct Inner {
+    state: ObjState,
+    /// 0: no anonymous fd yet; > 0: the id of the open anonymous fd;
+    /// `ID_CLOSED`: the anonymous fd was released.
+    id: i32,
+}
+
+/// The backend state of an object.
+#[pin_data]
+pub(crate) struct ObjectInfo {
+    #[pin]
+    inner: SpinLock<Inner>,
+}
+
+impl ObjectInfo {
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- new_spinlock!(
+                Inner {
+                    state: ObjState::Close,
+                    id: 0,
+                },
+                "ObjectInfo::inner"
+            ),
+        })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.inner.lock().state == ObjState::Open
+    }
+
+    pub(crate) fn is_reopening(&self) -> bool {
+        self.inner.lock().state == ObjState::Reopening
+    }
+
+    /// The object id, as put in messages.
+    pub(crate) fn ondemand_id(&self) -> i32 {
+        self.inner.lock().id
+    }
+
+    /// Whether a request with `opcode` may be queued: never once dropping,
+    /// and a CLOSE only while open.
+    pub(crate) fn accepts(&self, opcode: Opcode) -> bool {
+        let s = self.inner.lock();
+        s.state != ObjState::Dropping && (opcode != Opcode::Close || s.state == ObjState::Open)
+    }
+
+    pub(crate) fn set_dropping(&self) {
+        self.inner.lock().state = ObjState::Dropping;
+    }
+
+    /// An OPEN could not be queued: back to closed (unless dropping).
+    pub(crate) fn open_not_sent(&self) {
+        let mut s = self.inner.lock();
+        if s.state != ObjState::Dropping {
+            s.state = ObjState::Close;
+        }
+    }
+
+    /// An OPEN failed before an anonymous fd was made: back to closed, unless
+    /// the object has an open anonymous fd (or is dropping).
+    pub(crate) fn open_failed(&self) {
+        let mut s = self.inner.lock();
+        if s.id <= 0 && s.state != ObjState::Dropping {
+            s.state = ObjState::Close;
+        }
+    }
+
+    /// Called under the queue lock when the daemon's read meets a READ for
+    /// `object`: whether it may be handed out. A closed object is switched to
+    /// reopening and its work queued to send a new OPEN.
+    pub(crate) fn ready_for_read(object: &ARef<Obj>) -> bool {
+        let info = object.data();
+        let mut s = info.inner.lock();
+        match s.state {
+            ObjState::Close => {
+                s.state = ObjState::Reopening;
+                drop(s);
+                // The request holds a reference, so the one the queue attempt
+                // may drop here is never the last.
+                Obj::queue_work(object);
+                false
+            }
+            ObjState::Reopening => false,
+            ObjState::Open | ObjState::Dropping => true,
+        }
+    }
+
+    /// Records `id` as the object's anonymous fd; `EEXIST` if it has one.
+    pub(crate) fn claim_id(&self, id: u32) -> Result {
+        let mut s = self.inner.lock();
+        if s.id > 0 {
+            return Err(EEXIST);
+        }
+        s.id = id as i32;
+        Ok(())
+    }
+
+    /// The anonymous fd is gone: the object is closed (unless dropping).
+    pub(crate) fn release_id(&self) {
+        let mut s = self.inner.lock();
+        s.id = ID_CLOSED;
+        if s.state != ObjState::Dropping {
+            s.state = ObjState::Close;
+        }
+    }
+
+    /// A successful copen: record the size and open the object, unless the
+    /// anonymous fd was closed in the meantime (`EBADFD`).
+    pub(crate) fn copen(&self, object: &Obj, size: i64) -> Result {
+        let mut s = self.inner.lock();
+        if s.id == ID_CLOSED {
+            return Err(crate::errno::ebadfd());
+        }
+        object.set_size(size);
+        if s.state != ObjState::Dropping {
+            s.state = ObjState::Open;
+        }
+        Ok(())
+    }
+
+    /// After any copen: if the anonymous fd is gone, the object is closed,
+    /// not left reopening.
+    pub(crate) fn copen_done(&self) {
+        let mut s = self.inner.lock();
+        if s.id == ID_CLOSED && s.state != ObjState::Dropping {
+            s.state = ObjState::Close;
+        }
+    }
+}
+
+/// Queues a request built by `make` and waits for it to be completed.
+///
+/// A fatal signal ends the wait with `EINTR` if the request can still be
+/// taken back out of the queue; otherwise whoever took it is completing it,
+/// and its result is returned.
+fn send(object: &Obj, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
+    let cache = object.cache();
+    let state = cache.data();
+    let queued = (|| {
+        if cache.is_dead() {
+            return Err(EIO);
+        }
+        let req = Request::new(object.into(), make()?)?;
+        let id = state.enqueue(cache, &req)?;
+        Ok((id, req))
+    })();
+    let (id, req) = match queued {
+        Ok(queued) => queued,
+        Err(e) => {
+            if opcode == Opcode::Open {
+                object.data().open_not_sent();
+            }
+            return Err(e);
+        }
+    };
+    pr_debug!(
+        "o={:08x} {:?} queued as msg {}\n",
+        object.debug_id(),
+        opcode,
+        id
+    );
+    cache.wake_daemon();
+
+    if req.wait_killable().is_err() {
+        match state.take_if_same(id, &req) {
+            Some(taken) => taken.finish(EINTR.to_errno()),
+            None => req.wait(),
+        }
+    }
+    let result = req.result();
+    pr_debug!(
+        "o={:08x} msg {} done: {:?}\n",
+        object.debug_id(),
+        id,
+        result
+    );
+    result
+}
+
+/// `init_object`: send an OPEN and wait for the daemon's copen.
+pub(crate) fn init_object(object: &Obj) -> Result {
+    // A lookup that falls back to a new tmpfile keeps the open object.
+    if object.data().is_open() {
+        return Ok(());
+    }
+    send(object, Opcode::Open, || {
+        if !object.wants_cache_size() {
+            pr_err!("WANT_CACHE_SIZE is needed for on-demand mode\n");
+            return Err(EINVAL);
+        }
+        Payload::open(object.volume_key(), object.cookie_key())
+    })
+}
+
+/// `clean_object`: send a CLOSE if open, fail the object's requests, stop
+/// its reopen work.
+pub(crate) fn clean_object(object: &Obj) {
+    if object.data().is_open() {
+        // Only fails if the object or the cache is going away: nothing to do.
+        let _ = send(object, Opcode::Close, || Ok(Payload::Close));
+    }
+    object.cache().data().drop_object(object);
+    object.cancel_work_sync();
+}
+
+/// `read`: cache miss on `[pos, pos + len)`.
+pub(crate) fn read(object: &Obj, pos: i64, len: usize) -> Result {
+    send(object, Opcode::Read, || {
+        Ok(Payload::Read {
+            off: pos as u64,
+            len: len as u64,
+        })
+    })
+}
+
+/// The reopen work: send a new OPEN for an object whose READs are waiting.
+pub(crate) fn reopen(object: ARef<Obj>) {
+    let result = init_object(&object);
+    pr_debug!("o={:08x} reopen: {:?}\n", object.debug_id(), result);
+}
