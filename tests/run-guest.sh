@@ -29,7 +29,9 @@ for t in $list; do
 	log=$RES/$(echo "$t" | tr / _).log
 	# Output to a file, not a pipe: a killed test's children could hold a
 	# pipe open forever.
-	timeout -s KILL "$TO" "$T/$t" >"$log" 2>&1
+	prog=$T/$t
+	[ -f "$prog" ] || prog=$BIN/$t	# C tests are built into out/bin
+	timeout -s KILL "$TO" "$prog" >"$log" 2>&1
 	rc=$?
 	sed 's/^/  /' "$log"
 	echo "cfod: end $t rc=$rc" >/dev/kmsg

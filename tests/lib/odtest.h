@@ -1,0 +1,364 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * odtest.h: KTAP output and the on-demand protocol, for the C tests that
+ * drive /dev/cachefiles themselves (acting as the daemon) to check exact
+ * behaviour: errnos, request contents, lifetimes. Header-only; each test is
+ * one program.
+ */
+#ifndef ODTEST_H
+#define ODTEST_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/cachefiles.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLOBS "/host/out/data/blobs"
+#define TREE "/host/out/data/tree"
+
+static int ktap_n, ktap_failed;
+
+static void ktap_plan(int n)
+{
+	printf("KTAP version 1\n1..%d\n", n);
+	fflush(stdout);
+}
+
+static void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+/* One test point. Returns cond so callers can stop early. */
+static int check(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	ktap_n++;
+	if (!cond)
+		ktap_failed++;
+	printf("%s %d ", cond ? "ok" : "not ok", ktap_n);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	return cond;
+}
+
+static int ktap_finish(void)
+{
+	return ktap_failed ? 1 : 0;
+}
+
+static const char *backend(void)
+{
+	const char *b = getenv("CFOD_BACKEND");
+
+	return b ? b : "c";
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int dev_open(void)
+{
+	int fd = open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Write a command; 0 (the whole length was accepted) or -errno. */
+static int dev_cmdn(int dev, const void *cmd, size_t len)
+{
+	ssize_t n = write(dev, cmd, len);
+
+	if (n < 0)
+		return -errno;
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+static int dev_cmd(int dev, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return dev_cmdn(dev, buf, n);
+}
+
+/* A fresh cache directory for this test and backend, then bind. */
+static int dev_bind(int dev, const char *name)
+{
+	char dir[128], cmd[320];
+	int ret;
+
+	snprintf(dir, sizeof(dir), "/cache/%s-%s", name, backend());
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s", dir, dir);
+	if (system(cmd))
+		return -EIO;
+	ret = dev_cmd(dev, "dir %s", dir);
+	if (ret)
+		return ret;
+	return dev_cmd(dev, "bind ondemand");
+}
+
+static int dev_pollin(int dev, int timeout_ms)
+{
+	struct pollfd p = { .fd = dev, .events = POLLIN };
+
+	return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
+}
+
+static ssize_t dev_read(int dev, void *buf, size_t len)
+{
+	ssize_t n = read(dev, buf, len);
+
+	return n < 0 ? -errno : n;
+}
+
+/* Wait up to timeout_ms for a message; its length, 0 on timeout, or -errno. */
+static ssize_t dev_wait_msg(int dev, void *buf, size_t len, int timeout_ms)
+{
+	long end = now_ms() + timeout_ms;
+	ssize_t n;
+
+	do {
+		n = dev_read(dev, buf, len);
+		if (n != 0)
+			return n;
+		dev_pollin(dev, 100);
+	} while (now_ms() < end);
+	return 0;
+}
+
+/* Fork a child that mounts erofs with options; it exits with the errno. */
+static pid_t start_mount(const char *opts, const char *target)
+{
+	pid_t pid;
+
+	mkdir(target, 0755);
+	pid = fork();
+	if (pid == 0) {
+		if (mount("none", target, "erofs", 0, opts) < 0)
+			_exit(errno & 0xff);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* Fork a child that runs a shell command; it exits with its status. */
+static pid_t start_sh(const char *cmd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/*
+ * The child's exit code, 128 + signal if killed, or -1 if it is still
+ * running after timeout_ms (it is then left running).
+ */
+static int wait_child(pid_t pid, int timeout_ms)
+{
+	long end = now_ms() + timeout_ms;
+	int status;
+
+	do {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) :
+			       128 + WTERMSIG(status);
+		usleep(20000);
+	} while (now_ms() < end);
+	return -1;
+}
+
+static int count_fds(void)
+{
+	char cmd[] = "ls /proc/self/fd | wc -l";
+	FILE *f = popen(cmd, "r");
+	int n = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = -1;
+		pclose(f);
+	}
+	return n;
+}
+
+static const char *open_cookie(struct cachefiles_msg *msg, char *name, size_t len)
+{
+	struct cachefiles_open *load = (void *)msg->data;
+	size_t klen = load->cookie_key_size < len - 1 ? load->cookie_key_size : len - 1;
+
+	memcpy(name, load->data + load->volume_key_size, klen);
+	name[klen] = 0;
+	return name;
+}
+
+/* A minimal in-test daemon: objects by id, served from BLOBS. */
+struct od_obj {
+	unsigned int id;
+	int anon_fd, blob_fd;
+	off_t size;
+};
+
+#define OD_MAX_OBJS 64
+struct od_server {
+	int dev;
+	struct od_obj objs[OD_MAX_OBJS];
+	unsigned int last_msg_id;
+	unsigned long opens, reads, closes;
+};
+
+static struct od_obj *od_find(struct od_server *s, unsigned int id)
+{
+	for (int i = 0; i < OD_MAX_OBJS; i++)
+		if (s->objs[i].anon_fd > 0 && s->objs[i].id == id)
+			return &s->objs[i];
+	return NULL;
+}
+
+static void od_answer_open(struct od_server *s, struct cachefiles_msg *msg)
+{
+	struct cachefiles_open *load = (void *)msg->data;
+	char name[256], path[512];
+	struct stat st;
+	int i, bfd;
+
+	s->opens++;
+	snprintf(path, sizeof(path), "%s/%s", BLOBS,
+		 open_cookie(msg, name, sizeof(name)));
+	bfd = open(path, O_RDONLY | O_CLOEXEC);
+	for (i = 0; i < OD_MAX_OBJS && s->objs[i].anon_fd > 0; i++)
+		;
+	if (bfd < 0 || fstat(bfd, &st) < 0 || i == OD_MAX_OBJS) {
+		dev_cmd(s->dev, "copen %u,%d", msg->msg_id, -ENOENT);
+		close(load->fd);
+		if (bfd >= 0)
+			close(bfd);
+		return;
+	}
+	s->objs[i] = (struct od_obj){ msg->object_id, load->fd, bfd, st.st_size };
+	dev_cmd(s->dev, "copen %u,%lld", msg->msg_id, (long long)st.st_size);
+}
+
+static int od_answer_read(struct od_server *s, struct cachefiles_msg *msg)
+{
+	static char buf[1 << 20] __attribute__((aligned(4096)));
+	struct cachefiles_read *load = (void *)msg->data;
+	struct od_obj *o = od_find(s, msg->object_id);
+	unsigned long long off = load->off, end = load->off + load->len;
+
+	s->reads++;
+	if (!o)
+		return -ENOENT;
+	if (end > (unsigned long long)o->size)
+		end = o->size;
+	while (off < end) {
+		size_t n = end - off > sizeof(buf) ? sizeof(buf) : end - off;
+		ssize_t r = pread(o->blob_fd, buf, n, off);
+
+		if (r <= 0 || pwrite(o->anon_fd, buf, r, off) != r)
+			break;
+		off += r;
+	}
+	return ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, msg->msg_id) < 0 ?
+	       -errno : 0;
+}
+
+static void od_answer_close(struct od_server *s, struct cachefiles_msg *msg)
+{
+	struct od_obj *o = od_find(s, msg->object_id);
+
+	s->closes++;
+	if (!o)
+		return;
+	close(o->anon_fd);
+	close(o->blob_fd);
+	o->anon_fd = 0;
+}
+
+static void od_answer(struct od_server *s, struct cachefiles_msg *msg)
+{
+	s->last_msg_id = msg->msg_id;
+	switch (msg->opcode) {
+	case CACHEFILES_OP_OPEN:
+		od_answer_open(s, msg);
+		break;
+	case CACHEFILES_OP_READ:
+		od_answer_read(s, msg);
+		break;
+	case CACHEFILES_OP_CLOSE:
+		od_answer_close(s, msg);
+		break;
+	}
+}
+
+/* Serve requests until the child exits; its status as wait_child() gives. */
+static int od_serve_until(struct od_server *s, pid_t child, int timeout_ms)
+{
+	char buf[CACHEFILES_MSG_MAX_SIZE];
+	long end = now_ms() + timeout_ms;
+
+	do {
+		int status;
+		ssize_t n;
+
+		while ((n = dev_read(s->dev, buf, sizeof(buf))) > 0)
+			od_answer(s, (void *)buf);
+		if (waitpid(child, &status, WNOHANG) == child)
+			return WIFEXITED(status) ? WEXITSTATUS(status) :
+			       128 + WTERMSIG(status);
+		dev_pollin(s->dev, 20);
+	} while (now_ms() < end);
+	return -1;
+}
+
+static void od_close_all(struct od_server *s)
+{
+	for (int i = 0; i < OD_MAX_OBJS; i++) {
+		if (s->objs[i].anon_fd > 0) {
+			close(s->objs[i].anon_fd);
+			close(s->objs[i].blob_fd);
+			s->objs[i].anon_fd = 0;
+		}
+	}
+}
+
+#endif /* ODTEST_H */

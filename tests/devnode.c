@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The devnode in on-demand mode without any request: single opener, root
+ * only, command parsing and its errnos, bind, idle read and poll, copen and
+ * restore with nothing pending, and that closing it frees the cache.
+ */
+#include "odtest.h"
+
+/*
+ * The node is 0600 root, so the VFS would refuse with EACCES first: open it
+ * up for the duration, so that the driver's own CAP_SYS_ADMIN check is what
+ * refuses.
+ */
+static int open_as_nobody(void)
+{
+	pid_t pid;
+	int ret;
+
+	chmod("/dev/cachefiles", 0666);
+	pid = fork();
+
+	if (pid == 0) {
+		int fd;
+
+		/* Leaving uid 0 without keepcaps drops every capability. */
+		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(100);
+		fd = open("/dev/cachefiles", O_RDWR);
+		_exit(fd < 0 ? errno : 0);
+	}
+	ret = wait_child(pid, 10000);
+	chmod("/dev/cachefiles", 0600);
+	return ret;
+}
+
+int main(void)
+{
+	char big[8192], buf[CACHEFILES_MSG_MAX_SIZE];
+	int dev, dev2;
+
+	ktap_plan(27);
+	dev = dev_open();
+	if (!check(dev >= 0, "open /dev/cachefiles"))
+		return 1;
+	dev2 = dev_open();
+	check(dev2 == -EBUSY, "second open: EBUSY (got %d)", dev2);
+	check(open_as_nobody() == EPERM, "open without CAP_SYS_ADMIN: EPERM");
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "read before bind: 0");
+	check(dev_cmd(dev, "copen 1,0") == -EOPNOTSUPP, "copen before bind: EOPNOTSUPP");
+	check(dev_cmd(dev, "restore") == -EOPNOTSUPP, "restore before bind: EOPNOTSUPP");
+	check(dev_cmd(dev, "frobnicate 1") == -EOPNOTSUPP, "unknown command: EOPNOTSUPP");
+	check(dev_cmdn(dev, "tag a\0b", 7) == -EINVAL, "embedded NUL: EINVAL");
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "tag ", 4);
+	check(dev_cmdn(dev, big, 4096) == -EOPNOTSUPP, "PAGE_SIZE bytes: EOPNOTSUPP");
+	check(dev_cmdn(dev, big, 4095) == 0, "PAGE_SIZE - 1 bytes accepted");
+	check(dev_cmd(dev, "\ntag x") == -EINVAL, "leading newline: EINVAL");
+	check(dev_cmd(dev, " tag x") == -EOPNOTSUPP, "leading space: EOPNOTSUPP");
+	check(dev_cmd(dev, "bind ondemand") == -EINVAL, "bind without dir: EINVAL");
+	check(dev_cmd(dev, "dir /cache") == 0 && dev_cmd(dev, "bind foo") == -EINVAL,
+	      "bind foo: EINVAL");
+	close(dev);
+	dev = dev_open();
+	check(dev >= 0 && dev_bind(dev, "devnode") == 0, "bind ondemand (fresh open)");
+	check(dev_cmd(dev, "bind ondemand") == -EBUSY, "bind twice: EBUSY");
+	check(!dev_pollin(dev, 0), "poll idle: no EPOLLIN");
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "read idle: 0");
+	check(dev_read(dev, buf, 1) == 0, "read idle, 1-byte buffer: 0");
+	check(dev_cmd(dev, "copen") == -EINVAL, "'copen': EINVAL");
+	check(dev_cmd(dev, "copen 5") == -EINVAL, "'copen 5': EINVAL");
+	check(dev_cmd(dev, "copen x,1") == -EINVAL, "'copen x,1': EINVAL");
+	check(dev_cmd(dev, "copen 5,abc") == -EINVAL, "'copen 5,abc' (no such id): EINVAL");
+	check(dev_cmd(dev, "copen 99,-1\n") == -EINVAL, "'copen 99,-1' (no such id): EINVAL");
+	check(dev_cmd(dev, "restore") == 0, "restore with nothing pending: 0");
+	close(dev);
+	/* The cache is freed when nothing pins it, so the devnode is free. */
+	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
+		usleep(100000);
+	check(dev >= 0, "reopen after close (the cache was freed)");
+	check(dev >= 0 && dev_bind(dev, "devnode2") == 0, "bind again");
+	close(dev);
+	return ktap_finish();
+}
