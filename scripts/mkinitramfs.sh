@@ -7,7 +7,9 @@ set -euo pipefail
 out=${1:?usage: mkinitramfs.sh OUT}
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
+chmod 0755 "$root"	# mktemp -d makes it 0700: non-root could not reach /
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,root,usr/bin,usr/sbin}
+chmod 1777 "$root/tmp"
 cp /bin/busybox "$root/bin/busybox"
 install -m 0755 "$CFOD_TOP/tests/guest/init" "$root/init"
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"

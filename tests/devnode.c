@@ -36,7 +36,7 @@ static int open_as_nobody(void)
 int main(void)
 {
 	char big[8192], buf[CACHEFILES_MSG_MAX_SIZE];
-	int dev, dev2;
+	int dev, dev2, st;
 
 	ktap_plan(27);
 	dev = dev_open();
@@ -44,7 +44,8 @@ int main(void)
 		return 1;
 	dev2 = dev_open();
 	check(dev2 == -EBUSY, "second open: EBUSY (got %d)", dev2);
-	check(open_as_nobody() == EPERM, "open without CAP_SYS_ADMIN: EPERM");
+	st = open_as_nobody();
+	check(st == EPERM, "open without CAP_SYS_ADMIN: EPERM (got %d)", st);
 	check(dev_read(dev, buf, sizeof(buf)) == 0, "read before bind: 0");
 	check(dev_cmd(dev, "copen 1,0") == -EOPNOTSUPP, "copen before bind: EOPNOTSUPP");
 	check(dev_cmd(dev, "restore") == -EOPNOTSUPP, "restore before bind: EOPNOTSUPP");
