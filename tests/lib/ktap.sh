@@ -35,16 +35,16 @@ bound_backend() {
 	sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend
 }
 # killmatch SIGNAL PATTERN: signal every process whose command line contains
-# PATTERN (this busybox has no pkill). Succeeds if it signalled any.
+# PATTERN (this busybox has no pkill). Succeeds if it signalled any. One grep
+# over /proc: arguments are NUL-separated there, so spaces match any byte.
 killmatch() {
-	_sig=$1 _pat=$2 _hit=1
-	for _p in /proc/[0-9]*; do
-		_pid=${_p#/proc/}
+	_hit=1
+	# "[o]dd.serve" matches "odd serve" but not grep's own command line.
+	_re="[$(echo "$2" | cut -c1)]$(echo "$2" | cut -c2- | tr ' ' .)"
+	for _f in $(grep -l -a "$_re" /proc/[0-9]*/cmdline 2>/dev/null); do
+		_pid=${_f#/proc/}; _pid=${_pid%/cmdline}
 		[ "$_pid" = $$ ] && continue
-		_cmd=$( (tr '\0' ' ' <"$_p/cmdline") 2>/dev/null) || continue
-		case "$_cmd" in
-		*"$_pat"*) kill -"$_sig" "$_pid" 2>/dev/null && _hit=0 ;;
-		esac
+		kill -"$1" "$_pid" 2>/dev/null && _hit=0
 	done
 	return $_hit
 }
