@@ -38,6 +38,24 @@
 //! Requests taken out of the queue are completed, object references dropped
 //! and the daemon woken only after the queue lock is released (except for
 //! non-last reference drops, which are noted where they happen).
+//!
+//! # Differences from `fs/cachefiles/ondemand.c`
+//!
+//! Same errnos and side effects as seen from user space, except where the C
+//! code is racy or relies on luck:
+//!
+//! - Releasing an anonymous fd completes the unread CLOSE requests of *its
+//!   object*; the C code matches on the message's object id, which is only
+//!   set once a request has been read, so it misses never-read CLOSEs.
+//! - Dropping is final: releasing an anonymous fd does not turn a dropping
+//!   object back into a closed one.
+//! - `clean_object` always marks the object dropping, fails its requests and
+//!   cancels its work, even if it never had an anonymous fd.
+//! - A killed waiter whose request was already taken by someone else waits
+//!   (uninterruptibly, briefly) for that party to complete it instead of
+//!   spinning on a killable wait that returns at once.
+//! - An OPEN whose keys do not fit a message fails with `EINVAL` (fscache's
+//!   key limits make that impossible).
 
 use kernel::{c_str, prelude::*, types::ARef};
 

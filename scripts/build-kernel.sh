@@ -98,6 +98,10 @@ while IFS= read -r line; do
 	fi
 done < <(cat "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$kind.config")
 [ $bad = 0 ] || { echo "kernel: config fragment not honoured" >&2; exit 1; }
+if [ "${CFOD_CONFIG_ONLY:-0}" = 1 ]; then
+	echo "kernel[$kind]: config resolved ($out/.config), not building"
+	exit 0
+fi
 
 echo "kernel[$kind]: building in $out"
 start=$SECONDS

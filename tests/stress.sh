@@ -1,0 +1,18 @@
+#!/bin/sh
+# Bounded concurrency stress (tests/stress.c): several daemon threads serve
+# mounts while a chaos thread closes anonymous fds (forcing reopens) and
+# writes "restore" at random and another hammers poll(), over several
+# bind/unbind rounds; every round's tree must read back identical. With the
+# Rust backend, its statistics must end with nothing in flight.
+. "$T/lib/ktap.sh"
+backend_setup || exit 1
+rm -rf /cache/stress-$CFOD_BACKEND
+mkdir -p /cache/stress-$CFOD_BACKEND /mnt/stress /mnt/stress2
+"$BIN/stress" /cache/stress-$CFOD_BACKEND /host/out/data/blobs /host/out/data/tree "${STRESS_ROUNDS:-6}"
+rc=$?
+S=/sys/kernel/debug/cachefiles_ondemand_rs/stats
+if [ "$CFOD_BACKEND" = rust ] && [ -r $S ]; then
+	sed 's/^/# stats: /' $S
+	grep -qx 'in_flight: 0' $S || { echo "# requests still in flight"; rc=1; }
+fi
+exit $rc
