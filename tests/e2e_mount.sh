@@ -4,7 +4,7 @@
 # file reads back byte for byte identical to the tree the image was made of.
 . "$T/lib/ktap.sh"
 DATA=/host/out/data
-ktap_plan 10
+ktap_plan 11
 backend_setup || { ktap_diag "cannot set up backend $CFOD_BACKEND"; exit 1; }
 cache=/cache/e2e-$CFOD_BACKEND
 rm -rf "$cache" /tmp/od.pid
@@ -31,5 +31,14 @@ ktap_check "cache files committed to the cache directory" \
 kill -TERM $daemon
 wait $daemon
 ktap_check "daemon exited cleanly" [ $? = 0 ]
+# Which implementation served the requests: the Rust backend counts them.
+S=/sys/kernel/debug/cachefiles_ondemand_rs/stats
+reads() { sed -n 's/^read: queued \([0-9]*\).*/\1/p' $S 2>/dev/null; }
+if [ "$CFOD_BACKEND" = rust ]; then
+	sed 's/^/# stats: /' $S
+	ktap_check "the Rust backend's statistics counted the READs" [ "$(reads)" -ge 100 ]
+else
+	ktap_check "no Rust backend loaded" [ ! -e $S ]
+fi
 sed 's/^/# /' /tmp/od.err
 ktap_finish
