@@ -12,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-kind=test backend=c tests=all name= timeout=1500 expect_splat=0 test_timeout=300
+kind=test backend=c tests=all name= timeout=2400 expect_splat=0 test_timeout=420
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kind) kind=$2; shift ;;
