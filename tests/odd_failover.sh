@@ -1,7 +1,7 @@
 #!/bin/sh
-# Failover: the worker is killed 20 times during a large read while
-# the supervisor keeps the devnode, restarts it and writes "restore"; the
-# read completes with identical bytes.
+# Failover: the worker is killed 20 times during reads (a large file first)
+# while the supervisor keeps the devnode, restarts it and writes "restore";
+# every read completes with identical bytes.
 . "$T/lib/ktap.sh"
 . "$T/lib/odd.sh"
 DATA=/host/out/data
@@ -15,20 +15,31 @@ rm -rf /cache/odd-fo && mkdir -p /cache/odd-fo
 sup=$!
 ktap_check "supervisor bound the cache" wait_bound
 ktap_check "mount" mount -t erofs none -o fsid=simple.img /mnt/odd
-(cat /mnt/odd/big/two.bin >/tmp/two.bin; echo $? >/tmp/two.rc) &
-reader=$!
-# Kill the worker whenever one is running, until KILLS kills have landed
-# while the reader was still reading.
-killed=0
-while [ $killed -lt "$KILLS" ] && kill -0 $reader 2>/dev/null; do
-	sleep 0.3
-	killmatch KILL "odd serve" && killed=$((killed + 1))
+# Kill the worker whenever one is running, while a reader is reading,
+# until KILLS kills have landed; when a file is done, read the next one
+# (never read before, so it comes through the daemon). Each must be
+# byte-identical.
+killed=0 files=0 bad=0
+for f in big/two.bin big/one.bin mid/m4.bin mid/m3.bin mid/m2.bin \
+	$(cd "$DATA/tree" && ls many/* small/*); do
+	[ $killed -ge "$KILLS" ] && break
+	(cat "/mnt/odd/$f" >/tmp/fo.bin; echo $? >/tmp/fo.rc) &
+	reader=$!
+	while [ $killed -lt "$KILLS" ] && kill -0 $reader 2>/dev/null; do
+		sleep 0.3
+		killmatch KILL "odd serve" && killed=$((killed + 1))
+	done
+	wait $reader
+	files=$((files + 1))
+	if [ "$(cat /tmp/fo.rc)" != 0 ] || ! cmp -s /tmp/fo.bin "$DATA/tree/$f"; then
+		ktap_diag "$f: read failed or differs"
+		bad=$((bad + 1))
+	fi
 done
-wait $reader
-ktap_diag "worker killed $killed times during the read"
-ktap_check "worker killed $KILLS times during the read" [ $killed -ge "$KILLS" ]
-ktap_check "the read succeeded" [ "$(cat /tmp/two.rc)" = 0 ]
-ktap_check "data byte-identical" cmp /tmp/two.bin "$DATA/tree/big/two.bin"
+ktap_diag "worker killed $killed times during the reads of $files files"
+ktap_check "worker killed $KILLS times during reads" [ $killed -ge "$KILLS" ]
+ktap_check "every read succeeded" [ $bad = 0 ]
+ktap_check "every file byte-identical" [ $bad = 0 ] && [ $files -gt 0 ]
 umount /mnt/odd
 ktap_check "supervisor stops cleanly" stop $sup
 grep -i "restart\|restore\|error" /tmp/odd-fo.err | tail -n 15 | sed "s/^/# /"
