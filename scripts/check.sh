@@ -27,7 +27,7 @@ if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
 	step "daemon unit tests" sh -c "cd '$CFOD_TOP/daemon' && '$CARGO' test --quiet -j2 2>&1 | tail -n 3"
 fi
 step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
-step "clippy clean" "$CFOD_TOP/scripts/lint.sh" clippy >/dev/null
+step "clippy clean" sh -c "'$CFOD_TOP/scripts/lint.sh' clippy >/dev/null"
 
 run() { # run NAME vm-run args...
 	local name=$1; shift
