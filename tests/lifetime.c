@@ -68,15 +68,7 @@ static int wait_ready(int fd)
 
 static int tasks_in_d_state(void)
 {
-	FILE *f = popen("cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"D\"' | wc -l", "r");
-	int n = -1;
-
-	if (f) {
-		if (fscanf(f, "%d", &n) != 1)
-			n = -1;
-		pclose(f);
-	}
-	return n;
+	return sh_int("cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"D\"' | wc -l");
 }
 
 static int reopen_devnode(void)

@@ -207,9 +207,9 @@ static int wait_child(pid_t pid, int timeout_ms)
 	return -1;
 }
 
-static int count_fds(void)
+/* The integer a shell command prints, or -1. */
+static int sh_int(const char *cmd)
 {
-	char cmd[] = "ls /proc/self/fd | wc -l";
 	FILE *f = popen(cmd, "r");
 	int n = -1;
 
@@ -219,6 +219,11 @@ static int count_fds(void)
 		pclose(f);
 	}
 	return n;
+}
+
+static int count_fds(void)
+{
+	return sh_int("ls /proc/self/fd | wc -l");
 }
 
 static const char *open_cookie(struct cachefiles_msg *msg, char *name, size_t len)
