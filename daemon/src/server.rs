@@ -239,17 +239,13 @@ mod tests {
     use crate::source::Sources;
     use crate::stats::Stats;
 
-    #[test]
-    fn serves_concurrently_until_stopped() {
-        let data = pattern(64 * 4096, 1);
-        let dev = MockDev::new();
-        let stop = Arc::new(EventFd::new().unwrap());
+    /// A handler over `dev` serving `source`, whose fatal-error callback
+    /// notifies `stop`.
+    fn test_handler(dev: &Arc<MockDev>, source: MemSource, stop: &Arc<EventFd>) -> Arc<Handler> {
         let stop2 = stop.clone();
-        let handler = Arc::new(Handler::new(
+        Arc::new(Handler::new(
             dev.clone(),
-            Sources::new(vec![Box::new(
-                MemSource::default().with("img", data.clone()),
-            )]),
+            Sources::new(vec![Box::new(source)]),
             Arc::new(Stats::default()),
             Personas::new(vec![], 0, None).unwrap(),
             None,
@@ -258,7 +254,15 @@ mod tests {
                 chunk: 16384,
             },
             Box::new(move || stop2.notify()),
-        ));
+        ))
+    }
+
+    #[test]
+    fn serves_concurrently_until_stopped() {
+        let data = pattern(64 * 4096, 1);
+        let dev = MockDev::new();
+        let stop = Arc::new(EventFd::new().unwrap());
+        let handler = test_handler(&dev, MemSource::default().with("img", data.clone()), &stop);
         let server = Server {
             dev: dev.clone(),
             handler: handler.clone(),
@@ -302,19 +306,7 @@ mod tests {
     fn cache_death_ends_the_loop() {
         let dev = MockDev::new();
         let stop = Arc::new(EventFd::new().unwrap());
-        let stop2 = stop.clone();
-        let handler = Arc::new(Handler::new(
-            dev.clone(),
-            Sources::new(vec![Box::new(MemSource::default())]),
-            Arc::new(Stats::default()),
-            Personas::new(vec![], 0, None).unwrap(),
-            None,
-            HandlerConfig {
-                page: 4096,
-                chunk: 16384,
-            },
-            Box::new(move || stop2.notify()),
-        ));
+        let handler = test_handler(&dev, MemSource::default(), &stop);
         *dev.fail_commands.lock().unwrap() = Some(libc::EIO);
         let server = Server {
             dev: dev.clone(),
