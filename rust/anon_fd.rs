@@ -10,7 +10,7 @@ use crate::{
     errno,
     file::{self, AnonFileOps, FdReservation, File, FileOperations, IovIter, Kiocb},
     request::Opcode,
-    stats, Obj, Ondemand,
+    Obj, Ondemand,
 };
 
 /// `CACHEFILES_IOC_READ_COMPLETE`.
@@ -59,7 +59,7 @@ impl AnonFileOps for AnonFd {
         let len = iter.count();
         let written = this.object.write(&file, pos, iter)?;
         kiocb.set_pos(pos.saturating_add(written as i64));
-        stats::bytes_written(written);
+        this.object.cache().data().stats().bytes_written(written);
         pr_debug!(
             "o={:08x} write {}@{}: {}\n",
             this.object.debug_id(),

@@ -16,7 +16,7 @@ use crate::{
     errno,
     object::ObjectInfo,
     request::{Opcode, Request, Taken},
-    stats,
+    stats::{CacheStats, Stats},
     xarray::{Guard, IdAllocator, Mark, XArray},
     CacheRef, Obj,
 };
@@ -42,10 +42,13 @@ pub(crate) struct CacheState {
     /// Object ids handed to the daemon: 1..=INT_MAX, cyclic.
     #[pin]
     ids: IdAllocator,
+    /// This cache's statistics.
+    stats: CacheStats,
 }
 
 impl CacheState {
     pub(crate) fn new() -> Result<CacheData> {
+        let stats = CacheStats::new()?;
         KBox::pin_init(
             pin_init!(Self {
                 reqs <- XArray::new(QueueState {
@@ -53,6 +56,7 @@ impl CacheState {
                     dead: false,
                 }),
                 ids <- IdAllocator::new(1, i32::MAX as u32),
+                stats,
             }),
             GFP_KERNEL,
         )
@@ -60,6 +64,10 @@ impl CacheState {
 
     pub(crate) fn ids(&self) -> &IdAllocator {
         &self.ids
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        self.stats.get()
     }
 
     /// Queues `req` under a new msg_id (cyclic, so a freed id is not reused
@@ -85,7 +93,7 @@ impl CacheState {
             return Err(EIO);
         }
         q.set_mark(id as usize, NEW);
-        stats::request_queued(req.opcode());
+        self.stats().request_queued(req.opcode());
         Ok(id)
     }
 

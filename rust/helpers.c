@@ -7,11 +7,14 @@
  * their Rust declarations live in one place, rust/helpers.rs.
  */
 #include <linux/completion.h>
+#include <linux/dcache.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
 #include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/xarray.h>
+
+#include "helpers.h"
 
 /* An allocating XArray whose ids start at 0. */
 void cfod_xa_init_alloc(struct xarray *xa)
@@ -53,4 +56,9 @@ void cfod_file_set_pwrite_lseek(struct file *file)
 size_t cfod_iov_iter_count(const struct iov_iter *iter)
 {
 	return iov_iter_count(iter);
+}
+
+struct dentry *cfod_dget(struct dentry *dentry)
+{
+	return dget(dentry);
 }

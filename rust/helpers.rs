@@ -33,4 +33,6 @@ extern "C" {
     pub(crate) fn cfod_file_set_pwrite_lseek(file: *mut bindings::file);
     /// `iov_iter_count(iter)`.
     pub(crate) fn cfod_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
+    /// `dget(dentry)`.
+    pub(crate) fn cfod_dget(dentry: *mut bindings::dentry) -> *mut bindings::dentry;
 }

@@ -225,7 +225,10 @@ impl Taken {
 impl Drop for Taken {
     fn drop(&mut self) {
         self.req.result.store(self.result, Ordering::Release);
-        stats::request_done(self.req.opcode(), self.result, self.req.created_ns);
+        let cache = self.req.object.cache().data();
+        cache
+            .stats()
+            .request_done(self.req.opcode(), self.result, self.req.created_ns);
         self.req.done.complete();
     }
 }

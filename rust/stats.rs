@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Statistics, shown in debugfs as `cachefiles_ondemand_rs/stats`.
+//! Statistics: per cache while it is bound, summed over unbound caches.
 //!
-//! Plain atomic counters: no lock on the hot path, nothing allocated.
+//! Each bound cache has its own counters, shown in debugfs as
+//! `cachefiles_ondemand_rs/cache<N>/stats` (`N` counts binds since the module
+//! was loaded) and removed at unbind, when they are added to the module's
+//! totals, `cachefiles_ondemand_rs/stats`. The hot path only touches the
+//! counters of the cache it works for: relaxed atomics, no lock, nothing
+//! allocated.
 
 use core::{
     fmt::{self, Write},
     sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
 };
-use kernel::time::Ktime;
+use kernel::{c_str, prelude::*, str::CString, sync::Arc, time::Ktime};
 
 use crate::{
-    debugfs::{SeqFile, ShowFile, ShowFops},
+    debugfs::{DataDir, DataFops, SeqFile, ShowData, ShowFile, ShowFops},
     request::Opcode,
 };
 
@@ -23,7 +28,8 @@ const OPCODES: [(Opcode, &str); 3] = [
     (Opcode::Read, "read"),
 ];
 
-struct Stats {
+/// The counters of one cache (or the totals of the unbound ones).
+pub(crate) struct Stats {
     queued: [AtomicU64; 3],
     completed: [AtomicU64; 3],
     failed: AtomicU64,
@@ -32,61 +38,86 @@ struct Stats {
     latency: [AtomicU64; BUCKETS],
 }
 
-static STATS: Stats = Stats {
-    queued: [const { AtomicU64::new(0) }; 3],
-    completed: [const { AtomicU64::new(0) }; 3],
-    failed: AtomicU64::new(0),
-    in_flight: AtomicI64::new(0),
-    bytes_written: AtomicU64::new(0),
-    latency: [const { AtomicU64::new(0) }; BUCKETS],
-};
+/// The totals of the caches unbound since the module was loaded.
+static RELEASED: Stats = Stats::new();
+/// How many caches were bound since the module was loaded.
+static BOUND: AtomicU64 = AtomicU64::new(0);
+/// How many of them were unbound.
+static UNBOUND: AtomicU64 = AtomicU64::new(0);
 
 /// The monotonic clock, in ns.
 pub(crate) fn now_ns() -> i64 {
     Ktime::ktime_get().to_ns()
 }
 
-/// A request was queued.
-pub(crate) fn request_queued(op: Opcode) {
-    STATS.queued[op as usize].fetch_add(1, Relaxed);
-    STATS.in_flight.fetch_add(1, Relaxed);
-}
-
-/// A queued request was completed with `result`.
-pub(crate) fn request_done(op: Opcode, result: i32, created_ns: i64) {
-    STATS.in_flight.fetch_sub(1, Relaxed);
-    STATS.completed[op as usize].fetch_add(1, Relaxed);
-    if result < 0 {
-        STATS.failed.fetch_add(1, Relaxed);
+impl Stats {
+    const fn new() -> Self {
+        Self {
+            queued: [const { AtomicU64::new(0) }; 3],
+            completed: [const { AtomicU64::new(0) }; 3],
+            failed: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            bytes_written: AtomicU64::new(0),
+            latency: [const { AtomicU64::new(0) }; BUCKETS],
+        }
     }
-    let elapsed = now_ns().saturating_sub(created_ns).max(0) as u64;
-    let bucket = (u64::BITS - elapsed.leading_zeros()) as usize;
-    STATS.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Relaxed);
-}
 
-/// Bytes written by the daemon through anonymous fds.
-pub(crate) fn bytes_written(n: usize) {
-    STATS.bytes_written.fetch_add(n as u64, Relaxed);
-}
+    /// A request was queued.
+    pub(crate) fn request_queued(&self, op: Opcode) {
+        self.queued[op as usize].fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
 
-/// The debugfs file.
-pub(crate) struct StatsFile;
+    /// A queued request was completed with `result`.
+    pub(crate) fn request_done(&self, op: Opcode, result: i32, created_ns: i64) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        self.completed[op as usize].fetch_add(1, Relaxed);
+        if result < 0 {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        let elapsed = now_ns().saturating_sub(created_ns).max(0) as u64;
+        let bucket = (u64::BITS - elapsed.leading_zeros()) as usize;
+        self.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Relaxed);
+    }
 
-impl ShowFile for StatsFile {
-    fn show(m: &mut SeqFile) -> fmt::Result {
+    /// Bytes written by the daemon through anonymous fds.
+    pub(crate) fn bytes_written(&self, n: usize) {
+        self.bytes_written.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Adds these counters to `into`.
+    fn add_to(&self, into: &Stats) {
+        let counters = self.queued.iter().zip(&into.queued);
+        let counters = Iterator::chain(counters, self.completed.iter().zip(&into.completed));
+        let counters = Iterator::chain(counters, self.latency.iter().zip(&into.latency));
+        let counters = Iterator::chain(
+            counters,
+            [
+                (&self.failed, &into.failed),
+                (&self.bytes_written, &into.bytes_written),
+            ],
+        );
+        for (from, to) in counters {
+            to.fetch_add(from.load(Relaxed), Relaxed);
+        }
+        into.in_flight
+            .fetch_add(self.in_flight.load(Relaxed), Relaxed);
+    }
+
+    fn write(&self, m: &mut SeqFile) -> fmt::Result {
         for (op, name) in OPCODES {
             writeln!(
                 m,
                 "{name}: queued {} completed {}",
-                STATS.queued[op as usize].load(Relaxed),
-                STATS.completed[op as usize].load(Relaxed)
+                self.queued[op as usize].load(Relaxed),
+                self.completed[op as usize].load(Relaxed)
             )?;
         }
-        writeln!(m, "in_flight: {}", STATS.in_flight.load(Relaxed))?;
-        writeln!(m, "failed: {}", STATS.failed.load(Relaxed))?;
-        writeln!(m, "bytes_written: {}", STATS.bytes_written.load(Relaxed))?;
+        writeln!(m, "in_flight: {}", self.in_flight.load(Relaxed))?;
+        writeln!(m, "failed: {}", self.failed.load(Relaxed))?;
+        writeln!(m, "bytes_written: {}", self.bytes_written.load(Relaxed))?;
         writeln!(m, "latency_ns (log2 histogram, [low, high): count):")?;
-        for (i, bucket) in STATS.latency.iter().enumerate() {
+        for (i, bucket) in self.latency.iter().enumerate() {
             let count = bucket.load(Relaxed);
             if count == 0 {
                 continue;
@@ -102,5 +133,64 @@ impl ShowFile for StatsFile {
     }
 }
 
-/// The file operations of the debugfs file.
-pub(crate) static STATS_FOPS: ShowFops<StatsFile> = ShowFops::new(&crate::THIS_MODULE);
+impl Drop for Stats {
+    /// The cache is unbound and its debugfs file gone: keep its counts in
+    /// the totals. (`RELEASED` is a static and never dropped.)
+    fn drop(&mut self) {
+        self.add_to(&RELEASED);
+        UNBOUND.fetch_add(1, Relaxed);
+    }
+}
+
+impl ShowData for Stats {
+    fn show(&self, m: &mut SeqFile) -> fmt::Result {
+        self.write(m)
+    }
+}
+
+static CACHE_FOPS: DataFops<Stats> = DataFops::new(&crate::THIS_MODULE);
+
+/// The statistics of a bound cache, with their debugfs file if debugfs works.
+pub(crate) struct CacheStats {
+    stats: Arc<Stats>,
+    _file: Option<DataDir<Stats>>,
+}
+
+impl CacheStats {
+    /// Counters for a cache being bound, shown as `cache<N>/stats`.
+    pub(crate) fn new() -> Result<Self> {
+        let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
+        let n = BOUND.fetch_add(1, Relaxed) + 1;
+        let file = CString::try_from_fmt(format_args!("cache{n}"))
+            .ok()
+            .and_then(|name| {
+                DataDir::new(
+                    c_str!("cachefiles_ondemand_rs"),
+                    &name,
+                    c_str!("stats"),
+                    &CACHE_FOPS,
+                    stats.clone(),
+                )
+            });
+        Ok(Self { stats, _file: file })
+    }
+
+    pub(crate) fn get(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// The module's file: totals over the unbound caches.
+pub(crate) struct TotalsFile;
+
+impl ShowFile for TotalsFile {
+    fn show(m: &mut SeqFile) -> fmt::Result {
+        let bound = BOUND.load(Relaxed);
+        let unbound = UNBOUND.load(Relaxed);
+        writeln!(m, "caches: bound {bound} unbound {unbound}")?;
+        RELEASED.write(m)
+    }
+}
+
+/// The file operations of the module's file.
+pub(crate) static TOTALS_FOPS: ShowFops<TotalsFile> = ShowFops::new(&crate::THIS_MODULE);

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Prototypes of the C helpers in rust/helpers.c. They are called from Rust
+ * only (declared there again, in rust/helpers.rs); this header keeps the C
+ * side warning-free with -Wmissing-prototypes.
+ */
+#ifndef CFOD_HELPERS_H
+#define CFOD_HELPERS_H
+
+#include <linux/types.h>
+
+struct completion;
+struct dentry;
+struct file;
+struct iov_iter;
+struct work_struct;
+struct workqueue_struct;
+struct xarray;
+
+void cfod_xa_init_alloc(struct xarray *xa);
+void cfod_xa_lock(struct xarray *xa);
+void cfod_xa_unlock(struct xarray *xa);
+void cfod_init_completion(struct completion *x);
+void cfod_init_work(struct work_struct *work, void (*func)(struct work_struct *work));
+bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work);
+void cfod_file_set_pwrite_lseek(struct file *file);
+size_t cfod_iov_iter_count(const struct iov_iter *iter);
+struct dentry *cfod_dget(struct dentry *dentry);
+
+#endif /* CFOD_HELPERS_H */
