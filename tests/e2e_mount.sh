@@ -4,7 +4,7 @@
 # file reads back byte for byte identical to the tree the image was made of.
 . "$T/lib/ktap.sh"
 DATA=/host/out/data
-ktap_plan 11
+ktap_plan 13
 backend_setup || { ktap_diag "cannot set up backend $CFOD_BACKEND"; exit 1; }
 cache=/cache/e2e-$CFOD_BACKEND
 rm -rf "$cache" /tmp/od.pid
@@ -23,6 +23,17 @@ ktap_check "mount -o fsid=meta.img,device=blob.img" \
 	mount -t erofs none -o fsid=meta.img,device=blob.img /mnt/e2e-multi
 ktap_check "multi-device image byte-identical" diff -r "$DATA/tree" /mnt/e2e-multi
 
+# Which implementation served the requests: the Rust backend counts them,
+# per cache while it is bound, then in its totals.
+if [ "$CFOD_BACKEND" = rust ]; then
+	cs=$(rs_cache_stats)
+	[ -n "$cs" ] && sed 's/^/# cache stats: /' "$cs"
+	creads=$(rs_reads "$cs")
+	ktap_check "this cache's statistics counted its READs" [ "${creads:-0}" -ge 100 ]
+else
+	ktap_check "no Rust backend loaded" [ ! -e $RS_DIR ]
+fi
+
 umount /mnt/e2e /mnt/e2e-multi
 ktap_check "unmount" sh -c "! grep -q /mnt/e2e /proc/mounts"
 # Cache files are tmpfiles until their objects are committed at unmount.
@@ -31,14 +42,15 @@ ktap_check "cache files committed to the cache directory" \
 kill -TERM $daemon
 wait $daemon
 ktap_check "daemon exited cleanly" [ $? = 0 ]
-# Which implementation served the requests: the Rust backend counts them.
-S=/sys/kernel/debug/cachefiles_ondemand_rs/stats
-reads() { sed -n 's/^read: queued \([0-9]*\).*/\1/p' $S 2>/dev/null; }
 if [ "$CFOD_BACKEND" = rust ]; then
-	sed 's/^/# stats: /' $S
-	ktap_check "the Rust backend's statistics counted the READs" [ "$(reads)" -ge 100 ]
+	sed 's/^/# totals: /' $RS_TOTALS
+	ktap_check "the cache's statistics are gone once it is unbound" \
+		sh -c "[ -n '$cs' ] && [ ! -e '$cs' ] && [ \"\$(sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend)\" = none ]"
+	ktap_check "the totals hold its READs, none in flight" \
+		sh -c "[ \$(sed -n 's/^read: queued \([0-9]*\).*/\1/p' $RS_TOTALS) -ge ${creads:-1} ] && grep -qx 'in_flight: 0' $RS_TOTALS"
 else
-	ktap_check "no Rust backend loaded" [ ! -e $S ]
+	ktap_check "no Rust statistics (C backend)" [ ! -e $RS_TOTALS ]
+	ktap_check "no backend bound once the cache is unbound" [ "$(bound_backend)" = none ]
 fi
 sed 's/^/# /' /tmp/od.err
 ktap_finish

@@ -12,7 +12,7 @@ rm -rf /cache/stress-$CFOD_BACKEND
 mkdir -p /cache/stress-$CFOD_BACKEND /mnt/stress /mnt/stress2
 "$BIN/stress" /cache/stress-$CFOD_BACKEND /host/out/data/blobs /host/out/data/tree "${STRESS_ROUNDS:-2}"
 rc=$?
-S=/sys/kernel/debug/cachefiles_ondemand_rs/stats
+S=$RS_TOTALS
 if [ "$CFOD_BACKEND" = rust ] && [ -r $S ]; then
 	sed 's/^/# stats: /' $S
 	grep -qx 'in_flight: 0' $S || { echo "# requests still in flight"; rc=1; }

@@ -34,6 +34,16 @@ backend_setup() {
 bound_backend() {
 	sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend
 }
+# The Rust backend's statistics: RS_TOTALS over unbound caches, and
+# rs_cache_stats, the file of the most recently bound cache (empty if none).
+RS_DIR=/sys/kernel/debug/cachefiles_ondemand_rs
+RS_TOTALS=$RS_DIR/stats
+rs_cache_stats() {
+	_n=$(ls -d $RS_DIR/cache* 2>/dev/null | sed 's/.*cache//' | sort -n | tail -n1)
+	[ -n "$_n" ] && echo "$RS_DIR/cache$_n/stats"
+}
+# rs_reads FILE: the READs a statistics file counts as queued.
+rs_reads() { sed -n 's/^read: queued \([0-9]*\).*/\1/p' "$1" 2>/dev/null; }
 # killmatch SIGNAL PATTERN: signal every process whose command line contains
 # PATTERN (this busybox has no pkill). Succeeds if it signalled any. One grep
 # over /proc: arguments are NUL-separated there, so spaces match any byte.
