@@ -5,6 +5,9 @@
 #   meta.img        metadata blob of a multi-device image whose data is in
 #   blob.img        ... this blob (--blobdev, 4 KiB chunks); mounted with
 #                   -o fsid=meta.img,device=blob.img
+#   meta2.img       a copy of meta.img: a second image using blob.img, to
+#                   share it under one domain_id
+#   junk.img        8 KiB of random bytes: a blob that is not an image
 # Images are uncompressed: 6.12 erofs has a known bug when a compressed
 # read is split between cached and uncached data.
 set -euo pipefail
@@ -39,5 +42,7 @@ PY
 mkfs.erofs --quiet -T0 --all-root "$data/blobs/simple.img" "$data/tree" >/dev/null
 mkfs.erofs --quiet -T0 --all-root --blobdev="$data/blobs/blob.img" --chunksize=4096 \
 	"$data/blobs/meta.img" "$data/tree" >/dev/null
+cp "$data/blobs/meta.img" "$data/blobs/meta2.img"
+head -c 8192 /dev/urandom >"$data/blobs/junk.img"
 echo "$stamp" >"$data/.stamp"
 du -sh "$data"/tree "$data"/blobs/* | sed 's/^/mkdata: /'

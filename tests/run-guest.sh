@@ -29,6 +29,10 @@ for t in $list; do
 	log=$RES/$(echo "$t" | tr / _).log
 	# Output to a file, not a pipe: a killed test's children could hold a
 	# pipe open forever.
+	# Each test runs against the backend of the run: the Rust module
+	# loaded for rust, not loaded for c (tests that load and unload it
+	# themselves leave it as they found it or this puts it right).
+	backend_setup || echo "# cannot set up backend $CFOD_BACKEND"
 	prog=$T/$t
 	[ -f "$prog" ] || prog=$BIN/$t	# C tests are built into out/bin
 	timeout -s KILL "$TO" "$prog" >"$log" 2>&1

@@ -128,7 +128,17 @@ static int dev_bind(int dev, const char *name)
 	ret = dev_cmd(dev, "dir %s", dir);
 	if (ret)
 		return ret;
-	return dev_cmd(dev, "bind ondemand");
+	ret = dev_cmd(dev, "bind ondemand");
+	if (ret)
+		return ret;
+	/* Every test asserts which backend serves it. */
+	snprintf(cmd, sizeof(cmd), "grep -qx 'bound: %s' %s", backend(),
+		 "/sys/kernel/debug/cachefiles/ondemand_backend");
+	if (system(cmd)) {
+		diag("the cache is not bound to the %s backend", backend());
+		return -ENXIO;
+	}
+	return 0;
 }
 
 static int dev_pollin(int dev, int timeout_ms)
@@ -168,6 +178,10 @@ static pid_t start_mount(const char *opts, const char *target)
 	mkdir(target, 0755);
 	pid = fork();
 	if (pid == 0) {
+		/* Not the devnode nor anonymous fds: a mount holding the
+		 * devnode would keep it from being released under the test.
+		 */
+		close_range(3, ~0U, 0);
 		if (mount("none", target, "erofs", 0, opts) < 0)
 			_exit(errno & 0xff);
 		_exit(0);
@@ -353,6 +367,19 @@ static int od_serve_until(struct od_server *s, pid_t child, int timeout_ms)
 		dev_pollin(s->dev, 20);
 	} while (now_ms() < end);
 	return -1;
+}
+
+/* Serve requests for timeout_ms. */
+static void od_serve_for(struct od_server *s, int timeout_ms)
+{
+	char buf[CACHEFILES_MSG_MAX_SIZE];
+	long end = now_ms() + timeout_ms;
+
+	do {
+		while (dev_read(s->dev, buf, sizeof(buf)) > 0)
+			od_answer(s, (void *)buf);
+		dev_pollin(s->dev, 20);
+	} while (now_ms() < end);
 }
 
 static void od_close_all(struct od_server *s)

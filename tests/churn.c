@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Bind/close churn, with this program as the daemon. First, failing mounts
+ * in a loop, each on a freshly bound cache: an OPEN refused by copen, a
+ * devnode closed with the OPEN unanswered, and an image that is not erofs
+ * (served correctly, refused by erofs). Every mount fails, none hangs, the
+ * devnode can be opened again each time, no fd leaks; kmemleak at the end of
+ * the boot checks the kernel side. Then the devnode released while other
+ * threads wait on it: in epoll_wait() (the epoll entry sits on the devnode's
+ * wait queue until the release removes it) and in a poll() loop, with a
+ * request pending that made it readable.
+ */
+#include "odtest.h"
+#include <pthread.h>
+#include <sys/epoll.h>
+
+#define MNT "/mnt/churn"
+#define ROUNDS 15
+
+/* Open the devnode, retrying while the previous cache is being released. */
+static int reopen(void)
+{
+	int dev = -EBUSY;
+
+	for (int i = 0; i < 100 && dev == -EBUSY; i++) {
+		dev = dev_open();
+		if (dev == -EBUSY)
+			usleep(50000);
+	}
+	return dev;
+}
+
+static int failing_mounts(void)
+{
+	static char buf[CACHEFILES_MSG_MAX_SIZE];
+	struct cachefiles_msg *msg = (void *)buf;
+	int fds = count_fds(), failed = 0, hung = 0, opened = 0;
+
+	for (int i = 0; i < ROUNDS; i++) {
+		struct od_server s = { 0 };
+		int dev = reopen(), st;
+		pid_t m;
+
+		if (dev < 0 || dev_bind(dev, "churn")) {
+			diag("round %d: cannot open or bind (%d)", i, dev);
+			break;
+		}
+		opened++;
+		s.dev = dev;
+		switch (i % 3) {
+		case 0:	/* the daemon refuses the OPEN */
+			m = start_mount("fsid=simple.img", MNT);
+			if (dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0) {
+				close(((struct cachefiles_open *)msg->data)->fd);
+				dev_cmd(dev, "copen %u,%d", msg->msg_id, -ENOENT);
+			}
+			st = wait_child(m, 30000);
+			break;
+		case 1:	/* the daemon goes away with the OPEN unanswered */
+			m = start_mount("fsid=simple.img", MNT);
+			if (dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0)
+				close(((struct cachefiles_open *)msg->data)->fd);
+			close(dev);
+			dev = -1;
+			st = wait_child(m, 30000);
+			break;
+		default: /* served faithfully, but it is not an erofs image */
+			m = start_mount("fsid=junk.img", MNT);
+			st = od_serve_until(&s, m, 30000);
+			break;
+		}
+		if (st == -1) {
+			hung++;
+			kill(m, SIGKILL);
+			wait_child(m, 5000);
+		} else if (st != 0) {
+			failed++;
+		}
+		od_close_all(&s);
+		if (dev >= 0)
+			close(dev);
+	}
+	check(opened == ROUNDS, "devnode opened and bound %d times (%d)", ROUNDS, opened);
+	check(hung == 0, "no mount hung (%d)", hung);
+	check(failed == ROUNDS, "every mount failed (%d of %d)", failed, ROUNDS);
+	check(count_fds() == fds, "no fd leaked (%d, was %d)", count_fds(), fds);
+	return 0;
+}
+
+struct waiter {
+	int fd;			/* epoll fd, or the devnode for poll() */
+	volatile int stop;
+	volatile int events, nval, errors;
+};
+
+static void *epoll_waiter(void *arg)
+{
+	struct waiter *w = arg;
+	struct epoll_event ev;
+
+	while (!w->stop) {
+		int n = epoll_wait(w->fd, &ev, 1, 20);
+
+		if (n > 0)
+			w->events++;
+		else if (n < 0 && errno != EINTR)
+			w->errors++;
+	}
+	return NULL;
+}
+
+static void *poll_waiter(void *arg)
+{
+	struct waiter *w = arg;
+
+	while (!w->stop) {
+		struct pollfd p = { .fd = w->fd, .events = POLLIN };
+
+		if (poll(&p, 1, 20) < 0) {
+			w->errors++;
+		} else if (p.revents & POLLNVAL) {
+			w->nval++;
+			break;
+		} else if (p.revents & POLLIN) {
+			w->events++;
+		}
+	}
+	return NULL;
+}
+
+static int release_under_waiters(void)
+{
+	int ready = 0, quiet = 0, errors = 0, nval = 0, failed = 0, opened = 0;
+
+	for (int i = 0; i < ROUNDS; i++) {
+		struct waiter e = { 0 }, p = { 0 };
+		struct epoll_event ev = { .events = EPOLLIN };
+		pthread_t te, tp;
+		int dev = reopen(), ep, st;
+		pid_t m;
+
+		if (dev < 0 || dev_bind(dev, "churn-poll"))
+			break;
+		opened++;
+		ep = epoll_create1(EPOLL_CLOEXEC);
+		epoll_ctl(ep, EPOLL_CTL_ADD, dev, &ev);
+		e.fd = ep;
+		p.fd = dev;
+		pthread_create(&te, NULL, epoll_waiter, &e);
+		pthread_create(&tp, NULL, poll_waiter, &p);
+		/* An unread OPEN makes the devnode readable. */
+		m = start_mount("fsid=simple.img", MNT);
+		for (int t = 0; t < 1500 && (!e.events || !p.events); t++)
+			usleep(20000);
+		if (e.events && p.events)
+			ready++;
+		/* Release it under both waiters (the poll() thread's fd goes
+		 * away with it; the file goes once its poll() returns).
+		 */
+		close(dev);
+		st = wait_child(m, 30000);
+		if (st > 0)
+			failed++;
+		else if (st == -1)
+			kill(m, SIGKILL), wait_child(m, 5000);
+		e.events = 0;
+		usleep(200000);
+		if (e.events == 0)
+			quiet++;
+		e.stop = p.stop = 1;
+		pthread_join(te, NULL);
+		pthread_join(tp, NULL);
+		errors += e.errors + p.errors;
+		nval += p.nval;
+		close(ep);
+	}
+	check(opened == ROUNDS && ready == ROUNDS,
+	      "epoll_wait() and poll() saw the pending OPEN (%d of %d rounds)", ready, opened);
+	check(failed == ROUNDS, "the mount fails when the devnode is released (%d)", failed);
+	check(quiet == ROUNDS && errors == 0,
+	      "after the release, epoll reports nothing and no call failed (%d, %d errors)",
+	      quiet, errors);
+	check(nval == ROUNDS, "the poll() loop ends with POLLNVAL each round (%d)", nval);
+	return 0;
+}
+
+int main(void)
+{
+	ktap_plan(8);
+	signal(SIGPIPE, SIG_IGN);
+	failing_mounts();
+	release_under_waiters();
+	return ktap_finish();
+}

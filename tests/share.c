@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Mount variants, with this program as the daemon: three mounts served at
+ * once; a data blob shared by two images under one domain_id (one OPEN for
+ * it); a duplicate fsid refused (EEXIST in a domain, EBUSY without); a
+ * remount asking for another fsid ignored; reads through mmap(); readahead(2)
+ * fetching ahead so that the read after it needs no request; and a CLOSE for
+ * every OPEN once everything is unmounted.
+ */
+#include "odtest.h"
+
+#define MA "/mnt/share-a"
+#define MB "/mnt/share-b"
+#define MC "/mnt/share-c"
+#define MD "/mnt/share-d"
+#define ME "/mnt/share-e"
+#define RA_LEN (128 * 1024)
+
+/* The OPENs seen, by "volume key/cookie key". */
+static char opened[OD_MAX_OBJS][160];
+static int nopened;
+
+static void note_open(struct cachefiles_msg *msg)
+{
+	struct cachefiles_open *load = (void *)msg->data;
+	char cookie[128];
+
+	if (nopened < OD_MAX_OBJS)
+		snprintf(opened[nopened++], sizeof(opened[0]), "%.*s/%s",
+			 (int)strnlen((char *)load->data, load->volume_key_size),
+			 (char *)load->data, open_cookie(msg, cookie, sizeof(cookie)));
+}
+
+static int was_opened(int from, const char *name)
+{
+	for (int i = from; i < nopened; i++)
+		if (!strcmp(opened[i], name))
+			return 1;
+	return 0;
+}
+
+/* od_serve_until(), noting the OPENs. */
+static int serve(struct od_server *s, pid_t child, int timeout_ms)
+{
+	static char buf[CACHEFILES_MSG_MAX_SIZE];
+	long end = now_ms() + timeout_ms;
+
+	do {
+		int status;
+
+		while (dev_read(s->dev, buf, sizeof(buf)) > 0) {
+			if (((struct cachefiles_msg *)buf)->opcode == CACHEFILES_OP_OPEN)
+				note_open((void *)buf);
+			od_answer(s, (void *)buf);
+		}
+		if (child > 0 && waitpid(child, &status, WNOHANG) == child)
+			return WIFEXITED(status) ? WEXITSTATUS(status) :
+			       128 + WTERMSIG(status);
+		dev_pollin(s->dev, 20);
+	} while (now_ms() < end);
+	return -1;
+}
+
+static int mount_served(struct od_server *s, const char *opts, const char *at)
+{
+	return serve(s, start_mount(opts, at), 60000);
+}
+
+/* Child: compare files of the mount, read through mmap(), with the tree. */
+static int mmap_compare(const char *mnt)
+{
+	static const char *const files[] = {
+		"big/two.bin", "mid/m1.bin", "mid/m4.bin", "small/s3.bin",
+		"a/b/c/d/deep.bin",
+	};
+	static char want[4 << 20];
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[256];
+		struct stat st;
+		char *map;
+		int fd, tfd;
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "%s/%s", TREE, files[i]);
+		tfd = open(path, O_RDONLY);
+		n = tfd < 0 ? -1 : read(tfd, want, sizeof(want));
+		snprintf(path, sizeof(path), "%s/%s", mnt, files[i]);
+		fd = open(path, O_RDONLY);
+		if (n < 0 || fd < 0 || fstat(fd, &st) || st.st_size != n)
+			return 1;
+		map = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED || memcmp(map, want, n))
+			return 2;
+		munmap(map, n);
+		close(fd);
+		close(tfd);
+	}
+	return 0;
+}
+
+/* Child: readahead(2) of the first RA_LEN bytes of a file. */
+static int do_readahead(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+
+	return fd < 0 || readahead(fd, 0, RA_LEN) < 0 ? 1 : 0;
+}
+
+/* Child: the first RA_LEN bytes of a mounted file equal the tree's. */
+static int compare_head(const char *mnt, const char *file)
+{
+	static char a[RA_LEN], b[RA_LEN];
+	char path[256];
+	int fa, fb;
+
+	snprintf(path, sizeof(path), "%s/%s", mnt, file);
+	fa = open(path, O_RDONLY);
+	snprintf(path, sizeof(path), "%s/%s", TREE, file);
+	fb = open(path, O_RDONLY);
+	if (fa < 0 || fb < 0 || pread(fa, a, RA_LEN, 0) != RA_LEN ||
+	    pread(fb, b, RA_LEN, 0) != RA_LEN)
+		return 1;
+	return memcmp(a, b, RA_LEN) ? 2 : 0;
+}
+
+static pid_t start_fn(int (*fn)(const char *, const char *), const char *a, const char *b)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(fn(a, b));
+	return pid;
+}
+
+static int mmap_fn(const char *a, const char *b) { return mmap_compare(a); }
+static int ra_fn(const char *a, const char *b) { return do_readahead(a); }
+static int head_fn(const char *a, const char *b) { return compare_head(a, b); }
+
+static int mounted_with(const char *mnt, const char *opt)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "grep ' %s erofs ' /proc/mounts | grep -c '%s'", mnt, opt);
+	return sh_int(cmd) == 1;
+}
+
+int main(void)
+{
+	struct od_server s = { 0 };
+	unsigned long reads, max_len = 0;
+	int dev, st, n0;
+
+	ktap_plan(15);
+	dev = dev_open();
+	if (dev < 0 || dev_bind(dev, "share")) {
+		diag("cannot bind");
+		return 1;
+	}
+	s.dev = dev;
+
+	/* Two images sharing one data blob in one domain. */
+	st = mount_served(&s, "fsid=meta.img,device=blob.img,domain_id=dom", MA);
+	check(st == 0 && was_opened(0, "erofs,dom/meta.img") && was_opened(0, "erofs,dom/blob.img"),
+	      "domain mount: meta.img and blob.img opened in volume erofs,dom (status %d)", st);
+	n0 = nopened;
+	st = mount_served(&s, "fsid=meta2.img,device=blob.img,domain_id=dom", MB);
+	check(st == 0, "second image in the same domain mounts (status %d)", st);
+	check(nopened == n0 + 1 && was_opened(n0, "erofs,dom/meta2.img"),
+	      "the shared blob is not opened again: one OPEN, for meta2.img (%d)", nopened - n0);
+	st = serve(&s, start_sh("diff -r " TREE " " MA " & p=$!; diff -r " TREE " " MB
+				"; r=$?; wait $p && [ $r = 0 ]"), 300000);
+	check(st == 0, "both images byte-identical, read at once (status %d)", st);
+
+	/* A duplicate fsid. */
+	n0 = nopened;
+	st = mount_served(&s, "fsid=meta.img,domain_id=dom", MC);
+	check(st == EEXIST && nopened == n0,
+	      "the same fsid again in the domain: EEXIST, no OPEN (status %d)", st);
+	st = mount_served(&s, "fsid=simple.img", MD);
+	check(st == 0 && was_opened(n0, "erofs,simple.img/simple.img"),
+	      "a third mount at once, in its own volume (status %d)", st);
+	n0 = nopened;
+	st = mount_served(&s, "fsid=simple.img", ME);
+	check(st == EBUSY && nopened == n0,
+	      "the same fsid again without a domain: EBUSY, no OPEN (status %d)", st);
+
+	/* Remount asking for another fsid: ignored. */
+	{
+		pid_t p = fork();
+
+		if (p == 0)
+			_exit(mount("none", MD, "erofs", MS_REMOUNT | MS_RDONLY,
+				    "fsid=meta.img") ? errno : 0);
+		st = serve(&s, p, 60000);
+	}
+	check(st == 0 && nopened == n0, "remount with fsid=meta.img succeeds, no OPEN (status %d)", st);
+	check(mounted_with(MD, "fsid=simple.img[, ]"), "the mount keeps fsid=simple.img");
+
+	/* mmap() reads. */
+	reads = s.reads;
+	st = serve(&s, start_fn(mmap_fn, MD, NULL), 120000);
+	check(st == 0 && s.reads > reads,
+	      "mmap() reads byte-identical, served on demand (status %d, %lu READs)",
+	      st, s.reads - reads);
+
+	/* readahead(2): the READs fetch ahead, the read after needs none. */
+	reads = s.reads;
+	{
+		static char buf[CACHEFILES_MSG_MAX_SIZE];
+		struct cachefiles_msg *msg = (void *)buf;
+		pid_t p = start_fn(ra_fn, MD "/big/one.bin", NULL);
+		long end = now_ms() + 60000;
+
+		st = -1;
+		while (now_ms() < end) {
+			int status;
+
+			while (dev_read(dev, buf, sizeof(buf)) > 0) {
+				if (msg->opcode == CACHEFILES_OP_READ) {
+					struct cachefiles_read *rd = (void *)msg->data;
+
+					if (rd->len > max_len)
+						max_len = rd->len;
+				}
+				od_answer(&s, msg);
+			}
+			if (waitpid(p, &status, WNOHANG) == p) {
+				st = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+				break;
+			}
+			dev_pollin(dev, 20);
+		}
+	}
+	check(st == 0 && s.reads > reads && max_len >= 8192,
+	      "readahead(2) is served with READs of more than a page (%lu READs, largest %lu)",
+	      s.reads - reads, max_len);
+	reads = s.reads;
+	st = serve(&s, start_fn(head_fn, MD, "big/one.bin"), 60000);
+	check(st == 0 && s.reads == reads,
+	      "reading what readahead fetched needs no READ (status %d, %lu READs)",
+	      st, s.reads - reads);
+
+	/* Unmount everything: every object is closed. */
+	st = serve(&s, start_sh("umount " MB " && umount " MA " && umount " MD), 60000);
+	check(st == 0, "unmount all three (status %d)", st);
+	{
+		long end = now_ms() + 10000;
+
+		while (s.closes < s.opens && now_ms() < end)
+			serve(&s, -1, 100);
+	}
+	check(s.opens == 4 && s.closes == s.opens, "a CLOSE for each of the %lu OPENs (%lu)",
+	      s.opens, s.closes);
+	st = mount_served(&s, "fsid=simple.img", ME);
+	check(st == 0 && serve(&s, start_sh("cmp " ME "/big/two.bin " TREE "/big/two.bin && umount " ME),
+			       60000) == 0,
+	      "the refused mounts left nothing behind: simple.img mounts and reads again (status %d)",
+	      st);
+	od_close_all(&s);
+	close(dev);
+	return ktap_finish();
+}

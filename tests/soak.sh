@@ -1,0 +1,79 @@
+#!/bin/sh
+# Soak: the daemon's seeded random misbehaviour (odd --persona chaos: failed
+# and dropped OPENs, READs completed without data, anonymous fds closed
+# before copen, delays, random restore) for SOAK_SECONDS (60 by default)
+# while readers mount and read in a loop. Readers may fail; none may outlive
+# the SIGKILL of its time limit (the round and the mount or cat under it;
+# nobody may be left in an uninterruptible wait).
+# Then the chaos daemon is killed and a well-behaved one, on the same cache
+# directory with whatever the chaos left in it, must mount and read every
+# file byte-identical.
+. "$T/lib/ktap.sh"
+. "$T/lib/odd.sh"
+DATA=/host/out/data
+SOAK=${SOAK_SECONDS:-60}
+SEED=${SOAK_SEED:-20261125}
+ktap_plan 8
+backend_setup || exit 1
+cache=/cache/soak-$CFOD_BACKEND
+rm -rf "$cache" && mkdir -p "$cache" /mnt/soak /mnt/soak-m
+"$BIN/odd" serve --dir "$cache" --source "dir:$DATA/blobs" --persona chaos \
+	--seed "$SEED" --persona-rate 0.3 2>/tmp/soak-chaos.err &
+chaos=$!
+ktap_check "chaos daemon bound the cache (seed $SEED)" wait_bound
+
+# One reader round: mount one of the images, read some files, unmount.
+# Killed after 15 s whatever it is doing.
+round() {
+	case $(($1 % 2)) in
+	0) opts=fsid=simple.img mnt=/mnt/soak ;;
+	1) opts=fsid=meta.img,device=blob.img mnt=/mnt/soak-m ;;
+	esac
+	timeout -s KILL 15 sh -c "mount -t erofs none -o $opts $mnt &&
+		cat $mnt/big/one.bin $mnt/mid/* $mnt/many/f0$(($1 % 4))* >/dev/null;
+		umount $mnt" >/dev/null 2>&1
+	echo $? >>/tmp/soak.rc
+}
+rm -f /tmp/soak.rc
+end=$(($(date +%s) + SOAK))
+rounds=0
+while [ "$(date +%s)" -lt $end ]; do
+	round $rounds &
+	r1=$!
+	round $((rounds + 1)) &
+	r2=$!
+	wait $r1 $r2	# not a bare wait: the chaos daemon is a child too
+	# timeout kills the round's shell, not the mount or cat under it,
+	# which may wait (killably) on a dropped request: kill them too.
+	killmatch KILL "mount -t erofs none -o fsid="
+	killmatch KILL "cat /mnt/soak"
+	# A round killed mid-mount or mid-read leaves its mount behind.
+	umount /mnt/soak /mnt/soak-m 2>/dev/null
+	rounds=$((rounds + 2))
+done
+good=$(grep -cx 0 /tmp/soak.rc)
+ktap_diag "$rounds reader rounds, $good read everything; exit codes: $(sort /tmp/soak.rc | uniq -c | tr -s ' \n' ' ')"
+ktap_check "reader rounds ran ($rounds) and all were reaped" \
+	sh -c "[ $rounds -ge 4 ] && [ \$(wc -l </tmp/soak.rc) -eq $rounds ]"
+ktap_check "the chaos daemon survived its own misbehaviour" kill -0 $chaos
+ktap_check "the chaos made some rounds fail" \
+	[ "$good" -lt "$rounds" ]
+
+kill -KILL $chaos
+wait $chaos 2>/dev/null
+umount /mnt/soak /mnt/soak-m 2>/dev/null
+stuck=$(grep -l '^State:.*D (disk sleep)' /proc/[0-9]*/status 2>/dev/null | wc -l)
+ktap_check "no task left in uninterruptible sleep" [ "$stuck" -eq 0 ]
+
+"$BIN/odd" serve --dir "$cache" --source "dir:$DATA/blobs" 2>/tmp/soak-good.err &
+good_pid=$!
+ktap_check "a well-behaved daemon binds the same cache directory" wait_bound
+ktap_check "it mounts both images and every file is byte-identical" sh -c "
+	mount -t erofs none -o fsid=simple.img /mnt/soak &&
+	mount -t erofs none -o fsid=meta.img,device=blob.img /mnt/soak-m &&
+	diff -r $DATA/tree /mnt/soak && diff -r $DATA/tree /mnt/soak-m"
+umount /mnt/soak /mnt/soak-m
+ktap_check "the well-behaved daemon stops cleanly" stop $good_pid
+tail -n 5 /tmp/soak-chaos.err | sed 's/^/# chaos: /'
+tail -n 5 /tmp/soak-good.err | sed 's/^/# good: /'
+ktap_finish
