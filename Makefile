@@ -4,19 +4,25 @@
 #   make check [BACKEND=c|rust]         the whole suite from a fresh machine
 #   make demo [BACKEND=c|rust]          the main job: an on-demand mount
 #   make lint                           rustfmt --check and clippy
+#   make mutants                        break the Rust backend on purpose: tests must fail
 #   make kernel | kernel-bench          build (or reuse) a kernel
+#   make bench                          the benchmarks (Documentation/benchmarks.md)
 CFOD_CACHE ?= /var/cache/cfod
 KDIR ?= $(CFOD_CACHE)/build-test
 BACKEND ?= c rust
 
-.PHONY: module check demo lint fmt-check clippy kernel kernel-bench setup clean
+.PHONY: mutants module check demo bench lint fmt-check clippy kernel kernel-bench setup clean
 module:
 	scripts/build-module.sh $(KDIR)
 check:
 	scripts/check.sh $(BACKEND)
 demo:
 	scripts/demo.sh $(firstword $(BACKEND))
+bench:
+	scripts/bench.sh
 lint: fmt-check clippy
+mutants:
+	scripts/mutants.sh
 fmt-check:
 	scripts/lint.sh fmt
 clippy:
