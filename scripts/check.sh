@@ -45,6 +45,7 @@ pids=()
 for b in $backends; do
 	rm -f "$CFOD_TOP/out/check-$b/totals"
 	"$CFOD_TOP/scripts/vm-run.sh" --name "check-$b" --backend "$b" \
+		--test-timeout 600 --timeout 3600 \
 		>"$CFOD_TOP/out/check-$b.log" 2>&1 &
 	pids+=($!)
 done
