@@ -10,6 +10,7 @@ DEBS=(
 	qemu-system-x86 erofs-utils busybox-static e2fsprogs
 	flex bison bc libelf-dev libssl-dev cpio xz-utils zstd
 	make gcc libc6-dev git python3 kmod file
+	squashfs-tools squashfuse python3-matplotlib linux-perf
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #
 #   scripts/vm-run.sh [--kind test|bench] [--backend c|rust] [--tests "a b"]
 #                     [--name NAME] [--timeout SECONDS] [--expect-splat]
+#                     [--append "KERNEL PARAMS"] [--disk IMAGE]
 #
 # Prints the guest's KTAP as it comes, then host-side test points (the guest
 # finished, the kernel log is free of splats) and the closing line
@@ -13,6 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 kind=test backend=c tests=all name= timeout=2400 expect_splat=0 test_timeout=420
+extra_append= extra_disk=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kind) kind=$2; shift ;;
@@ -22,6 +24,9 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=$2; shift ;;
 	--test-timeout) test_timeout=$2; shift ;;
 	--expect-splat) expect_splat=1 ;;
+	--append) extra_append=$2; shift ;;
+	# a read-only raw disk after the cache disk (/dev/vdb in the guest)
+	--disk) extra_disk=(-drive "file=$2,if=virtio,format=raw,readonly=on"); shift ;;
 	*) echo "vm-run: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -45,12 +50,14 @@ tests=${tests// /,}
 append="console=ttyS0,115200 panic=-1 nokaslr rcupdate.rcu_cpu_stall_timeout=60"
 append+=" cfod.backend=$backend cfod.tests=$tests cfod.timeout=$test_timeout"
 append+=" cfod.results=out/$name/results"
+[ -z "$extra_append" ] || append+=" $extra_append"
 echo "# vm-run: kernel $kind, backend $backend, accel $accel, tests $tests"
 : >"$out/ktap.log"
 qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -display none
 	-no-reboot -accel "$accel" -cpu max,-la57 -smp 2 -m 3G
 	-kernel "$bz" -initrd "$out/initramfs.cpio.gz" -append "$append"
 	-drive "file=$out/cache.img,if=virtio,format=raw,cache=unsafe"
+	"${extra_disk[@]}"
 	-virtfs "local,path=$CFOD_TOP,mount_tag=cfod,security_model=none,id=cfod"
 	-serial "file:$out/console.log" -serial "file:$out/ktap.log")
 start=$SECONDS

@@ -1,0 +1,242 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# The benchmark run inside the guest (started by scripts/bench.sh through
+# scripts/vm-run.sh as the test ../bench/guest.sh). For every repetition,
+# workload and configuration (C backend, Rust backend, erofs file-backed,
+# squashfuse) it runs the workload cold: caches dropped, the cache directory
+# emptied and a fresh daemon bound before each run. Raw results go to /host/out/bench/raw:
+#   results.txt   "CONFIG REP WORKLOAD key=value ..." per run
+#   lat/          per-read latencies (ns) of the latency workloads
+#   stats/        the Rust backend's per-cache statistics after each run
+#   meta.txt      the guest's kernel, CPUs and memory
+# Settings come from /host/out/bench/config (written by scripts/bench.sh);
+# the images from the second virtio disk (/dev/vdb, out/bench/data/disk.img).
+. "$T/lib/ktap.sh"
+. /host/out/bench/config
+RAW=/host/out/bench/${RAW_DIR:-raw}
+B=/tmp/b	# binaries and images, copied to tmpfs: the sources read from memory
+MNT=/mnt/b
+CACHE=/cache/bench
+WORKLOADS=${WORKLOADS:-seq rand par rps ttfb}
+CLK=/sys/devices/system/clocksource/clocksource0/current_clocksource
+
+rm -rf "$RAW"
+mkdir -p "$RAW/lat" "$RAW/stats" "$B/blobs" "$B/sqfs" "$MNT" /mnt/t
+{
+	echo "uname=$(uname -r)"
+	echo "kernel=$(cat /proc/version)"
+	echo "guest_cpus=$(grep -c ^processor /proc/cpuinfo)"
+	echo "guest_mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"
+	echo "cpu_model=$(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -n1)"
+	echo "clocksource=$(cat $CLK)"
+} >"$RAW/meta.txt"
+
+t0=$(date +%s)
+cp /host/out/bench/bin/cfbench /host/out/bench/bin/od-serve "$KO" "$B/"
+cp -r /host/out/bench/fuse "$B/fuse"
+# PROFILE=1 (scripts/bench.sh --profile): the measured commands run under
+# perf record, system-wide, sampling on the cpu-clock (TCG has no PMU).
+PERF=
+if [ "${PROFILE:-0}" = 1 ]; then
+	cp -r /host/out/bench/perf "$B/perf"
+	PERF="$B/perf/lib/ld-linux-x86-64.so.2 --library-path $B/perf/lib $B/perf/perf"
+fi
+prof() { # prof NAME command...: run it, under perf record if profiling
+	if [ -n "$PERF" ]; then
+		_n=$1; shift
+		$PERF record -q -a -g -F 2000 -e cpu-clock -o "/tmp/$_n.data" -- "$@"
+	else
+		shift
+		"$@"
+	fi
+}
+# The data disk stays mounted: erofs file-backed needs a file on a
+# filesystem with read_folio (ext4, not tmpfs), so that reference reads its
+# image from the disk.
+mkdir -p /data
+mount -t ext4 -o ro /dev/vdb /data
+cp /data/images/main.img /data/blobs/*.img "$B/blobs/"
+cp /data/images/main.sqfs /data/blobs/*.sqfs "$B/sqfs/"
+# Fill the cache disk once: the host allocates its sparse image file on
+# first write, and that cost would otherwise land on whichever run writes
+# a region first.
+dd if=/dev/zero of=/cache/fill bs=1M count=$(( $(df -m /cache | awk 'NR==2{print $4}') - 64 )) 2>/dev/null
+rm -f /cache/fill
+sync
+ktap_diag "copied the images to tmpfs and filled the cache disk in $(( $(date +%s) - t0 ))s"
+KOFILE=$B/$(basename "$KO")
+SQUASHFUSE="$B/fuse/lib/ld-linux-x86-64.so.2 --library-path $B/fuse/lib $B/fuse/squashfuse -f"
+
+nconf=$(echo $CONFIGS | wc -w)
+nwl=$(echo $WORKLOADS | wc -w)
+ktap_plan $(( REPS * nconf * nwl + 2 ))
+# Per-read latencies need a fine clock, not jiffies (see scripts/bench.sh).
+ktap_check "clocksource is the TSC ($(cat $CLK))" [ "$(cat $CLK)" = tsc ]
+
+set_backend() { # c | rust
+	if [ "$1" = rust ]; then
+		grep -q '^cachefiles_ondemand_rs ' /proc/modules || insmod "$KOFILE"
+	else
+		i=0
+		while grep -q '^cachefiles_ondemand_rs ' /proc/modules; do
+			rmmod cachefiles_ondemand_rs 2>/dev/null && break
+			i=$((i + 1))
+			[ $i -lt 100 ] || return 1
+			sleep 0.1
+		done
+	fi
+}
+
+cold() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+}
+
+daemon_pid=
+start_daemon() { # backend: bind a fresh, empty cache with od-serve
+	set_backend "$1" || return 1
+	rm -rf "$CACHE" /tmp/od.pid
+	mkdir -p "$CACHE"
+	cold
+	"$B/od-serve" -p /tmp/od.pid "$CACHE" "$B/blobs" 2>/tmp/od.err &
+	daemon_pid=$!
+	i=0
+	while [ ! -s /tmp/od.pid ]; do
+		i=$((i + 1))
+		[ $i -lt 200 ] || return 1
+		sleep 0.05
+	done
+	[ "$(bound_backend)" = "$1" ] || { ktap_diag "bound $(bound_backend), wanted $1"; return 1; }
+}
+
+stop_daemon() {
+	[ -n "$daemon_pid" ] || return 0
+	kill -TERM "$daemon_pid"
+	wait "$daemon_pid"
+	daemon_pid=
+	od_reads=$(sed -n 's/.*open [0-9]* read \([0-9]*\).*/\1/p' /tmp/od.err)
+}
+
+wait_mount() { # dir: wait for a FUSE server to mount it
+	i=0
+	while ! grep -q " $1 fuse" /proc/mounts; do
+		i=$((i + 1))
+		[ $i -lt 400 ] || return 1
+		sleep 0.05
+	done
+}
+
+fuse_pid=
+mount_main() { # config
+	case $1 in
+	c|rust) "$B/cfbench" mount none "$MNT" fsid=main.img ;;
+	file)
+		"$B/cfbench" mount /data/images/main.img "$MNT" || return 1
+		# file-backed: erofs reads the file, no loop device in between
+		grep -q "^/data/images/main.img $MNT erofs" /proc/mounts
+		;;
+	fuse)
+		$SQUASHFUSE "$B/sqfs/main.sqfs" "$MNT" 2>/tmp/fuse.err &
+		fuse_pid=$!
+		wait_mount "$MNT"
+		;;
+	esac
+}
+
+umount_main() {
+	umount "$MNT" || return 1
+	if [ -n "$fuse_pid" ]; then
+		wait "$fuse_pid"
+		fuse_pid=
+	fi
+}
+
+# run_one CONFIG REP WORKLOAD: one cold run; appends a line to results.txt
+run_one() {
+	cfg=$1 rep=$2 wl=$3
+	lat=$RAW/lat/$wl-$cfg-$rep.txt
+	case $cfg in
+	c|rust) start_daemon "$cfg" || return 1 ;;
+	*) rm -rf "$CACHE"; cold ;;
+	esac
+	case $wl in
+	ttfb)
+		case $cfg in
+		c|rust) out=$("$B/cfbench" ttfb fscache - /mnt/t "$NBLOBS" "$lat") ;;
+		file) out=$("$B/cfbench" ttfb file /data/blobs /mnt/t "$NBLOBS" "$lat") ;;
+		fuse) out=$("$B/cfbench" ttfb exec "$B/sqfs" /mnt/t "$NBLOBS" "$lat" $SQUASHFUSE) ;;
+		esac || return 1
+		;;
+	*)
+		mount_main "$cfg" || return 1
+		cold
+		case $wl in
+		seq)
+			out=$("$B/cfbench" seq "$MNT/seq.bin") || return 1
+			# warm: the same file again, now in the page cache
+			warm=$("$B/cfbench" seq "$MNT/seq.bin") || return 1
+			echo "$cfg $rep warm $warm" >>"$RAW/results.txt"
+			;;
+		rand) out=$(prof "$wl-$cfg" "$B/cfbench" rand "$MNT/rand.bin" "$RAND_COUNT" "$rep" "$lat") || return 1 ;;
+		par) out=$(prof "$wl-$cfg" "$B/cfbench" par "$MNT/par" "$PAR_READERS") || return 1 ;;
+		rps) out=$(prof "$wl-$cfg" "$B/cfbench" rps "$MNT/rps.bin" "$RPS_THREADS" "$RPS_COUNT" "$rep") || return 1 ;;
+		esac
+		;;
+	esac
+	if [ -n "$PERF" ] && [ -f "/tmp/$wl-$cfg.data" ]; then
+		# Symbols come from this guest's /proc/kallsyms: report here.
+		$PERF report -i "/tmp/$wl-$cfg.data" --stdio --no-children \
+			--sort sym -g none --percent-limit 0.3 \
+			>"$RAW/perf-$wl-$cfg-$rep.txt" 2>&1
+		$PERF report -i "/tmp/$wl-$cfg.data" --stdio --no-children \
+			--sort comm,dso -g none \
+			>"$RAW/perf-$wl-$cfg-$rep-comm.txt" 2>&1
+		$PERF report -i "/tmp/$wl-$cfg.data" --stdio --no-children \
+			--sort dso,sym -g caller,0.5,callee --percent-limit 2 \
+			>"$RAW/perf-$wl-$cfg-$rep-graph.txt" 2>&1
+		rm -f "/tmp/$wl-$cfg.data"
+	fi
+	if [ "$cfg" = rust ]; then
+		cs=$(rs_cache_stats)
+		[ -n "$cs" ] && cp "$cs" "$RAW/stats/$wl-$cfg-$rep.txt"
+	fi
+	[ "$wl" = ttfb ] || umount_main || return 1
+	case $cfg in
+	c|rust)
+		stop_daemon
+		out="$out daemon_reads=$od_reads"
+		;;
+	esac
+	echo "$cfg $rep $wl $out" >>"$RAW/results.txt"
+	ktap_diag "$cfg $rep $wl: $out"
+}
+
+# The runs of one repetition and workload are back to back, so that the C
+# and Rust runs of a pair are seconds apart; which backend goes first
+# alternates, so that neither gains from the order.
+for rep in $(seq "$REPS"); do
+	confs=$CONFIGS
+	[ $((rep % 2)) = 0 ] && confs=$(echo " $CONFIGS " | sed 's/ c rust / rust c /')
+	for wl in $WORKLOADS; do
+		for cfg in $confs; do
+			s=$(date +%s)
+			if run_one "$cfg" "$rep" "$wl"; then
+				ktap_ok "$cfg rep $rep $wl ($(( $(date +%s) - s ))s)"
+			else
+				ktap_fail "$cfg rep $rep $wl"
+				[ -n "$daemon_pid" ] && sed 's/^/# od-serve: /' /tmp/od.err | tail -n 5
+				grep -q " $MNT " /proc/mounts && umount -l "$MNT"
+				for m in $(grep ' /mnt/t/' /proc/mounts | cut -d' ' -f2); do
+					umount -l "$m"
+				done
+				[ -n "$daemon_pid" ] && { kill -KILL "$daemon_pid"; wait "$daemon_pid"; }
+				daemon_pid= fuse_pid=
+			fi
+		done
+	done
+done
+set_backend c
+umount /data
+echo "guest_uptime_end=$(cut -d' ' -f1 /proc/uptime)" >>"$RAW/meta.txt"
+ktap_check "ran for $(( $(date +%s) - t0 ))s" true
+ktap_finish

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The benchmarks (issue #7), from a fresh machine: set-up, the bench kernel
+# (no debug options; cached), the module built against it, the guest tools,
+# the data, one boot that runs every workload for the C backend, the Rust
+# backend and the two references (erofs file-backed, squashfuse), then the
+# report: out/bench/results.json, the table in Documentation/benchmarks.md
+# and the plot Documentation/benchmarks-latency.svg.
+#   scripts/bench.sh            (make bench)
+#   BENCH_REPS=N scripts/bench.sh   repetitions (default 11)
+#   BENCH_REV=HEAD scripts/bench.sh   the module as committed, not the working tree
+#   BENCH_KIND=test scripts/bench.sh   on the debug kernel (a functional trial:
+#                               its numbers mean nothing)
+#   scripts/bench.sh --report   only redo the report from out/bench/raw
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+B=$CFOD_TOP/out/bench
+report() {
+	/usr/bin/python3 "$CFOD_TOP/scripts/bench-report.py" --raw "$B/raw" --vm-log "$B/vm.log" \
+		--json "$B/results.json" --doc "$CFOD_TOP/Documentation/benchmarks.md" \
+		--plot "$CFOD_TOP/Documentation/benchmarks-latency.svg"
+}
+profile=0
+case "${1:-}" in
+--report) report; exit 0 ;;
+# C and Rust only, the random-read workloads under perf (out/bench/profile)
+--profile) profile=1 ;;
+esac
+start=$SECONDS
+
+"$CFOD_TOP/scripts/setup.sh"
+kind=${BENCH_KIND:-bench}
+"$CFOD_TOP/scripts/build-kernel.sh" "$kind"
+kdir=$(kernel_build_dir "$kind")
+
+# The module, built against the bench kernel in a copy of the sources, so
+# that the test kernel's module at the top of the tree stays as it is. The
+# copy is of the working tree, or of commit $BENCH_REV if set.
+rm -rf "$B/module"
+mkdir -p "$B/module" "$B/bin"
+if [ -n "${BENCH_REV:-}" ]; then
+	git -C "$CFOD_TOP" archive "$BENCH_REV" Kbuild rust | tar -x -C "$B/module"
+	echo "module source: $(git -C "$CFOD_TOP" rev-parse "$BENCH_REV")" >"$B/module/SOURCE"
+else
+	cp -a "$CFOD_TOP/Kbuild" "$CFOD_TOP/rust" "$B/module/"
+	echo "module source: working tree of $(git -C "$CFOD_TOP" describe --always --dirty)" >"$B/module/SOURCE"
+fi
+make -s -C "$kdir" M="$B/module" "${KMAKE_ARGS[@]}" modules
+echo "bench: module $B/module/cachefiles_ondemand_rs.ko"
+
+# Guest tools, static: the I/O patterns and the daemon the tests use.
+cflags=(-static -O2 -g -Wall -Wextra -Werror)
+gcc "${cflags[@]}" -o "$B/bin/cfbench" "$CFOD_TOP/bench/cfbench.c" -lpthread
+gcc "${cflags[@]}" -Wno-unused-parameter -o "$B/bin/od-serve" "$CFOD_TOP/tests/tools/od-serve.c"
+
+# squashfuse from Debian with its shared libraries and loader, for a guest
+# that has none.
+rm -rf "$B/fuse"
+mkdir -p "$B/fuse/lib"
+sqf=$(command -v squashfuse)
+cp "$sqf" "$B/fuse/squashfuse"
+ldd "$sqf" | awk '/=> \//{print $3} /^\t\/lib/{print $1}' | while read -r lib; do
+	cp -L "$lib" "$B/fuse/lib/"
+done
+[ -f "$B/fuse/lib/ld-linux-x86-64.so.2" ] || { echo "bench: no loader for squashfuse" >&2; exit 1; }
+
+"$CFOD_TOP/scripts/mkbench-data.sh"
+
+if [ $profile = 1 ]; then
+	# Debian's perf (linux-perf) with its libraries, like squashfuse.
+	rm -rf "$B/perf"
+	mkdir -p "$B/perf/lib"
+	cp -L "$(command -v perf)" "$B/perf/perf"
+	ldd "$B/perf/perf" | awk '/=> \//{print $3} /^\t\/lib/{print $1}' | while read -r lib; do
+		cp -L "$lib" "$B/perf/lib/"
+	done
+fi
+
+cat >"$B/config" <<EOF
+# written by scripts/bench.sh, read by bench/guest.sh
+REPS=${BENCH_REPS:-11}
+CONFIGS="c rust file fuse"
+EOF
+[ $profile = 0 ] || cat >>"$B/config" <<EOF
+PROFILE=1
+REPS=${BENCH_REPS:-1}
+CONFIGS="c rust"
+WORKLOADS="rand rps"
+RAW_DIR=profile
+EOF
+cat >>"$B/config" <<EOF
+KO=/host/out/bench/module/cachefiles_ondemand_rs.ko
+NBLOBS=64
+RAND_COUNT=4096
+RPS_THREADS=8
+RPS_COUNT=8192
+PAR_READERS=8
+EOF
+
+# The guest's clock: under TCG its TSC runs at the host's rate, but the
+# kernel finds nothing to calibrate it against and falls back to jiffies
+# (milliseconds). Tell it the rate; the guest checks that it uses the TSC.
+tsc_khz=$("$B/bin/cfbench" tsc-khz)
+echo "bench: set-up and builds took $(( SECONDS - start ))s; booting (TSC $tsc_khz kHz)"
+vmrc=0
+if [ $profile = 1 ]; then
+	"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name bench-profile \
+		--tests ../bench/guest.sh --timeout 3600 --test-timeout 3300 \
+		--append "tsc_early_khz=$tsc_khz tsc=reliable" --disk "$B/data/disk.img"
+	echo "bench: profiles in out/bench/profile/perf-*.txt"
+	exit 0
+fi
+"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name bench-run \
+	--tests ../bench/guest.sh --timeout 3600 --test-timeout 3300 \
+	--append "tsc_early_khz=$tsc_khz tsc=reliable" --disk "$B/data/disk.img" 2>&1 |
+	tee "$B/vm.log" || vmrc=$?
+report
+echo "bench: done in $(( SECONDS - start ))s (guest log: out/bench-run/)"
+exit $vmrc
