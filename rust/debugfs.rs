@@ -29,6 +29,22 @@ impl fmt::Write for SeqFile {
     }
 }
 
+/// The `open` of a seq_file-backed file.
+type OpenFn = unsafe extern "C" fn(*mut bindings::inode, *mut bindings::file) -> kernel::ffi::c_int;
+
+/// The `file_operations` of a `single_open` seq_file with `open`: `read`,
+/// `llseek` and `release` are seq_file's.
+const fn single_open_fops(owner: &'static ThisModule, open: OpenFn) -> bindings::file_operations {
+    // SAFETY: All-zeroes is a valid `file_operations`.
+    let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
+    fops.owner = owner.as_ptr();
+    fops.open = Some(open);
+    fops.read = Some(bindings::seq_read);
+    fops.llseek = Some(bindings::seq_lseek);
+    fops.release = Some(bindings::single_release);
+    fops
+}
+
 /// The contents of a read-only debugfs file.
 pub(crate) trait ShowFile: 'static {
     /// Writes the file's contents.
@@ -49,14 +65,7 @@ unsafe impl<T: ShowFile> Sync for ShowFops<T> {}
 impl<T: ShowFile> ShowFops<T> {
     /// Builds the table; `owner` is pinned while the file is open.
     pub(crate) const fn new(owner: &'static ThisModule) -> Self {
-        // SAFETY: All-zeroes is a valid `file_operations`.
-        let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
-        fops.owner = owner.as_ptr();
-        fops.open = Some(open_tramp::<T>);
-        fops.read = Some(bindings::seq_read);
-        fops.llseek = Some(bindings::seq_lseek);
-        fops.release = Some(bindings::single_release);
-        Self(fops, PhantomData)
+        Self(single_open_fops(owner, open_tramp::<T>), PhantomData)
     }
 }
 
@@ -158,14 +167,7 @@ unsafe impl<T: ShowData> Sync for DataFops<T> {}
 impl<T: ShowData> DataFops<T> {
     /// Builds the table; `owner` is pinned while the file is open.
     pub(crate) const fn new(owner: &'static ThisModule) -> Self {
-        // SAFETY: All-zeroes is a valid `file_operations`.
-        let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
-        fops.owner = owner.as_ptr();
-        fops.open = Some(data_open_tramp::<T>);
-        fops.read = Some(bindings::seq_read);
-        fops.llseek = Some(bindings::seq_lseek);
-        fops.release = Some(bindings::single_release);
-        Self(fops, PhantomData)
+        Self(single_open_fops(owner, data_open_tramp::<T>), PhantomData)
     }
 }
 
