@@ -169,7 +169,7 @@ struct CachefilesOndemand {
 impl kernel::Module for CachefilesOndemand {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("cachefiles_ondemand_rs"));
-        dir.create_file(c_str!("stats"), &stats::TOTALS_FOPS);
+        dir.create_file(c_str!("stats"), &stats::TOTALS_FOPS, &stats::TOTALS);
         let registration = Registration::register(&OPS)?;
         pr_info!("loaded\n");
         Ok(CachefilesOndemand {

@@ -29,76 +29,6 @@ impl fmt::Write for SeqFile {
     }
 }
 
-/// The `open` of a seq_file-backed file.
-type OpenFn = unsafe extern "C" fn(*mut bindings::inode, *mut bindings::file) -> kernel::ffi::c_int;
-
-/// The `file_operations` of a `single_open` seq_file with `open`: `read`,
-/// `llseek` and `release` are seq_file's.
-const fn single_open_fops(owner: &'static ThisModule, open: OpenFn) -> bindings::file_operations {
-    // SAFETY: All-zeroes is a valid `file_operations`.
-    let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
-    fops.owner = owner.as_ptr();
-    fops.open = Some(open);
-    fops.read = Some(bindings::seq_read);
-    fops.llseek = Some(bindings::seq_lseek);
-    fops.release = Some(bindings::single_release);
-    fops
-}
-
-/// The contents of a read-only debugfs file.
-pub(crate) trait ShowFile: 'static {
-    /// Writes the file's contents.
-    fn show(m: &mut SeqFile) -> fmt::Result;
-}
-
-/// The `file_operations` of a [`ShowFile`] (a `single_open` seq_file).
-///
-/// # Invariants
-///
-/// The table's `open` is `open_tramp::<T>`; the rest are seq_file's.
-#[repr(transparent)]
-pub(crate) struct ShowFops<T: ShowFile>(bindings::file_operations, PhantomData<T>);
-
-// SAFETY: The table is immutable.
-unsafe impl<T: ShowFile> Sync for ShowFops<T> {}
-
-impl<T: ShowFile> ShowFops<T> {
-    /// Builds the table; `owner` is pinned while the file is open.
-    pub(crate) const fn new(owner: &'static ThisModule) -> Self {
-        Self(single_open_fops(owner, open_tramp::<T>), PhantomData)
-    }
-}
-
-/// The `show` function of a `single_open` seq_file.
-///
-/// # Safety
-///
-/// Called by seq_file with a valid seq_file.
-unsafe extern "C" fn show_tramp<T: ShowFile>(
-    m: *mut bindings::seq_file,
-    _v: *mut kernel::ffi::c_void,
-) -> kernel::ffi::c_int {
-    // SAFETY: seq_file calls `show` with a valid seq_file, ours for the call.
-    let m = unsafe { &mut *m.cast::<SeqFile>() };
-    match T::show(m) {
-        Ok(()) => 0,
-        Err(_) => EINVAL.to_errno(),
-    }
-}
-
-/// `open`.
-///
-/// # Safety
-///
-/// Called by the VFS with a file being opened with `ShowFops<T>`.
-unsafe extern "C" fn open_tramp<T: ShowFile>(
-    _inode: *mut bindings::inode,
-    file: *mut bindings::file,
-) -> kernel::ffi::c_int {
-    // SAFETY: `file` is being opened; `single_open` sets up its seq_file.
-    unsafe { bindings::single_open(file, Some(show_tramp::<T>), core::ptr::null_mut()) }
-}
-
 /// A debugfs directory, removed (with its contents) on drop.
 ///
 /// # Invariants
@@ -123,16 +53,22 @@ impl Dir {
         Self { dentry }
     }
 
-    /// Creates the read-only file `name` in this directory.
-    pub(crate) fn create_file<T: ShowFile>(&self, name: &CStr, fops: &'static ShowFops<T>) {
-        // SAFETY: `name` is valid, `fops` is static, the parent is ours (an
-        // error pointer makes debugfs fail gracefully).
+    /// Creates the read-only file `name` in this directory, showing `data`.
+    pub(crate) fn create_file<T: ShowData>(
+        &self,
+        name: &CStr,
+        fops: &'static DataFops<T>,
+        data: &'static T,
+    ) {
+        let ptr: *const T = data;
+        // SAFETY: `name` is valid, `fops` and `data` are static, the parent
+        // is ours (an error pointer makes debugfs fail gracefully).
         unsafe {
             bindings::debugfs_create_file(
                 name.as_char_ptr(),
                 0o444,
                 self.dentry,
-                core::ptr::null_mut(),
+                ptr.cast_mut().cast(),
                 &fops.0,
             )
         };
@@ -167,16 +103,25 @@ unsafe impl<T: ShowData> Sync for DataFops<T> {}
 impl<T: ShowData> DataFops<T> {
     /// Builds the table; `owner` is pinned while the file is open.
     pub(crate) const fn new(owner: &'static ThisModule) -> Self {
-        Self(single_open_fops(owner, data_open_tramp::<T>), PhantomData)
+        // SAFETY: All-zeroes is a valid `file_operations`.
+        let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
+        fops.owner = owner.as_ptr();
+        fops.open = Some(data_open_tramp::<T>);
+        fops.read = Some(bindings::seq_read);
+        fops.llseek = Some(bindings::seq_lseek);
+        fops.release = Some(bindings::single_release);
+        Self(fops, PhantomData)
     }
 }
 
-/// The `show` function of a file made by [`DataDir::new`].
+/// The `show` function of a file made by [`DataDir::new`] or
+/// [`Dir::create_file`].
 ///
 /// # Safety
 ///
 /// Called by seq_file with a valid seq_file whose `private` is the inode's
-/// `i_private`: a `T` kept alive by the [`DataDir`] that owns the file.
+/// `i_private`: a static `T`, or one kept alive by the [`DataDir`] that owns
+/// the file.
 unsafe extern "C" fn data_show_tramp<T: ShowData>(
     m: *mut bindings::seq_file,
     _v: *mut kernel::ffi::c_void,
@@ -184,9 +129,10 @@ unsafe extern "C" fn data_show_tramp<T: ShowData>(
     // SAFETY: `m` is valid for the call; `private` was set by `single_open`
     // in `data_open_tramp`.
     let data = unsafe { (*m).private }.cast::<T>();
-    // SAFETY: debugfs proxies `read` (which calls `show`) with the file's
-    // active reference: `debugfs_remove` in `DataDir::drop` waits for it to be
-    // released before the `Arc<T>` it holds is dropped. So `data` is alive.
+    // SAFETY: Either `data` is static, or debugfs proxies `read` (which calls
+    // `show`) with the file's active reference: `debugfs_remove` in
+    // `DataDir::drop` waits for it to be released before the `Arc<T>` it holds
+    // is dropped. So `data` is alive.
     let data = unsafe { &*data };
     // SAFETY: seq_file calls `show` with a valid seq_file, ours for the call.
     let m = unsafe { &mut *m.cast::<SeqFile>() };
@@ -196,7 +142,7 @@ unsafe extern "C" fn data_show_tramp<T: ShowData>(
     }
 }
 
-/// `open` of a file made by [`DataDir::new`].
+/// `open` of a file made by [`DataDir::new`] or [`Dir::create_file`].
 ///
 /// # Safety
 ///
@@ -206,7 +152,8 @@ unsafe extern "C" fn data_open_tramp<T: ShowData>(
     inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> kernel::ffi::c_int {
-    // SAFETY: `inode` is valid; its `i_private` is the `T` (see `DataDir`).
+    // SAFETY: `inode` is valid; its `i_private` is the `T` (see
+    // `Dir::create_file` and `DataDir`).
     let data = unsafe { (*inode).i_private };
     // SAFETY: `file` is being opened; `single_open` sets up its seq_file.
     unsafe { bindings::single_open(file, Some(data_show_tramp::<T>), data) }

@@ -16,7 +16,7 @@ use core::{
 use kernel::{c_str, prelude::*, str::CString, sync::Arc, time::Ktime};
 
 use crate::{
-    debugfs::{DataDir, DataFops, SeqFile, ShowData, ShowFile, ShowFops},
+    debugfs::{DataDir, DataFops, SeqFile, ShowData},
     request::Opcode,
 };
 
@@ -181,10 +181,10 @@ impl CacheStats {
 }
 
 /// The module's file: totals over the unbound caches.
-pub(crate) struct TotalsFile;
+pub(crate) struct Totals;
 
-impl ShowFile for TotalsFile {
-    fn show(m: &mut SeqFile) -> fmt::Result {
+impl ShowData for Totals {
+    fn show(&self, m: &mut SeqFile) -> fmt::Result {
         let bound = BOUND.load(Relaxed);
         let unbound = UNBOUND.load(Relaxed);
         writeln!(m, "caches: bound {bound} unbound {unbound}")?;
@@ -192,5 +192,7 @@ impl ShowFile for TotalsFile {
     }
 }
 
+/// What the module's file shows.
+pub(crate) static TOTALS: Totals = Totals;
 /// The file operations of the module's file.
-pub(crate) static TOTALS_FOPS: ShowFops<TotalsFile> = ShowFops::new(&crate::THIS_MODULE);
+pub(crate) static TOTALS_FOPS: DataFops<Totals> = DataFops::new(&crate::THIS_MODULE);
