@@ -16,19 +16,23 @@
 #define ME "/mnt/share-e"
 #define RA_LEN (128 * 1024)
 
-/* The OPENs seen, by "volume key/cookie key". */
+/* The OPENs seen, by "volume key/cookie key"; the largest READ. */
 static char opened[OD_MAX_OBJS][160];
 static int nopened;
+static unsigned long max_len;
 
-static void note_open(struct cachefiles_msg *msg)
+static void seen(struct cachefiles_msg *msg)
 {
 	struct cachefiles_open *load = (void *)msg->data;
+	struct cachefiles_read *rd = (void *)msg->data;
 	char cookie[128];
 
-	if (nopened < OD_MAX_OBJS)
+	if (msg->opcode == CACHEFILES_OP_OPEN && nopened < OD_MAX_OBJS)
 		snprintf(opened[nopened++], sizeof(opened[0]), "%.*s/%s",
 			 (int)strnlen((char *)load->data, load->volume_key_size),
 			 (char *)load->data, open_cookie(msg, cookie, sizeof(cookie)));
+	if (msg->opcode == CACHEFILES_OP_READ && rd->len > max_len)
+		max_len = rd->len;
 }
 
 static int was_opened(int from, const char *name)
@@ -39,31 +43,9 @@ static int was_opened(int from, const char *name)
 	return 0;
 }
 
-/* od_serve_until(), noting the OPENs. */
-static int serve(struct od_server *s, pid_t child, int timeout_ms)
-{
-	static char buf[CACHEFILES_MSG_MAX_SIZE];
-	long end = now_ms() + timeout_ms;
-
-	do {
-		int status;
-
-		while (dev_read(s->dev, buf, sizeof(buf)) > 0) {
-			if (((struct cachefiles_msg *)buf)->opcode == CACHEFILES_OP_OPEN)
-				note_open((void *)buf);
-			od_answer(s, (void *)buf);
-		}
-		if (child > 0 && waitpid(child, &status, WNOHANG) == child)
-			return WIFEXITED(status) ? WEXITSTATUS(status) :
-			       128 + WTERMSIG(status);
-		dev_pollin(s->dev, 20);
-	} while (now_ms() < end);
-	return -1;
-}
-
 static int mount_served(struct od_server *s, const char *opts, const char *at)
 {
-	return serve(s, start_mount(opts, at), 60000);
+	return od_serve_until(s, start_mount(opts, at), 60000);
 }
 
 /* Child: compare files of the mount, read through mmap(), with the tree. */
@@ -148,7 +130,7 @@ static int mounted_with(const char *mnt, const char *opt)
 int main(void)
 {
 	struct od_server s = { 0 };
-	unsigned long reads, max_len = 0;
+	unsigned long reads;
 	int dev, st, n0;
 
 	ktap_plan(15);
@@ -158,6 +140,7 @@ int main(void)
 		return 1;
 	}
 	s.dev = dev;
+	s.seen = seen;
 
 	/* Two images sharing one data blob in one domain. */
 	st = mount_served(&s, "fsid=meta.img,device=blob.img,domain_id=dom", MA);
@@ -168,7 +151,7 @@ int main(void)
 	check(st == 0, "second image in the same domain mounts (status %d)", st);
 	check(nopened == n0 + 1 && was_opened(n0, "erofs,dom/meta2.img"),
 	      "the shared blob is not opened again: one OPEN, for meta2.img (%d)", nopened - n0);
-	st = serve(&s, start_sh("diff -r " TREE " " MA " & p=$!; diff -r " TREE " " MB
+	st = od_serve_until(&s, start_sh("diff -r " TREE " " MA " & p=$!; diff -r " TREE " " MB
 				"; r=$?; wait $p && [ $r = 0 ]"), 300000);
 	check(st == 0, "both images byte-identical, read at once (status %d)", st);
 
@@ -192,68 +175,44 @@ int main(void)
 		if (p == 0)
 			_exit(mount("none", MD, "erofs", MS_REMOUNT | MS_RDONLY,
 				    "fsid=meta.img") ? errno : 0);
-		st = serve(&s, p, 60000);
+		st = od_serve_until(&s, p, 60000);
 	}
 	check(st == 0 && nopened == n0, "remount with fsid=meta.img succeeds, no OPEN (status %d)", st);
 	check(mounted_with(MD, "fsid=simple.img[, ]"), "the mount keeps fsid=simple.img");
 
 	/* mmap() reads. */
 	reads = s.reads;
-	st = serve(&s, start_fn(mmap_fn, MD, NULL), 120000);
+	st = od_serve_until(&s, start_fn(mmap_fn, MD, NULL), 120000);
 	check(st == 0 && s.reads > reads,
 	      "mmap() reads byte-identical, served on demand (status %d, %lu READs)",
 	      st, s.reads - reads);
 
 	/* readahead(2): the READs fetch ahead, the read after needs none. */
 	reads = s.reads;
-	{
-		static char buf[CACHEFILES_MSG_MAX_SIZE];
-		struct cachefiles_msg *msg = (void *)buf;
-		pid_t p = start_fn(ra_fn, MD "/big/one.bin", NULL);
-		long end = now_ms() + 60000;
-
-		st = -1;
-		while (now_ms() < end) {
-			int status;
-
-			while (dev_read(dev, buf, sizeof(buf)) > 0) {
-				if (msg->opcode == CACHEFILES_OP_READ) {
-					struct cachefiles_read *rd = (void *)msg->data;
-
-					if (rd->len > max_len)
-						max_len = rd->len;
-				}
-				od_answer(&s, msg);
-			}
-			if (waitpid(p, &status, WNOHANG) == p) {
-				st = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-				break;
-			}
-			dev_pollin(dev, 20);
-		}
-	}
+	max_len = 0;
+	st = od_serve_until(&s, start_fn(ra_fn, MD "/big/one.bin", NULL), 60000);
 	check(st == 0 && s.reads > reads && max_len >= 8192,
 	      "readahead(2) is served with READs of more than a page (%lu READs, largest %lu)",
 	      s.reads - reads, max_len);
 	reads = s.reads;
-	st = serve(&s, start_fn(head_fn, MD, "big/one.bin"), 60000);
+	st = od_serve_until(&s, start_fn(head_fn, MD, "big/one.bin"), 60000);
 	check(st == 0 && s.reads == reads,
 	      "reading what readahead fetched needs no READ (status %d, %lu READs)",
 	      st, s.reads - reads);
 
 	/* Unmount everything: every object is closed. */
-	st = serve(&s, start_sh("umount " MB " && umount " MA " && umount " MD), 60000);
+	st = od_serve_until(&s, start_sh("umount " MB " && umount " MA " && umount " MD), 60000);
 	check(st == 0, "unmount all three (status %d)", st);
 	{
 		long end = now_ms() + 10000;
 
 		while (s.closes < s.opens && now_ms() < end)
-			serve(&s, -1, 100);
+			od_serve_for(&s, 100);
 	}
 	check(s.opens == 4 && s.closes == s.opens, "a CLOSE for each of the %lu OPENs (%lu)",
 	      s.opens, s.closes);
 	st = mount_served(&s, "fsid=simple.img", ME);
-	check(st == 0 && serve(&s, start_sh("cmp " ME "/big/two.bin " TREE "/big/two.bin && umount " ME),
+	check(st == 0 && od_serve_until(&s, start_sh("cmp " ME "/big/two.bin " TREE "/big/two.bin && umount " ME),
 			       60000) == 0,
 	      "the refused mounts left nothing behind: simple.img mounts and reads again (status %d)",
 	      st);

@@ -263,6 +263,8 @@ struct od_server {
 	struct od_obj objs[OD_MAX_OBJS];
 	unsigned int last_msg_id;
 	unsigned long opens, reads, closes;
+	/* If set, sees every message before it is answered. */
+	void (*seen)(struct cachefiles_msg *msg);
 };
 
 static struct od_obj *od_find(struct od_server *s, unsigned int id)
@@ -335,6 +337,8 @@ static void od_answer_close(struct od_server *s, struct cachefiles_msg *msg)
 
 static void od_answer(struct od_server *s, struct cachefiles_msg *msg)
 {
+	if (s->seen)
+		s->seen(msg);
 	s->last_msg_id = msg->msg_id;
 	switch (msg->opcode) {
 	case CACHEFILES_OP_OPEN:
