@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a patched, Rust-enabled 6.12 kernel out of tree, cached by its inputs.
 #
-#   scripts/build-kernel.sh test|bench
+#   scripts/build-kernel.sh test|bench|race
 #
 # The source is Debian's linux-source-6.12, unpacked once into a git tree under
 # $CFOD_CACHE/src. The project's patch series (kernel/patches/series) is applied
@@ -13,13 +13,20 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-kind=${1:?usage: build-kernel.sh test|bench}
+kind=${1:?usage: build-kernel.sh test|bench|race}
 [ -f "$CFOD_TOP/kernel/config/$kind.config" ] || { echo "unknown kernel kind $kind" >&2; exit 2; }
 tarball=$(ls /usr/src/linux-source-6.12.tar.* | head -n1)
 src_version=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 out=$(kernel_build_dir "$kind")
 src=$CFOD_CACHE/src
 mkdir -p "$CFOD_CACHE"
+
+# One kernel build at a time on this machine (they share the source tree and
+# every core); a second caller waits here.
+if [ -z "${CFOD_BUILD_LOCKED:-}" ]; then
+	export CFOD_BUILD_LOCKED=1
+	exec flock "$CFOD_CACHE/.build.lock" "$0" "$@"
+fi
 
 series=$CFOD_TOP/kernel/patches/series
 patches=()

@@ -19,5 +19,5 @@ KMAKE_ARGS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
 CARGO=${CARGO:-$HOME/.cargo/bin/cargo}
 [ -x "$CARGO" ] || CARGO=cargo
 export CARGO
-# kind: test (debug options) or bench (none)
+# kind: test (debug options, KASAN), race (debug options, KCSAN) or bench (none)
 kernel_build_dir() { echo "$CFOD_CACHE/build-$1"; }
