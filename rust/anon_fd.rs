@@ -3,11 +3,12 @@
 //! The anonymous fds handed to the daemon with each OPEN: the daemon writes
 //! the data of the cache file through them and completes READs with an ioctl.
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{bindings, c_str, ioctl::_IOW, prelude::*, types::ARef};
 
 use crate::{
     cachefiles::CachePin,
-    errno,
+    delay, errno,
     file::{self, AnonFileOps, FdReservation, File, FileOperations, IovIter, Kiocb},
     request::Opcode,
     Obj, Ondemand,
@@ -17,6 +18,11 @@ use crate::{
 const READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
 
 static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
+
+/// Test hook (debugfs `release_delay_ms`, 0 by default): how long the
+/// release of an anonymous fd sleeps once its object is marked closed, so
+/// that a test can make a reopen overlap the release.
+pub(crate) static RELEASE_DELAY_MS: AtomicU32 = AtomicU32::new(0);
 
 /// The state of an anonymous fd.
 ///
@@ -35,6 +41,10 @@ impl Drop for AnonFd {
     fn drop(&mut self) {
         let object = &self.object;
         object.data().release_id();
+        let delay_ms = RELEASE_DELAY_MS.load(Ordering::Relaxed);
+        if delay_ms > 0 {
+            delay::msleep(delay_ms);
+        }
         let state = object.cache().data();
         while let Some(taken) =
             state.take_first(true, |r| r.opcode() == Opcode::Close && r.is_for(object))

@@ -65,6 +65,7 @@ mod cachefiles;
 mod completion;
 mod daemon;
 mod debugfs;
+mod delay;
 mod file;
 mod helpers;
 mod kstrtox;
@@ -170,6 +171,7 @@ impl kernel::Module for CachefilesOndemand {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("cachefiles_ondemand_rs"));
         dir.create_file(c_str!("stats"), &stats::TOTALS_FOPS, &stats::TOTALS);
+        dir.create_u32(c_str!("release_delay_ms"), &anon_fd::RELEASE_DELAY_MS);
         let registration = Registration::register(&OPS)?;
         pr_info!("loaded\n");
         Ok(CachefilesOndemand {

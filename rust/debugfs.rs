@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! debugfs directories and read-only `seq_file` files.
+//! debugfs directories, read-only `seq_file` files and `u32` settings.
 //!
 //! C headers: [`include/linux/debugfs.h`](srctree/include/linux/debugfs.h),
 //! [`include/linux/seq_file.h`](srctree/include/linux/seq_file.h)
 
-use core::{fmt, marker::PhantomData};
+use core::{fmt, marker::PhantomData, sync::atomic::AtomicU32};
 use kernel::{bindings, prelude::*, sync::Arc, types::Opaque, ThisModule};
 
 use crate::helpers;
@@ -71,6 +71,19 @@ impl Dir {
                 ptr.cast_mut().cast(),
                 &fops.0,
             )
+        };
+    }
+}
+
+impl Dir {
+    /// Creates the file `name` in this directory, mode 0644, reading and
+    /// writing `value` as a decimal number.
+    pub(crate) fn create_u32(&self, name: &CStr, value: &'static AtomicU32) {
+        // SAFETY: `name` is valid and the parent is ours. `value` is static,
+        // so it outlives the file; debugfs reads and writes it as a plain
+        // `u32`, which `AtomicU32` has the layout of.
+        unsafe {
+            bindings::debugfs_create_u32(name.as_char_ptr(), 0o644, self.dentry, value.as_ptr())
         };
     }
 }

@@ -8,6 +8,7 @@
  */
 #include <linux/completion.h>
 #include <linux/dcache.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
 #include <linux/uio.h>
@@ -61,4 +62,9 @@ size_t cfod_iov_iter_count(const struct iov_iter *iter)
 struct dentry *cfod_dget(struct dentry *dentry)
 {
 	return dget(dentry);
+}
+
+void cfod_msleep(unsigned int msecs)
+{
+	msleep(msecs);
 }

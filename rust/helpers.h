@@ -26,5 +26,6 @@ bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 void cfod_file_set_pwrite_lseek(struct file *file);
 size_t cfod_iov_iter_count(const struct iov_iter *iter);
 struct dentry *cfod_dget(struct dentry *dentry);
+void cfod_msleep(unsigned int msecs);
 
 #endif /* CFOD_HELPERS_H */

@@ -35,4 +35,6 @@ extern "C" {
     pub(crate) fn cfod_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
     /// `dget(dentry)`.
     pub(crate) fn cfod_dget(dentry: *mut bindings::dentry) -> *mut bindings::dentry;
+    /// `msleep(msecs)`.
+    pub(crate) fn cfod_msleep(msecs: u32);
 }

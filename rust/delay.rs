@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Sleeping for a while.
+//!
+//! C header: [`include/linux/delay.h`](srctree/include/linux/delay.h)
+
+use crate::helpers;
+
+/// Sleeps for at least `ms` milliseconds. Process context only.
+pub(crate) fn msleep(ms: u32) {
+    // SAFETY: `msleep` has no precondition but being allowed to sleep, which
+    // it checks itself (`might_sleep`).
+    unsafe { helpers::cfod_msleep(ms) }
+}
