@@ -397,4 +397,129 @@ static void od_close_all(struct od_server *s)
 	}
 }
 
+/*
+ * For the race tests (tests/race_*.c, stress.c): thread states, a D-state
+ * scan, and the CPU count and duration of a run.
+ */
+#include <dirent.h>
+
+/* The state letter (R, S, D...) of a thread of this process, or 0. */
+static char od_task_state(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/*
+ * Wait up to timeout_ms until a thread of this process is asleep in the
+ * kernel in one of states (e.g. "D" or "SD"); 1 if it was seen so.
+ */
+static int od_wait_task_state(pid_t tid, const char *states, int timeout_ms)
+{
+	long end = now_ms() + timeout_ms;
+
+	do {
+		char c = od_task_state(tid);
+
+		if (c && strchr(states, c))
+			return 1;
+		usleep(1000);
+	} while (now_ms() < end);
+	return 0;
+}
+
+/* Every thread in the system in D state; with list, each as a diagnostic. */
+static int od_d_state_count(int list)
+{
+	DIR *procs = opendir("/proc");
+	struct dirent *p;
+	int n = 0;
+
+	if (!procs)
+		return -1;
+	while ((p = readdir(procs))) {
+		char path[600], buf[512], *c;
+		struct dirent *t;
+		DIR *tasks;
+
+		if (p->d_name[0] < '0' || p->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/task", p->d_name);
+		tasks = opendir(path);
+		if (!tasks)
+			continue;
+		while ((t = readdir(tasks))) {
+			FILE *f;
+
+			if (t->d_name[0] < '0' || t->d_name[0] > '9')
+				continue;
+			snprintf(path, sizeof(path), "/proc/%s/task/%s/stat",
+				 p->d_name, t->d_name);
+			f = fopen(path, "re");
+			if (!f)
+				continue;
+			if (fgets(buf, sizeof(buf), f) && (c = strrchr(buf, ')')) &&
+			    c[1] == ' ' && c[2] == 'D') {
+				n++;
+				if (list)
+					diag("in D state: %.*s", (int)(c - buf + 3), buf);
+			}
+			fclose(f);
+		}
+		closedir(tasks);
+	}
+	closedir(procs);
+	return n;
+}
+
+/*
+ * Threads stuck in D state: a task merely passing through D (a disk wait)
+ * is not counted, one still there after about 2 s is, and is listed. The
+ * hung-task detector does not see killable waits; this does.
+ */
+static int od_d_state_scan(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < 10; i++) {
+		n = od_d_state_count(0);
+		if (n == 0)
+			return 0;
+		usleep(200000);
+	}
+	return od_d_state_count(1);
+}
+
+static long od_race_t0;
+
+/* Start of a race test: how many CPUs it races on, and its clock. */
+static void od_race_begin(void)
+{
+	od_race_t0 = now_ms();
+	diag("nproc %ld", sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+/* End of a race test: one point for no task in D state; its duration. */
+static int od_race_end(void)
+{
+	int d = od_d_state_scan();
+
+	check(d == 0, "no task left in D state (%d)", d);
+	diag("duration %ld s", (now_ms() - od_race_t0 + 500) / 1000);
+	return ktap_finish();
+}
+
 #endif /* ODTEST_H */
