@@ -20,8 +20,10 @@ const READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
 static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
 
 /// Test hook (debugfs `release_delay_ms`, 0 by default): how long the
-/// release of an anonymous fd sleeps once its object is marked closed, so
-/// that a test can make a reopen overlap the release.
+/// release of an anonymous fd sleeps once its object is closed, so that a
+/// test can make a reopen overlap the release. The object is closed and its
+/// unread CLOSE swept in one critical section, so the sleep falls after
+/// both (before the id is freed).
 pub(crate) static RELEASE_DELAY_MS: AtomicU32 = AtomicU32::new(0);
 
 /// The state of an anonymous fd.
@@ -40,16 +42,11 @@ pub(crate) struct AnonFd {
 impl Drop for AnonFd {
     fn drop(&mut self) {
         let object = &self.object;
-        object.data().release_id();
+        let state = object.cache().data();
+        state.release_fd(object, self.object_id);
         let delay_ms = RELEASE_DELAY_MS.load(Ordering::Relaxed);
         if delay_ms > 0 {
             delay::msleep(delay_ms);
-        }
-        let state = object.cache().data();
-        while let Some(taken) =
-            state.take_first(true, |r| r.opcode() == Opcode::Close && r.is_for(object))
-        {
-            taken.finish(0);
         }
         state.ids().free(self.object_id);
         pr_debug!(

@@ -6,6 +6,12 @@
 //! yet carry the NEW mark. Everything here that looks at the queue does it
 //! under the queue lock; requests taken out are completed after it is
 //! dropped (a [`Taken`] is only ever returned out of the critical section).
+//!
+//! Failing many requests at once (the cache dies, an object is withdrawn, an
+//! anonymous fd is released) is one pass over the queue: each critical
+//! section takes out up to [`DRAIN_BATCH`] requests and the scan resumes
+//! after the last index seen, so failing k of n queued requests costs O(n),
+//! with the completions done between critical sections.
 
 use kernel::{prelude::*, sync::Arc};
 
@@ -23,6 +29,9 @@ use crate::{
 
 /// Requests not read by the daemon yet.
 const NEW: Mark = Mark::MARK_1;
+
+/// How many requests one critical section of a drain takes out at most.
+const DRAIN_BATCH: usize = 16;
 
 /// State under the queue lock.
 pub(crate) struct QueueState {
@@ -85,8 +94,7 @@ impl CacheState {
         };
         // `alloc_cyclic` may have dropped the lock before storing: check now,
         // in the critical section of the store.
-        let refused =
-            q.data().dead || cache.is_dead() || !req.object().data().accepts(req.opcode());
+        let refused = q.data().dead || cache.is_dead() || !req.object().data().accepts(req);
         if refused {
             // Still ours: nobody saw it. Not the last reference either.
             let _clone = q.remove(id as usize);
@@ -111,24 +119,48 @@ impl CacheState {
         q.remove(id).map(Taken::new)
     }
 
-    /// Takes out the first request (only NEW ones if `only_new`) that `pred`
-    /// accepts.
-    pub(crate) fn take_first(
+    /// Takes out every request (only NEW ones if `only_new`) that `pred`
+    /// accepts, in one pass, and completes them with `result` outside the
+    /// lock. `first` runs at the start of the first critical section, so
+    /// that a state change and the first batch are atomic.
+    fn drain(
         &self,
         only_new: bool,
         pred: impl Fn(&Request) -> bool,
-    ) -> Option<Taken> {
-        let mut q = self.reqs.lock();
+        first: impl FnOnce(&mut Queue<'_>),
+        result: i32,
+    ) {
         let mark = only_new.then_some(NEW);
-        let mut start = 0;
-        let index = loop {
-            let (i, r) = q.find(start, usize::MAX, mark)?;
-            if pred(&r) {
-                break i;
+        let mut first = Some(first);
+        let mut start = Some(0usize);
+        while let Some(from) = start {
+            let mut batch: [Option<Taken>; DRAIN_BATCH] = Default::default();
+            {
+                let mut q = self.reqs.lock();
+                if let Some(first) = first.take() {
+                    first(&mut q);
+                }
+                start = None;
+                let mut at = from;
+                let mut n = 0;
+                while let Some((i, r)) = q.find(at, usize::MAX, mark) {
+                    if pred(&r) {
+                        let Some(slot) = batch.get_mut(n) else {
+                            // Full: the next critical section goes on from here.
+                            start = Some(i);
+                            break;
+                        };
+                        *slot = q.remove(i).map(Taken::new);
+                        n += 1;
+                    }
+                    let Some(next) = i.checked_add(1) else { break };
+                    at = next;
+                }
             }
-            start = i.checked_add(1)?;
-        };
-        q.remove(index).map(Taken::new)
+            for taken in batch.iter_mut().filter_map(Option::take) {
+                taken.finish(result);
+            }
+        }
     }
 
     /// Picks the request for a daemon `read()` of `buflen` bytes: the first
@@ -179,23 +211,36 @@ impl CacheState {
     }
 
     /// The cache is dead: refuse new requests, fail queued ones with `EIO`.
+    ///
+    /// Never sleeps, and may be called any number of times, concurrently:
+    /// the requests it completes are woken, and their waiters, not this,
+    /// drop the last references to them.
     pub(crate) fn flush(&self) {
-        self.reqs.lock().data_mut().dead = true;
-        while let Some(taken) = self.take_first(false, |_| true) {
-            drop(taken);
-        }
+        self.drain(false, |_| true, |q| q.data_mut().dead = true, EIO.to_errno());
     }
 
     /// `object` is withdrawn: refuse its new requests, fail its queued ones
     /// with `EIO`.
     pub(crate) fn drop_object(&self, object: &Obj) {
-        {
-            let _q = self.reqs.lock();
-            object.data().set_dropping();
-        }
-        while let Some(taken) = self.take_first(false, |r| r.is_for(object)) {
-            drop(taken);
-        }
+        self.drain(
+            false,
+            |r| r.is_for(object),
+            |_| object.data().set_dropping(),
+            EIO.to_errno(),
+        );
+    }
+
+    /// The anonymous fd `object_id` of `object` is released: the object is
+    /// closed and the CLOSE made for that fd, if the daemon has not read it,
+    /// is complete, in one critical section; a CLOSE for a later fd of the
+    /// same object (after a reopen) is left alone.
+    pub(crate) fn release_fd(&self, object: &Obj, object_id: u32) {
+        self.drain(
+            true,
+            |r| r.close_id() == Some(object_id) && r.is_for(object),
+            |_| object.data().release_id(),
+            0,
+        );
     }
 }
 

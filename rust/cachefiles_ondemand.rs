@@ -22,7 +22,9 @@
 //! - A request is an `Arc<Request>` held by its waiter, by the queue while
 //!   queued, and by a daemon `read()` while it is being delivered; it holds a
 //!   reference to its object. Only whoever removes it from the queue can
-//!   complete it (`request::Taken`), so it is completed exactly once.
+//!   complete it (`request::Taken`), so it is completed exactly once. The
+//!   completer hands its reference over to the waiter, which drops the last
+//!   one: `flush` never drops an object.
 //! - An anonymous fd holds a reference to its object and pins the cache.
 //! - Queued reopen work holds a reference to its object; `clean_object`
 //!   cancels it and waits for it.
@@ -44,9 +46,11 @@
 //! Same errnos and side effects as seen from user space, except where the C
 //! code is racy or relies on luck:
 //!
-//! - Releasing an anonymous fd completes the unread CLOSE requests of *its
-//!   object*; the C code matches on the message's object id, which is only
-//!   set once a request has been read, so it misses never-read CLOSEs.
+//! - A CLOSE carries the id of the anonymous fd it was made for; releasing
+//!   that fd closes the object and completes that CLOSE if unread, in one
+//!   critical section. The C code matches on the message's object id, which
+//!   is only set once a request has been read, so it misses never-read
+//!   CLOSEs.
 //! - Dropping is final: releasing an anonymous fd does not turn a dropping
 //!   object back into a closed one.
 //! - `clean_object` always marks the object dropping, fails its requests and

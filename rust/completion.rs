@@ -4,7 +4,13 @@
 //!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 
-use kernel::{bindings, error::Result, prelude::*, types::Opaque};
+use kernel::{
+    bindings,
+    error::Result,
+    prelude::*,
+    sync::{Arc, SpinLock},
+    types::Opaque,
+};
 
 use crate::helpers;
 
@@ -56,5 +62,34 @@ impl Completion {
     pub(crate) fn wait(&self) {
         // SAFETY: `inner` is initialised (type invariant).
         unsafe { bindings::wait_for_completion(self.inner.get()) };
+    }
+
+    /// Completes the completion `done` of `*this` and hands the caller's
+    /// reference `this` over to the waiter, through `parked` (also a field of
+    /// `*this`), instead of dropping it.
+    ///
+    /// The waiter takes the parked reference once its wait returned, so the
+    /// last reference to `T`, and whatever dropping `T` does, is dropped by
+    /// the waiter, never by the completer: the completer may be in a context
+    /// that must not sleep.
+    pub(crate) fn complete_handing_over<T: Send + Sync>(
+        this: Arc<T>,
+        done: impl for<'a> FnOnce(&'a T) -> &'a Completion,
+        parked: impl for<'a> FnOnce(&'a T) -> &'a SpinLock<Option<Arc<T>>>,
+    ) {
+        let ptr = Arc::into_raw(this);
+        // SAFETY: `ptr` comes from `into_raw`, whose reference is held until
+        // it is given back just below, and then by `parked`.
+        let t = unsafe { &*ptr };
+        // SAFETY: `ptr` comes from `into_raw` above and is given back once.
+        let old = parked(t).lock().replace(unsafe { Arc::from_raw(ptr) });
+        // Only one completer: `old` is `None`, and if not, it is not the last
+        // reference (the parked one is another).
+        drop(old);
+        // `t` stays valid through `complete`: the waiter holds a reference
+        // and drops it (and the parked one) only after its wait returned,
+        // which it does only once `complete` has released the completion's
+        // internal lock, the last thing `complete` touches.
+        done(t).complete();
     }
 }

@@ -89,7 +89,7 @@ pub(crate) fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
             })
         })
         .ok_or(EINVAL)?;
-    let object = taken.request().object().clone();
+    let object = taken.object().cloned().ok_or(EINVAL)?;
     let info = object.data();
 
     let (result, ret) = match kstrtol(size_str, 0) {

@@ -66,11 +66,14 @@ impl ObjectInfo {
         self.inner.lock().id
     }
 
-    /// Whether a request with `opcode` may be queued: never once dropping,
-    /// and a CLOSE only while open.
-    pub(crate) fn accepts(&self, opcode: Opcode) -> bool {
+    /// Whether `req` may be queued: never once dropping, and a CLOSE only
+    /// while open with the anonymous fd it was made for.
+    pub(crate) fn accepts(&self, req: &Request) -> bool {
         let s = self.inner.lock();
-        s.state != ObjState::Dropping && (opcode != Opcode::Close || s.state == ObjState::Open)
+        match req.close_id() {
+            Some(id) => s.state == ObjState::Open && i64::from(s.id) == i64::from(id),
+            None => s.state != ObjState::Dropping,
+        }
     }
 
     pub(crate) fn set_dropping(&self) {
@@ -125,6 +128,7 @@ impl ObjectInfo {
     }
 
     /// The anonymous fd is gone: the object is closed (unless dropping).
+    /// Called under the queue lock, with the sweep of its CLOSEs.
     pub(crate) fn release_id(&self) {
         let mut s = self.inner.lock();
         s.id = ID_CLOSED;
@@ -196,6 +200,9 @@ fn send(object: &Obj, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) ->
             None => req.wait(),
         }
     }
+    // Completed: the reference the completer handed over is dropped here,
+    // and `req` below, in a context that may sleep.
+    req.reclaim();
     let result = req.result();
     pr_debug!(
         "o={:08x} msg {} done: {:?}\n",
@@ -225,8 +232,12 @@ pub(crate) fn init_object(object: &Obj) -> Result {
 /// its reopen work.
 pub(crate) fn clean_object(object: &Obj) {
     if object.data().is_open() {
-        // Only fails if the object or the cache is going away: nothing to do.
-        let _ = send(object, Opcode::Close, || Ok(Payload::Close));
+        // Only fails if the object or the cache is going away, or the
+        // anonymous fd was released meanwhile: nothing to do.
+        let _ = send(object, Opcode::Close, || {
+            let object_id = u32::try_from(object.data().ondemand_id()).map_err(|_| EBADF)?;
+            Ok(Payload::Close { object_id })
+        });
     }
     object.cache().data().drop_object(object);
     object.cancel_work_sync();

@@ -7,9 +7,21 @@
 //! gets a [`Taken`], the only way to complete a request: a request is
 //! completed exactly once, and a taken request is always completed (with
 //! `EIO` unless told otherwise) even on early returns.
+//!
+//! The waiter, not the completer, drops the last reference to a request it
+//! was woken for (and so, possibly, the last reference to its object, which
+//! may sleep): completing hands the completer's reference over to the waiter
+//! ([`Completion::complete_handing_over`]). `flush`, which must not sleep,
+//! relies on it.
 
 use core::sync::atomic::{AtomicI32, Ordering};
-use kernel::{prelude::*, sync::Arc, types::ARef, uaccess::UserSliceWriter};
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+    types::ARef,
+    uaccess::UserSliceWriter,
+};
 
 use crate::{completion::Completion, stats, Obj};
 
@@ -51,7 +63,11 @@ pub(crate) enum Payload {
         cookie_key_size: u16,
         keys: [u8; OPEN_KEYS_MAX],
     },
-    Close,
+    /// The id of the anonymous fd open when the CLOSE was made: the one
+    /// the daemon is to close, and the one whose release makes it moot.
+    Close {
+        object_id: u32,
+    },
     Read {
         off: u64,
         len: u64,
@@ -79,7 +95,7 @@ impl Payload {
     fn opcode(&self) -> Opcode {
         match self {
             Payload::Open { .. } => Opcode::Open,
-            Payload::Close => Opcode::Close,
+            Payload::Close { .. } => Opcode::Close,
             Payload::Read { .. } => Opcode::Read,
         }
     }
@@ -94,6 +110,9 @@ pub(crate) struct Request {
     done: Completion,
     /// 0 or a negative errno, set before `done` is completed.
     result: AtomicI32,
+    /// The completer's reference, handed over to the waiter.
+    #[pin]
+    parked: SpinLock<Option<Arc<Request>>>,
     /// When the request was created, for the latency statistics.
     created_ns: i64,
 }
@@ -107,6 +126,7 @@ impl Request {
                 payload,
                 done <- Completion::new(),
                 result: AtomicI32::new(0),
+                parked <- new_spinlock!(None, "Request::parked"),
                 created_ns: stats::now_ns(),
             }),
             GFP_KERNEL,
@@ -119,6 +139,14 @@ impl Request {
 
     pub(crate) fn object(&self) -> &ARef<Obj> {
         &self.object
+    }
+
+    /// For a CLOSE, the id of the anonymous fd it is about.
+    pub(crate) fn close_id(&self) -> Option<u32> {
+        match self.payload {
+            Payload::Close { object_id } => Some(object_id),
+            _ => None,
+        }
     }
 
     /// Whether the request is about `object`.
@@ -135,12 +163,13 @@ impl Request {
                     cookie_key_size,
                     ..
                 } => OPEN_HDR_SIZE + *volume_key_size as usize + *cookie_key_size as usize,
-                Payload::Close => 0,
+                Payload::Close { .. } => 0,
                 Payload::Read { .. } => READ_SIZE,
             }
     }
 
-    /// Writes the message, with the given ids (and anonymous fd for an OPEN).
+    /// Writes the message, with the given ids (and anonymous fd for an
+    /// OPEN); a CLOSE carries its own object id.
     pub(crate) fn write_msg(
         &self,
         w: &mut UserSliceWriter,
@@ -153,6 +182,7 @@ impl Request {
         put(0, &msg_id.to_ne_bytes());
         put(4, &(self.opcode() as u32).to_ne_bytes());
         put(8, &(self.msg_len() as u32).to_ne_bytes());
+        let object_id = self.close_id().unwrap_or(object_id);
         put(12, &object_id.to_ne_bytes());
         match &self.payload {
             Payload::Open {
@@ -168,7 +198,7 @@ impl Request {
                 w.write_slice(&head)?;
                 w.write_slice(keys.get(..n).ok_or(EINVAL)?)
             }
-            Payload::Close => w.write_slice(&head[..HDR_SIZE]),
+            Payload::Close { .. } => w.write_slice(&head[..HDR_SIZE]),
             Payload::Read { off, len } => {
                 put(16, &off.to_ne_bytes());
                 put(24, &len.to_ne_bytes());
@@ -187,6 +217,14 @@ impl Request {
         self.done.wait()
     }
 
+    /// After the wait: takes back the reference the completer handed over,
+    /// so that the caller's is the last one (or the one before a daemon
+    /// `read()`'s, which may sleep too).
+    pub(crate) fn reclaim(&self) {
+        let parked = self.parked.lock().take();
+        drop(parked);
+    }
+
     /// The outcome of a completed request.
     pub(crate) fn result(&self) -> Result {
         match self.result.load(Ordering::Acquire) {
@@ -198,8 +236,12 @@ impl Request {
 
 /// A request taken out of the queue: completed when dropped, with `EIO`
 /// unless [`Taken::finish`] says otherwise.
+///
+/// # Invariants
+///
+/// `req` is `Some` until the request is completed, in `drop`.
 pub(crate) struct Taken {
-    req: Arc<Request>,
+    req: Option<Arc<Request>>,
     result: i32,
 }
 
@@ -207,13 +249,14 @@ impl Taken {
     /// Takes charge of `req`, just removed from the queue.
     pub(crate) fn new(req: Arc<Request>) -> Self {
         Self {
-            req,
+            req: Some(req),
             result: EIO.to_errno(),
         }
     }
 
-    pub(crate) fn request(&self) -> &Request {
-        &self.req
+    /// The request's object.
+    pub(crate) fn object(&self) -> Option<&ARef<Obj>> {
+        self.req.as_ref().map(|r| &r.object)
     }
 
     /// Completes the request with `result`: 0 or a negative errno.
@@ -224,11 +267,14 @@ impl Taken {
 
 impl Drop for Taken {
     fn drop(&mut self) {
-        self.req.result.store(self.result, Ordering::Release);
-        let cache = self.req.object.cache().data();
+        let Some(req) = self.req.take() else {
+            return;
+        };
+        req.result.store(self.result, Ordering::Release);
+        let cache = req.object.cache().data();
         cache
             .stats()
-            .request_done(self.req.opcode(), self.result, self.req.created_ns);
-        self.req.done.complete();
+            .request_done(req.opcode(), self.result, req.created_ns);
+        Completion::complete_handing_over(req, |r| &r.done, |r| &r.parked);
     }
 }
