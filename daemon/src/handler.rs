@@ -335,13 +335,23 @@ impl Handler {
                 decision,
             } => self.open(hdr, req, file, decision),
             Task::Read { hdr, req, decision } => {
-                self.read(&hdr, req, decision);
-                self.inflight_reads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&hdr.msg_id);
+                let mut guard = InflightRead {
+                    h: self,
+                    msg_id: hdr.msg_id,
+                    obj: None,
+                    answered: false,
+                    forgotten: false,
+                };
+                self.read(&hdr, req, decision, &mut guard);
             }
         }
+    }
+
+    fn forget_inflight(&self, msg_id: u32) {
+        self.inflight_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&msg_id);
     }
 
     fn persona_note(&self, what: std::fmt::Arguments<'_>) {
@@ -485,7 +495,7 @@ impl Handler {
         }
     }
 
-    fn read(&self, hdr: &Header, req: ReadReq, decision: Decision) {
+    fn read(&self, hdr: &Header, req: ReadReq, decision: Decision, guard: &mut InflightRead<'_>) {
         let started = Instant::now();
         let Some(obj) = self.objects.get(hdr.object_id) else {
             stats::inc(&self.stats.unknown_object);
@@ -495,6 +505,7 @@ impl Handler {
             );
             return;
         };
+        guard.obj = Some(obj.clone());
         match decision.action {
             Action::Delay(d) => {
                 self.persona_note(format_args!("delaying READ msg {} by {d:?}", hdr.msg_id));
@@ -505,6 +516,7 @@ impl Handler {
                     "dropping READ msg {} (never answered)",
                     hdr.msg_id
                 ));
+                guard.answered = true;
                 self.after(&decision);
                 return;
             }
@@ -513,7 +525,7 @@ impl Handler {
                     "completing READ msg {} without data",
                     hdr.msg_id
                 ));
-                self.complete(&obj, hdr.msg_id);
+                guard.complete();
                 stats::inc(&self.stats.reads_failed);
                 self.answered(hdr.msg_id);
                 self.after(&decision);
@@ -522,7 +534,7 @@ impl Handler {
             _ => {}
         }
         let ok = self.serve_read(&obj, hdr, req);
-        self.complete(&obj, hdr.msg_id);
+        guard.complete();
         if ok {
             stats::inc(&self.stats.reads_ok);
         } else {
@@ -592,6 +604,57 @@ impl Handler {
                 warn!("READ_COMPLETE msg {msg_id} on object {}: {e}", obj.id);
             }
         }
+    }
+}
+
+/// A READ being served. Its msg_id leaves the in-flight set *before*
+/// READ_COMPLETE (the kernel may reuse the id the moment it sees the
+/// completion, and that new READ must not be taken for a duplicate), and on
+/// every other way out, including a panic, when the READ is also completed
+/// without data so the reader gets EIO instead of waiting for ever.
+struct InflightRead<'a> {
+    h: &'a Handler,
+    msg_id: u32,
+    obj: Option<Arc<Object>>,
+    /// Completed, or deliberately left unanswered (the `drop` persona).
+    answered: bool,
+    /// Removed from the in-flight set.
+    forgotten: bool,
+}
+
+impl InflightRead<'_> {
+    fn forget(&mut self) {
+        if !self.forgotten {
+            self.forgotten = true;
+            self.h.forget_inflight(self.msg_id);
+        }
+    }
+
+    fn complete(&mut self) {
+        self.forget();
+        self.answered = true;
+        if let Some(obj) = &self.obj {
+            self.h.complete(obj, self.msg_id);
+        }
+    }
+}
+
+impl Drop for InflightRead<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            // Forget only once: after READ_COMPLETE the id may already
+            // belong to a new READ.
+            self.forget();
+            return;
+        }
+        if std::thread::panicking() && self.obj.is_some() {
+            error!(
+                "READ msg {} panicked; completing it without data",
+                self.msg_id
+            );
+            stats::inc(&self.h.stats.reads_failed);
+        }
+        self.complete();
     }
 }
 

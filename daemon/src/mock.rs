@@ -26,6 +26,10 @@ pub struct MockFile {
     /// Largest write accepted at once (short writes); 0 = unlimited.
     pub max_write: AtomicUsize,
     pub fail_writes: AtomicBool,
+    /// Called after a successful READ_COMPLETE, as the kernel would then
+    /// be free to reuse the msg_id.
+    #[allow(clippy::type_complexity)]
+    pub on_complete: Mutex<Option<Box<dyn Fn(u32) + Send>>>,
 }
 
 impl MockFile {
@@ -86,6 +90,10 @@ impl CacheFile for Handle {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         c.push(msg_id);
+        drop(c);
+        if let Some(hook) = &*self.0.on_complete.lock().unwrap() {
+            hook(msg_id);
+        }
         Ok(())
     }
 

@@ -23,15 +23,44 @@ pub const OP_CLOSE: u32 = 1;
 /// `CACHEFILES_OP_READ`.
 pub const OP_READ: u32 = 2;
 
-/// Linux `_IOC(dir, type, nr, size)` for the generic ioctl layout (x86, arm, ...).
-const fn ioc(dir: u32, ty: u32, nr: u32, size: u32) -> u32 {
-    (dir << 30) | (size << 16) | (ty << 8) | nr
-}
-const IOC_WRITE: u32 = 1;
-
 /// `CACHEFILES_IOC_READ_COMPLETE = _IOW(0x98, 1, int)`. The argument is the
-/// READ msg_id passed by value (not a pointer).
-pub const IOC_READ_COMPLETE: u32 = ioc(IOC_WRITE, 0x98, 1, 4);
+/// READ msg_id passed by value (not a pointer). Built with libc's `_IOW`,
+/// which knows each architecture's `_IOC` layout (powerpc, mips and sparc
+/// put a 3-bit direction field at bit 29 and have a 13-bit size field).
+pub const IOC_READ_COMPLETE: u32 = libc::_IOW::<libc::c_int>(0x98, 1) as u32;
+
+/// The value `<linux/cachefiles.h>` gives on this architecture, written out
+/// independently of libc so a wrong layout is a build error, not a silent
+/// EINVAL/ENOTTY at run time. Architectures not listed here do not build.
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv32",
+    target_arch = "riscv64",
+    target_arch = "s390x",
+    target_arch = "loongarch64",
+    target_arch = "csky",
+    target_arch = "hexagon",
+    target_arch = "m68k",
+))]
+const EXPECTED_READ_COMPLETE: u32 = 0x4004_9801;
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "mips32r6",
+    target_arch = "mips64r6",
+    target_arch = "sparc",
+    target_arch = "sparc64",
+))]
+const EXPECTED_READ_COMPLETE: u32 = 0x8004_9801;
+const _: () = assert!(
+    IOC_READ_COMPLETE == EXPECTED_READ_COMPLETE,
+    "CACHEFILES_IOC_READ_COMPLETE does not match this architecture's layout"
+);
 
 /// Human readable opcode name for logs.
 pub fn opcode_name(op: u32) -> &'static str {

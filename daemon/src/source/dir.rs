@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,14 +23,25 @@ impl Source for DirSource {
     fn open(&self, name: &str) -> io::Result<Option<Arc<dyn Blob>>> {
         // `name` was validated by keys::blob_name: no '/', not '.' or '..'.
         let path = self.root.join(name);
-        let file = match File::open(&path) {
+        // O_NONBLOCK: opening a FIFO without a writer (or some device nodes)
+        // would otherwise block this worker for ever. The file type is
+        // checked on the open fd before anything is read from it.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
         let meta = file.metadata()?;
         if !meta.is_file() {
-            warn!("{} is not a regular file; ignoring it", path.display());
+            warn!(
+                "{} is not a regular file ({:?}); ignoring it",
+                path.display(),
+                meta.file_type()
+            );
             return Ok(None);
         }
         Ok(Some(Arc::new(FileBlob {
@@ -42,6 +53,14 @@ impl Source for DirSource {
 
     fn describe(&self) -> String {
         format!("dir:{}", self.root.display())
+    }
+
+    fn startup_problem(&self) -> Option<String> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(format!("{} is not a directory", self.root.display())),
+            Err(e) => Some(format!("{}: {e}", self.root.display())),
+        }
     }
 }
 
@@ -102,6 +121,41 @@ mod tests {
         // Truncated after open: reads come back short, not past the new end.
         std::fs::write(d.join("a.blob"), b"hel").unwrap();
         assert_eq!(read_full(&*b, &mut buf, 0).unwrap(), 3);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn fifo_and_device_nodes_are_not_blobs_and_do_not_block() {
+        let d = tempdir("fifo");
+        let fifo = d.join("pipe.blob");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/null", d.join("null.blob")).unwrap();
+        let s = Arc::new(DirSource::new(d.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            let fifo = s2.open("pipe.blob").map(|b| b.is_none());
+            let null = s2.open("null.blob").map(|b| b.is_none());
+            let _ = tx.send((fifo.ok(), null.ok()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO blocked");
+        assert_eq!(got, (Some(true), Some(true)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_root_is_reported_at_start() {
+        let d = tempdir("missing");
+        assert_eq!(DirSource::new(d.clone()).startup_problem(), None);
+        let gone = d.join("nope");
+        let p = DirSource::new(gone.clone()).startup_problem().unwrap();
+        assert!(p.contains("No such file"), "{p}");
+        std::fs::write(d.join("f"), b"x").unwrap();
+        assert!(DirSource::new(d.join("f")).startup_problem().is_some());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -27,6 +27,12 @@ pub trait Source: Send + Sync {
     /// `Ok(None)` when this source has no blob of that name.
     fn open(&self, name: &str) -> io::Result<Option<Arc<dyn Blob>>>;
     fn describe(&self) -> String;
+    /// Something visibly wrong with the source's configuration, checked
+    /// once at start (a `dir:` that does not exist). The source is still
+    /// used: the problem may be fixed while the daemon runs.
+    fn startup_problem(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Reads as much of `buf` as the blob has at `off`, looping over short reads;
@@ -95,8 +101,22 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Takes the sources in priority order; logs a warning for each one
+    /// with a visible configuration problem.
     pub fn new(list: Vec<Box<dyn Source>>) -> Sources {
+        for problem in Self::problems(&list) {
+            warn!("{problem}");
+        }
         Sources { list }
+    }
+
+    fn problems(list: &[Box<dyn Source>]) -> Vec<String> {
+        list.iter()
+            .filter_map(|s| {
+                s.startup_problem()
+                    .map(|p| format!("source {}: {p}; its blobs will not be found", s.describe()))
+            })
+            .collect()
     }
 
     /// Finds `name` in the first source that has it. A source that fails
@@ -136,6 +156,8 @@ pub mod mem {
         /// Report this size instead of `data.len()` (a "truncated" blob).
         pub claimed_size: Option<u64>,
         pub fail: AtomicBool,
+        /// Panic in read_at (a bug in a source).
+        pub panic: AtomicBool,
     }
 
     impl Blob for MemBlob {
@@ -145,6 +167,9 @@ pub mod mem {
         fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
             if self.fail.load(Ordering::Relaxed) {
                 return Err(io::Error::other("injected failure"));
+            }
+            if self.panic.load(Ordering::Relaxed) {
+                panic!("injected panic");
             }
             let off = usize::try_from(off).unwrap_or(usize::MAX);
             let Some(src) = self.data.get(off..) else {
@@ -171,6 +196,7 @@ pub mod mem {
                 data,
                 claimed_size: None,
                 fail: AtomicBool::new(false),
+                panic: AtomicBool::new(false),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
@@ -180,6 +206,7 @@ pub mod mem {
                 data,
                 claimed_size: Some(size),
                 fail: AtomicBool::new(false),
+                panic: AtomicBool::new(false),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
@@ -233,6 +260,18 @@ mod tests {
         assert!(matches!(s.lookup("z"), Lookup::Failed(_)));
         let s = Sources::new(vec![Box::new(MemSource::default())]);
         assert!(matches!(s.lookup("z"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn missing_dir_source_is_a_startup_warning() {
+        let cfg = http::HttpConfig::default();
+        let list = vec![
+            from_spec("dir:/nonexistent-odd-test", &cfg).unwrap(),
+            from_spec("dir:/", &cfg).unwrap(),
+        ];
+        let p = Sources::problems(&list);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("dir:/nonexistent-odd-test"), "{p:?}");
     }
 
     #[test]
