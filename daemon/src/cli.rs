@@ -14,11 +14,17 @@ use crate::source::http::HttpConfig;
 #[command(name = "odd", version, about, long_about = None)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Per-module log filter, e.g. `info,odd::cull=debug` (default: $ODD_LOG).
+    #[arg(long, value_name = "FILTER", global = true)]
+    pub log: Option<String>,
+    /// TOML config file; options given on the command line override it.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,6 +36,32 @@ pub enum Command {
     /// Bind the cache, then run `serve` as a child process and restart it
     /// (with `restore`) whenever it dies abnormally.
     Supervise(SuperviseArgs),
+    /// Ask a running odd (through its control socket) to hand its devnode
+    /// and objects to a fresh start of the odd binary on disk.
+    Upgrade(ClientArgs),
+    /// Print a running odd's metrics (Prometheus text format).
+    Metrics(ClientArgs),
+    /// Keep a devnode fd for a supervisor that might be killed (fd holder).
+    Hold(HoldArgs),
+}
+
+/// Options of `odd upgrade` and `odd metrics`.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The running odd's control socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/odd/control.sock")]
+    pub control: PathBuf,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub timeout_ms: u64,
+}
+
+/// Options of `odd hold`.
+#[derive(Args, Debug, Clone)]
+pub struct HoldArgs {
+    /// Socket on which supervisors store and fetch the devnode fd.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
 }
 
 /// Options of `odd serve` (and, passed through, of `odd supervise`).
@@ -44,11 +76,12 @@ pub struct ServeArgs {
     /// The cachefiles device.
     #[arg(long, value_name = "PATH", default_value = "/dev/cachefiles")]
     pub devnode: PathBuf,
-    /// Use an already open and bound devnode fd (failover); skips dir/tag/bind.
-    #[arg(long, value_name = "N")]
+    /// Use an already open and bound devnode fd (failover); skips tag/bind
+    /// (`--dir` still names the cache for culling).
+    #[arg(long, value_name = "N", hide = true)]
     pub fd: Option<i32>,
     /// Blob source, tried in order: dir:/path or http://host:port/prefix.
-    #[arg(long = "source", value_name = "SPEC", required = true)]
+    #[arg(long = "source", value_name = "SPEC")]
     pub sources: Vec<String>,
     /// Worker threads serving requests.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -81,6 +114,36 @@ pub struct ServeArgs {
     /// HTTP retries after the first attempt for transient failures.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub http_retries: u32,
+    /// Culling stops when free blocks are back above this % (cachefilesd's brun).
+    #[arg(long, value_name = "PCT")]
+    pub brun: Option<u8>,
+    /// Culling starts when free blocks fall below this %.
+    #[arg(long, value_name = "PCT")]
+    pub bcull: Option<u8>,
+    /// The kernel stops caching when free blocks fall below this %.
+    #[arg(long, value_name = "PCT")]
+    pub bstop: Option<u8>,
+    /// As --brun, for free files (inodes).
+    #[arg(long, value_name = "PCT")]
+    pub frun: Option<u8>,
+    /// As --bcull, for free files.
+    #[arg(long, value_name = "PCT")]
+    pub fcull: Option<u8>,
+    /// As --bstop, for free files.
+    #[arg(long, value_name = "PCT")]
+    pub fstop: Option<u8>,
+    /// Do not cull (limits are still set).
+    #[arg(long)]
+    pub no_cull: bool,
+    /// Control socket: metrics and upgrade (none by default).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Take the devnode and objects over from the odd at this control socket.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub takeover: Option<PathBuf>,
+    /// Write "READY\n" to this inherited fd (then close it) once serving.
+    #[arg(long, value_name = "N")]
+    pub ready_fd: Option<i32>,
 }
 
 /// Options of `odd supervise`.
@@ -94,6 +157,10 @@ pub struct SuperviseArgs {
     /// How long the worker gets to exit after SIGTERM before SIGKILL.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub stop_timeout_ms: u64,
+    /// An `odd hold` socket: the devnode fd is stored there after bind and
+    /// fetched from there at start (then `restore` is written).
+    #[arg(long, value_name = "PATH")]
+    pub fd_holder: Option<PathBuf>,
 }
 
 /// Parses `123`, `64K`, `10M`, `1G` (binary multiples; optional `B`/`iB`).
@@ -185,7 +252,45 @@ impl ServeArgs {
         a.push(self.http_timeout_ms.to_string().into());
         a.push("--http-retries".into());
         a.push(self.http_retries.to_string().into());
+        // The worker culls: it needs the cache directory and the limits
+        // (the supervisor has set them in the kernel before bind).
+        if let Some(d) = &self.dir {
+            a.push("--dir".into());
+            a.push(d.into());
+        }
+        let l = self.limits();
+        for (k, v) in [
+            ("--brun", l.brun),
+            ("--bcull", l.bcull),
+            ("--bstop", l.bstop),
+            ("--frun", l.frun),
+            ("--fcull", l.fcull),
+            ("--fstop", l.fstop),
+        ] {
+            a.push(k.into());
+            a.push(v.to_string().into());
+        }
+        if self.no_cull {
+            a.push("--no-cull".into());
+        }
+        if let Some(c) = &self.control {
+            a.push("--control".into());
+            a.push(c.into());
+        }
         a
+    }
+
+    /// The cache limits: cachefilesd's defaults, overridden per option.
+    pub fn limits(&self) -> crate::cull::Limits {
+        let d = crate::cull::Limits::default();
+        crate::cull::Limits {
+            brun: self.brun.unwrap_or(d.brun),
+            bcull: self.bcull.unwrap_or(d.bcull),
+            bstop: self.bstop.unwrap_or(d.bstop),
+            frun: self.frun.unwrap_or(d.frun),
+            fcull: self.fcull.unwrap_or(d.fcull),
+            fstop: self.fstop.unwrap_or(d.fstop),
+        }
     }
 }
 
@@ -249,7 +354,8 @@ mod tests {
         assert_eq!(s.prefetch_rate, 1 << 20);
         assert_eq!(s.personas().len(), 3);
         assert_eq!(s.devnode, PathBuf::from("/dev/cachefiles"));
-        assert!(Cli::try_parse_from(["odd", "serve", "--dir", "/c"]).is_err());
+        // Sources may come from the config file: checked after merging.
+        assert!(Cli::try_parse_from(["odd", "-q", "-v", "serve", "--dir", "/c"]).is_err());
         assert!(
             Cli::try_parse_from(["odd", "serve", "--source", "dir:/b", "--persona", "nope"])
                 .is_err()
@@ -294,7 +400,7 @@ mod tests {
         };
         assert_eq!(s.fd, Some(7));
         assert!(s.restore);
-        assert_eq!(s.dir, None);
+        assert_eq!(s.dir, Some(PathBuf::from("/c")));
         assert_eq!(s.seed, Some(99));
         assert_eq!(s.sources, sup.serve.sources);
         assert_eq!(s.personas(), sup.serve.personas());

@@ -42,6 +42,17 @@ pub trait CacheFile: Send + Sync {
     fn seek_hole(&self, off: u64) -> io::Result<u64>;
     /// Descriptor number, for logs.
     fn describe(&self) -> String;
+    /// The descriptor, to hand to a new daemon at upgrade (`None` for fakes).
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// A cache file from an anonymous fd received from another `odd` (takeover).
+pub fn anon_fd_from_owned(fd: OwnedFd) -> Box<dyn CacheFile> {
+    Box::new(AnonFd {
+        file: File::from(fd),
+    })
 }
 
 /// Why the devnode could not be opened or bound, with advice for the log.
@@ -121,6 +132,26 @@ impl CachefilesDev {
         // in this process owns it.
         let file = unsafe { File::from_raw_fd(fd) };
         Ok(CachefilesDev { file })
+    }
+
+    /// Adopts a devnode descriptor received over a socket (takeover, fd
+    /// holder, systemd's fd store): the same checks as an inherited one.
+    pub fn from_owned(fd: OwnedFd) -> Result<CachefilesDev, SetupError> {
+        let raw = fd.as_raw_fd();
+        let dev = CachefilesDev::from_inherited_fd(raw)?;
+        // `from_inherited_fd` took ownership of `raw`.
+        std::mem::forget(fd);
+        Ok(dev)
+    }
+
+    /// Writes the cache limits (cachefilesd's `brun`..`fstop`); before
+    /// `bind`, which turns the percentages into block and file counts.
+    pub fn set_limits(&self, limits: &crate::cull::Limits) -> Result<(), SetupError> {
+        for cmd in limits.commands() {
+            self.write_cmd(&cmd)
+                .map_err(|e| setup_err(format!("'{cmd}' failed"), e))?;
+        }
+        Ok(())
     }
 
     /// Sends `dir`, the optional `tag`, and `bind ondemand`.
@@ -282,6 +313,10 @@ impl CacheFile for AnonFd {
 
     fn describe(&self) -> String {
         format!("anon fd {}", self.file.as_raw_fd())
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
     }
 }
 

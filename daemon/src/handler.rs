@@ -111,6 +111,16 @@ impl Handler {
         self.objects.len()
     }
 
+    /// Every open object (hot upgrade hands them to the new daemon).
+    pub fn objects_snapshot(&self) -> Vec<Arc<Object>> {
+        self.objects.snapshot()
+    }
+
+    /// Enters an object taken over from a previous daemon.
+    pub fn adopt_object(&self, obj: Object) {
+        self.objects.insert(Arc::new(obj));
+    }
+
     /// Whether a command write failed with EIO (the cache is dead).
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed)
@@ -566,6 +576,7 @@ impl Handler {
         match result {
             Ok(n) => {
                 stats::add(&self.stats.bytes_written, n);
+                self.stats.add_source_bytes(&obj.blob.describe(), n);
                 trace!(
                     "READ msg {} object {}: wrote [{}, {}) of {:?}",
                     hdr.msg_id,
@@ -578,6 +589,7 @@ impl Handler {
             }
             Err((n, e)) => {
                 stats::add(&self.stats.bytes_written, n);
+                self.stats.add_source_bytes(&obj.blob.describe(), n);
                 match e {
                     CopyError::Write { .. } => stats::inc(&self.stats.write_errors),
                     _ => stats::inc(&self.stats.source_errors),

@@ -101,6 +101,16 @@ impl ObjectTable {
         }
     }
 
+    /// Every object, still in the table (for a takeover).
+    pub fn snapshot(&self) -> Vec<Arc<Object>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -43,6 +43,9 @@ pub struct Server {
     pub threads: usize,
     /// Write `restore` before serving (a restarted worker after a crash).
     pub restore_at_start: bool,
+    /// Runs after in-flight requests are finished, before the objects are
+    /// closed (hot upgrade takes them here).
+    pub before_shutdown: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// What to do after a devnode read error.
@@ -144,6 +147,9 @@ impl Server {
         );
         if !pool.shutdown(DRAIN_TIMEOUT) {
             warn!("some requests did not finish within {DRAIN_TIMEOUT:?}; leaving them");
+        }
+        if let Some(f) = self.before_shutdown {
+            f();
         }
         self.handler.shutdown();
         exit
@@ -270,6 +276,7 @@ mod tests {
             signals: None,
             threads: 4,
             restore_at_start: true,
+            before_shutdown: None,
         };
         let t = std::thread::spawn(move || server.run());
         let f = dev.push_open(1, 5, 100, "erofs,img", b"img");
@@ -315,6 +322,7 @@ mod tests {
             signals: None,
             threads: 1,
             restore_at_start: false,
+            before_shutdown: None,
         };
         let t = std::thread::spawn(move || server.run());
         dev.push_open(1, 1, 100, "erofs,x", b"x");

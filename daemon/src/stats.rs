@@ -82,6 +82,18 @@ impl Histogram {
         )
     }
 
+    /// Per-bucket counts and the sum in µs, for the metrics endpoint.
+    /// Bucket `i` holds values below `2^i` µs (and at least `2^(i-1)`).
+    pub fn snapshot(&self) -> (Vec<u64>, u64) {
+        (
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.sum_us.load(Ordering::Relaxed),
+        )
+    }
+
     /// Non-empty buckets as `[lo,hi)us:count`.
     fn buckets_line(&self) -> String {
         let mut s = String::new();
@@ -125,6 +137,28 @@ pub struct Stats {
     pub persona_actions: AtomicU64,
     pub read_latency: Histogram,
     pub open_latency: Histogram,
+    /// Bytes written into cache files, by the kind of source they came from
+    /// (indexed like [`SOURCE_KINDS`]).
+    pub source_bytes: [AtomicU64; SOURCE_KINDS.len()],
+}
+
+/// Source kinds that bytes are counted by.
+pub const SOURCE_KINDS: [&str; 5] = ["dir", "http", "https", "oci", "other"];
+
+/// The source kind of a blob, from its description (`/path`, `http://...`).
+pub fn source_kind(describe: &str) -> usize {
+    let kind = if describe.starts_with('/') || describe.starts_with("dir:") {
+        "dir"
+    } else if describe.starts_with("https:") {
+        "https"
+    } else if describe.starts_with("http:") {
+        "http"
+    } else if describe.starts_with("oci") {
+        "oci"
+    } else {
+        "other"
+    };
+    SOURCE_KINDS.iter().position(|k| *k == kind).unwrap_or(4)
 }
 
 /// Increments a counter by one.
@@ -138,6 +172,11 @@ pub fn add(c: &AtomicU64, n: u64) {
 }
 
 impl Stats {
+    /// Counts `n` bytes written from a blob described as `describe`.
+    pub fn add_source_bytes(&self, describe: &str, n: u64) {
+        add(&self.source_bytes[source_kind(describe)], n);
+    }
+
     /// A multi-line report for stderr.
     pub fn report(&self, open_objects: usize) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

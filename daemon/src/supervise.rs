@@ -1,25 +1,44 @@
-//! `odd supervise`: keeps the devnode open across worker crashes.
+//! `odd supervise`: keeps the devnode open across worker crashes and
+//! upgrades.
 //!
-//! The supervisor opens and binds `/dev/cachefiles`, then runs `odd serve
-//! --fd N` as a child that inherits the descriptor. When the child dies
-//! abnormally its anonymous fds are released (its objects become closed) but
-//! the cache stays alive because the supervisor still holds the devnode; the
-//! replacement child starts with `--restore`, which makes the kernel deliver
-//! the pending requests again (READs on closed objects trigger fresh OPENs).
+//! The supervisor opens the devnode, sets the cache limits and binds it (or
+//! gets an already bound devnode back from an fd holder or systemd's fd
+//! store), then runs `odd serve --fd N` as a child that inherits the
+//! descriptor. The child is started through `/proc/self/exe`, so a restart
+//! runs the same binary even after the file on disk was replaced; a failed
+//! start (fork's EAGAIN/ENOMEM, ...) is retried with back-off. The child
+//! has `PR_SET_PDEATHSIG(SIGKILL)`: it never outlives the supervisor.
+//!
+//! When the child dies abnormally its anonymous fds are released (its
+//! objects become closed) but the cache stays alive because the supervisor
+//! still holds the devnode; the replacement child starts with `--restore`,
+//! which makes the kernel deliver the pending requests again.
+//!
+//! SIGUSR2 (or `odd upgrade` on the worker's control socket) starts a new
+//! worker from the odd binary on disk with `--takeover`: the old worker
+//! hands its objects over and exits, with no `restore` and no failed read.
 
+use std::io::Read as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::cli::SuperviseArgs;
+use crate::cli::{Cli, SuperviseArgs};
 use crate::devnode::CachefilesDev;
 use crate::sys::{self, Epoll, SignalFd};
-use crate::{exitcode, prepare_cache_dir, validate_serve_args};
+use crate::{exitcode, hold, open_and_bind, upgrade, validate_serve_args};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A worker that ran this long is considered healthy: back-off resets.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// The name of the devnode in systemd's fd store.
+const FDNAME: &str = "devnode";
+
+const TOKEN_SIGNAL: u64 = 1;
+const TOKEN_READY: u64 = 2;
 
 /// What ended a wait on the worker.
 enum Event {
@@ -29,20 +48,87 @@ enum Event {
 
 struct Supervisor<'a> {
     args: &'a SuperviseArgs,
+    cli: &'a Cli,
     dev: CachefilesDev,
     signals: SignalFd,
     epoll: Epoll,
-    verbose: u8,
-    quiet: bool,
     seed: u64,
+    /// The first worker writes `restore` (devnode taken back from a holder,
+    /// or `--restore`).
+    restore_first: bool,
+    /// Read end of the workers' readiness pipe; write end given as --ready-fd.
+    ready_rx: OwnedFd,
+    ready_tx: OwnedFd,
+    told_ready: std::cell::Cell<bool>,
+    /// Where this binary was started from (for when /proc is missing).
+    exe: PathBuf,
+}
+
+/// Gets an already bound devnode back from systemd's fd store or the holder.
+fn devnode_from_store(args: &SuperviseArgs) -> Option<CachefilesDev> {
+    if let Ok(fds) = sd_notify::listen_fds_with_names(true) {
+        for (fd, name) in fds {
+            if name == FDNAME {
+                info!("got the devnode back from systemd's fd store (fd {fd})");
+                return CachefilesDev::from_inherited_fd(fd)
+                    .map_err(|e| error!("{e}"))
+                    .ok();
+            }
+        }
+    }
+    let path = args.fd_holder.as_ref()?;
+    match hold::fetch(path) {
+        Ok(Some(fd)) => {
+            info!("got the devnode back from the fd holder {}", path.display());
+            CachefilesDev::from_owned(fd)
+                .map_err(|e| error!("{e}"))
+                .ok()
+        }
+        Ok(None) => None,
+        Err(e) => {
+            warn!("fd holder {}: {e}; binding afresh", path.display());
+            None
+        }
+    }
+}
+
+/// Puts the devnode in systemd's fd store and the holder, if there are any.
+fn store_devnode(args: &SuperviseArgs, dev: &CachefilesDev) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        // SAFETY: the devnode stays open for the duration of the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(dev.raw_fd()) };
+        if let Err(e) = sd_notify::notify_with_fds(
+            false,
+            &[
+                sd_notify::NotifyState::FdStore,
+                sd_notify::NotifyState::FdName(FDNAME),
+            ],
+            &[fd],
+        ) {
+            warn!("FDSTORE: {e}");
+        }
+    }
+    if let Some(path) = &args.fd_holder {
+        match hold::store(path, dev.raw_fd()) {
+            Ok(()) => info!(
+                "the fd holder {} keeps a copy of the devnode",
+                path.display()
+            ),
+            Err(e) => warn!(
+                "fd holder {}: {e}; a killed supervisor will take the cache down",
+                path.display()
+            ),
+        }
+    }
 }
 
 /// Runs the supervisor; returns the process exit code.
-pub fn run(args: &SuperviseArgs, verbose: u8, quiet: bool) -> i32 {
+pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
     let signals = match SignalFd::new(&[
         libc::SIGTERM,
         libc::SIGINT,
         libc::SIGUSR1,
+        libc::SIGUSR2,
         libc::SIGHUP,
         libc::SIGCHLD,
     ]) {
@@ -52,10 +138,6 @@ pub fn run(args: &SuperviseArgs, verbose: u8, quiet: bool) -> i32 {
             return exitcode::FAILURE;
         }
     };
-    if args.serve.fd.is_some() {
-        error!("supervise opens the devnode itself; --fd is only for serve");
-        return exitcode::USAGE;
-    }
     let seed = match validate_serve_args(&args.serve) {
         Ok(seed) => seed,
         Err(code) => return code,
@@ -64,27 +146,30 @@ pub fn run(args: &SuperviseArgs, verbose: u8, quiet: bool) -> i32 {
         error!("supervise needs --dir (the cache directory)");
         return exitcode::USAGE;
     };
-    if let Err(code) = prepare_cache_dir(dir) {
-        return code;
-    }
-    let dev = match CachefilesDev::open(&args.serve.devnode) {
-        Ok(d) => d,
+    let (dev, restore_first) = match devnode_from_store(args) {
+        Some(d) => (d, true),
+        None => match open_and_bind(&args.serve, dir) {
+            Ok(d) => {
+                store_devnode(args, &d);
+                (d, args.serve.restore)
+            }
+            Err(code) => return code,
+        },
+    };
+    info!("supervising workers on devnode fd {}", dev.raw_fd());
+    let (ready_rx, ready_tx) = match nix::unistd::pipe() {
+        Ok(p) => p,
         Err(e) => {
-            error!("{e}");
+            error!("pipe: {e}");
             return exitcode::FAILURE;
         }
     };
-    if let Err(e) = dev.bind(dir, args.serve.tag.as_deref()) {
-        error!("{e}");
-        return exitcode::FAILURE;
-    }
-    info!(
-        "bound cache {} (tag {}); supervising workers on devnode fd {}",
-        dir.display(),
-        args.serve.tag.as_deref().unwrap_or("CacheFiles"),
-        dev.raw_fd()
-    );
-    let epoll = match Epoll::new().and_then(|e| e.add_readable(signals.raw_fd(), 1).map(|_| e)) {
+    let _ = sys::set_nonblocking(ready_rx.as_raw_fd());
+    let epoll = match Epoll::new().and_then(|e| {
+        e.add_readable(signals.raw_fd(), TOKEN_SIGNAL)?;
+        e.add_readable(ready_rx.as_raw_fd(), TOKEN_READY)?;
+        Ok(e)
+    }) {
         Ok(e) => e,
         Err(e) => {
             error!("epoll: {e}");
@@ -93,12 +178,16 @@ pub fn run(args: &SuperviseArgs, verbose: u8, quiet: bool) -> i32 {
     };
     Supervisor {
         args,
+        cli,
         dev,
         signals,
         epoll,
-        verbose,
-        quiet,
         seed,
+        restore_first,
+        ready_rx,
+        ready_tx,
+        told_ready: std::cell::Cell::new(false),
+        exe: upgrade::exe_on_disk(),
     }
     .run()
 }
@@ -107,19 +196,26 @@ impl Supervisor<'_> {
     fn run(&self) -> i32 {
         let mut restarts = 0u32;
         let mut backoff = MIN_BACKOFF;
+        let mut restore = self.restore_first;
         loop {
             let started = Instant::now();
-            let mut child = match self.spawn(restarts > 0) {
+            let mut child = match self.spawn(restore, None) {
                 Ok(c) => c,
                 Err(e) => {
-                    error!("cannot start the worker: {e}");
-                    return exitcode::FAILURE;
+                    // fork's EAGAIN/ENOMEM, a missing binary: the devnode is
+                    // still ours, so keep trying instead of dropping the cache.
+                    error!("cannot start the worker: {e}; retrying in {backoff:?}");
+                    if self.sleep(backoff) {
+                        return self.finish(exitcode::OK);
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
             };
             info!(
                 "worker pid {} started{}",
                 child.id(),
-                if restarts > 0 { " (restore)" } else { "" }
+                if restore { " (restore)" } else { "" }
             );
             let status = match self.wait(&mut child) {
                 Event::Exited(s) => s,
@@ -127,27 +223,28 @@ impl Supervisor<'_> {
             };
             if status.success() {
                 info!("worker exited cleanly; supervisor exits");
-                return exitcode::OK;
+                return self.finish(exitcode::OK);
             }
             match status.code() {
                 Some(exitcode::CACHE_DEAD) => {
                     error!("worker reports the cache dead; not restarting");
-                    return exitcode::CACHE_DEAD;
+                    return self.finish(exitcode::CACHE_DEAD);
                 }
                 Some(exitcode::USAGE) => {
                     error!("worker rejected its arguments; not restarting");
-                    return exitcode::USAGE;
+                    return self.finish(exitcode::USAGE);
                 }
                 _ => {}
             }
             warn!("worker pid {} died: {}", child.id(), describe(status));
             restarts += 1;
+            restore = true;
             if self.args.max_restarts > 0 && restarts > self.args.max_restarts {
                 error!(
                     "worker died {restarts} times; giving up (--max-restarts {})",
                     self.args.max_restarts
                 );
-                return exitcode::FAILURE;
+                return self.finish(exitcode::FAILURE);
             }
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = MIN_BACKOFF;
@@ -155,47 +252,154 @@ impl Supervisor<'_> {
             info!("restarting the worker in {backoff:?} (restart {restarts})");
             if self.sleep(backoff) {
                 info!("stopping");
-                return exitcode::OK;
+                return self.finish(exitcode::OK);
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    fn spawn(&self, restore: bool) -> std::io::Result<Child> {
-        // /proc/self/exe, or argv[0] where /proc is not mounted.
-        let exe = std::env::current_exe().or_else(|e| {
-            std::env::args_os()
-                .next()
-                .map(std::path::PathBuf::from)
-                .ok_or(e)
-        })?;
+    /// A clean end: the fd holder and systemd's store let go of the devnode
+    /// so that the cache is unbound when this process exits.
+    fn finish(&self, code: i32) -> i32 {
+        if let Some(path) = &self.args.fd_holder {
+            if let Err(e) = hold::clear(path) {
+                debug!("fd holder {}: {e}", path.display());
+            }
+        }
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            let _ = sd_notify::notify(
+                false,
+                &[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::FdStoreRemove,
+                    sd_notify::NotifyState::FdName(FDNAME),
+                ],
+            );
+        }
+        code
+    }
+
+    /// Starts a worker: the running binary through /proc/self/exe (the same
+    /// version even if the file was replaced), or `upgrade_from` the binary
+    /// on disk taking over from the worker at the control socket.
+    fn spawn(&self, restore: bool, takeover: Option<&std::path::Path>) -> std::io::Result<Child> {
+        let exe = if takeover.is_some() {
+            upgrade::exe_on_disk()
+        } else if std::path::Path::new("/proc/self/exe").exists() {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            self.exe.clone()
+        };
         let fd = self.dev.raw_fd();
-        let mut cmd = Command::new(exe);
-        cmd.args(self.args.serve.child_args(
+        let ready = self.ready_tx.as_raw_fd();
+        let mut cmd = Command::new(&exe);
+        cmd.arg0("odd");
+        let mut args = self.args.serve.child_args(
             fd,
             restore,
-            self.verbose,
-            self.quiet,
+            self.cli.verbose,
+            self.cli.quiet,
             Some(self.seed),
-        ));
+        );
+        args.push("--ready-fd".into());
+        args.push(ready.to_string().into());
+        if let Some(t) = takeover {
+            args.push("--takeover".into());
+            args.push(t.into());
+        }
+        cmd.args(args);
+        cmd.env("ODD_SUPERVISOR_PID", std::process::id().to_string());
+        // The supervisor is the service's main process: it says READY.
+        cmd.env_remove("NOTIFY_SOCKET");
+        if let Some(f) = &self.cli.log {
+            cmd.env("ODD_LOG", f);
+        }
+        let parent = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only
-        // calls fcntl(2), which is async-signal-safe; it allocates nothing.
+        // calls fcntl(2), prctl(2) and getppid(2), which are
+        // async-signal-safe; it allocates nothing.
         unsafe {
-            cmd.pre_exec(move || sys::set_cloexec(fd, false));
+            cmd.pre_exec(move || {
+                sys::set_cloexec(fd, false)?;
+                sys::set_cloexec(ready, false)?;
+                // Die with the supervisor: an orphan worker would keep
+                // serving a cache nobody can restart or stop.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The supervisor may have died before the prctl.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
         }
         cmd.spawn()
     }
 
     /// Waits for the child to exit or a stop signal. SIGCHLD wakes the
-    /// wait; a one-second tick covers coalesced signals.
+    /// wait; a one-second tick covers coalesced signals. SIGUSR2 upgrades
+    /// the worker in place (the new one replaces `child`).
     fn wait(&self, child: &mut Child) -> Event {
+        let mut retiring: Option<Child> = None;
         loop {
+            if let Some(old) = &mut retiring {
+                if let Ok(Some(s)) = old.try_wait() {
+                    info!(
+                        "old worker pid {} exited after the hand-over: {}",
+                        old.id(),
+                        describe(s)
+                    );
+                    retiring = None;
+                }
+            }
             if let Some(ev) = self.poll_child(child) {
                 return ev;
             }
-            let _ = self.epoll.wait(Duration::from_secs(1));
-            if self.handle_signals(Some(child)) {
-                return Event::Stop;
+            let ready = self.epoll.wait(Duration::from_secs(1)).unwrap_or_default();
+            if ready.iter().any(|r| r.token == TOKEN_READY) {
+                self.on_ready();
+            }
+            match self.handle_signals(Some(child)) {
+                Sig::Stop => return Event::Stop,
+                Sig::Upgrade => match self.upgrade() {
+                    Ok(new) => {
+                        info!(
+                            "upgrade: new worker pid {} takes over from pid {}",
+                            new.id(),
+                            child.id()
+                        );
+                        retiring = Some(std::mem::replace(child, new));
+                    }
+                    Err(e) => error!("upgrade: {e}"),
+                },
+                Sig::None => {}
+            }
+        }
+    }
+
+    fn upgrade(&self) -> Result<Child, String> {
+        let Some(control) = &self.args.serve.control else {
+            return Err("needs --control (the worker's control socket)".into());
+        };
+        self.spawn(false, Some(control))
+            .map_err(|e| format!("cannot start {}: {e}", upgrade::exe_on_disk().display()))
+    }
+
+    /// A worker wrote READY: tell systemd (once).
+    fn on_ready(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: ready_rx is our open pipe end; File is not dropped (forget).
+        let mut f = unsafe { std::fs::File::from_raw_fd(self.ready_rx.as_raw_fd()) };
+        let n = f.read(&mut buf).unwrap_or(0);
+        std::mem::forget(f);
+        if n > 0 && !self.told_ready.replace(true) {
+            info!("worker ready");
+            if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+            if let Some(fd) = self.args.serve.ready_fd {
+                write_ready(fd);
             }
         }
     }
@@ -211,14 +415,18 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Drains pending signals; true if asked to stop. USR1/HUP are forwarded.
-    fn handle_signals(&self, child: Option<&Child>) -> bool {
-        let mut stop = false;
+    /// Drains pending signals. USR1/HUP are forwarded.
+    fn handle_signals(&self, child: Option<&Child>) -> Sig {
+        let mut out = Sig::None;
         while let Some(sig) = self.signals.next() {
             match sig {
                 libc::SIGTERM | libc::SIGINT => {
                     info!("{} received; stopping the worker", sys::signal_name(sig));
-                    stop = true;
+                    out = Sig::Stop;
+                }
+                libc::SIGUSR2 if !matches!(out, Sig::Stop) => {
+                    info!("SIGUSR2 received: upgrading the worker");
+                    out = Sig::Upgrade;
                 }
                 libc::SIGUSR1 | libc::SIGHUP => {
                     if let Some(c) = child {
@@ -228,7 +436,7 @@ impl Supervisor<'_> {
                 _ => {}
             }
         }
-        stop
+        out
     }
 
     /// Sleeps for `d` unless a stop signal arrives (then returns true).
@@ -240,7 +448,7 @@ impl Supervisor<'_> {
                 return false;
             }
             let _ = self.epoll.wait(deadline - now);
-            if self.handle_signals(None) {
+            if matches!(self.handle_signals(None), Sig::Stop) {
                 return true;
             }
         }
@@ -255,7 +463,7 @@ impl Supervisor<'_> {
             match child.try_wait() {
                 Ok(Some(s)) => {
                     info!("worker stopped: {}", describe(s));
-                    return exitcode::OK;
+                    return self.finish(exitcode::OK);
                 }
                 Ok(None) if Instant::now() < deadline => {
                     let _ = self.epoll.wait(Duration::from_millis(50));
@@ -265,10 +473,24 @@ impl Supervisor<'_> {
                     warn!("worker did not stop within {timeout:?}; killing it");
                     let _ = child.kill();
                     let _ = child.wait();
-                    return exitcode::OK;
+                    return self.finish(exitcode::OK);
                 }
             }
         }
+    }
+}
+
+enum Sig {
+    None,
+    Stop,
+    Upgrade,
+}
+
+fn write_ready(fd: RawFd) {
+    if sys::fd_is_open(fd) {
+        // SAFETY: the caller gave us this descriptor for this one write.
+        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = std::io::Write::write_all(&mut &f, b"READY\n");
     }
 }
 
