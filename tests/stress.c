@@ -3,30 +3,35 @@
  * stress: several daemon threads serve a mount while a chaos thread
  * closes anonymous fds (forcing reopens) and issues "restore" at random,
  * and another hammers poll(); the tree must read back identical.
- *   stress CACHEDIR BLOBDIR TREEDIR SECONDS
+ *
+ * The chaos keeps running through the unmount (umount2() from the main
+ * thread, so "during" is exact): while it is in flight, chaos goes without
+ * pauses, and a server that sees a request pending lets one more chaos
+ * action happen before reading it. The chaos actions issued and returned
+ * while umount2() was in flight are counted, and must not be 0. Then the
+ * devnode is closed while the poll thread is blocked in poll() on it (seen
+ * asleep in /proc): the poll that was in flight when close() returned is
+ * counted, and must be 1; the devnode's release then runs when that poll
+ * returns, and the next round's open must succeed.
+ *   stress CACHEDIR BLOBDIR TREEDIR ROUNDS
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/cachefiles.h>
-#include <poll.h>
+#include "odtest.h"
 #include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <sys/syscall.h>
 
 #define MAXOBJ 4096
 static int dev;
 static const char *blobdir;
-static volatile int stop, chaos_on;
+static volatile int stop, chaos_on, umount_running, poll_stop, poll_long;
 static pthread_rwlock_t fdlock = PTHREAD_RWLOCK_INITIALIZER;
 static int anon_of[MAXOBJ], blob_of[MAXOBJ];
 static unsigned long n_open, n_read, n_close, n_restore, n_kill, n_badfd;
+/* Counted by the chaos thread and the servers during the unmount. */
+static volatile unsigned long chaos_actions, chaos_during, opens_during, closes_during;
+/* The poll thread: in poll() now, polls completed, its thread id. */
+static volatile int in_poll;
+static volatile unsigned long polls_done, polls_during;
+static volatile pid_t poller_tid;
 
 static void command(const char *s)
 {
@@ -46,6 +51,16 @@ static void *server(void *arg)
 
 		if (poll(&p, 1, 50) <= 0)
 			continue;
+		if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST)) {
+			/* A request is pending in the unmount: one more chaos
+			 * action goes first (bounded).
+			 */
+			unsigned long c0 = chaos_actions;
+			long end = now_ms() + 2000;
+
+			while (chaos_actions == c0 && now_ms() < end)
+				usleep(200);
+		}
 		ssize_t len = read(dev, mb, sizeof(mb));
 
 		if (len <= 0)
@@ -74,6 +89,8 @@ static void *server(void *arg)
 			snprintf(c, sizeof(c), "copen %u,%lld", m->msg_id, (long long)st.st_size);
 			command(c);
 			n_open++;
+			if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+				opens_during++;
 			pthread_rwlock_unlock(&fdlock);
 			continue;
 		}
@@ -82,6 +99,8 @@ static void *server(void *arg)
 				close(anon_of[m->object_id]);
 			anon_of[m->object_id] = -1;
 			n_close++;
+			if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+				closes_during++;
 			pthread_rwlock_unlock(&fdlock);
 			continue;
 		}
@@ -113,9 +132,14 @@ static void *chaos(void *arg)
 	unsigned int seed = 1;
 
 	while (!stop) {
-		usleep(20000 + rand_r(&seed) % 150000);
+		int before;
+
+		/* No pauses while the unmount is in flight. */
+		if (!__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+			usleep(20000 + rand_r(&seed) % 150000);
 		if (!chaos_on)
 			continue;
+		before = __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST);
 		if (rand_r(&seed) % 3 == 0) {
 			pthread_rwlock_wrlock(&fdlock);
 			for (int i = 0; i < MAXOBJ; i++) {
@@ -129,18 +153,49 @@ static void *chaos(void *arg)
 		}
 		command("restore");
 		n_restore++;
+		if (before && __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+			chaos_during++;
+		__atomic_add_fetch(&chaos_actions, 1, __ATOMIC_SEQ_CST);
 	}
 	return NULL;
 }
 
+/*
+ * Hammers poll() until poll_stop; once poll_long is set (the workers are
+ * gone), each poll blocks for up to a second, so one can be in flight when
+ * the devnode is closed.
+ */
 static void *poller(void *arg)
 {
-	while (!stop) {
+	poller_tid = syscall(SYS_gettid);
+	while (!poll_stop) {
 		struct pollfd p = { .fd = dev, .events = POLLIN };
+		int before = __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST);
+		int slow = poll_long;
 
-		poll(&p, 1, 1);
+		/* 2: a blocking poll, 1: a hammering one. */
+		__atomic_store_n(&in_poll, slow ? 2 : 1, __ATOMIC_SEQ_CST);
+		poll(&p, 1, slow ? 1000 : 1);
+		__atomic_store_n(&in_poll, 0, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(&polls_done, 1, __ATOMIC_SEQ_CST);
+		if (before && __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+			polls_during++;
 	}
 	return NULL;
+}
+
+static int join_within(pthread_t t, int timeout_ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
 
 static int run(const char *sh)
@@ -158,28 +213,36 @@ static int run(const char *sh)
 
 int main(int argc, char **argv)
 {
+	unsigned long tot_chaos = 0, tot_across = 0;
 	pthread_t th[5];
 	char c[512];
-	int rc, rounds, fails = 0, t = 0;
+	int rc, rounds;
 
 	if (argc < 5)
 		return 2;
 	/* Results must survive a kill by the runner's timeout. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("KTAP version 1\n");
+	od_race_begin();
 	blobdir = argv[2];
 	rounds = atoi(argv[4]);
 	for (int round = 0; round < rounds; round++) {
-		stop = 0;
-		chaos_on = 0;
+		unsigned long c0 = chaos_during, p0 = polls_during, o0 = opens_during;
+		unsigned long k0 = closes_during, done0;
+		int across = 0, joined = 1;
+
+		stop = chaos_on = umount_running = poll_stop = poll_long = 0;
 		memset(anon_of, 0, sizeof(anon_of));
 		memset(blob_of, 0, sizeof(blob_of));
-		dev = open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
-		if (dev < 0) {
-			printf("not ok %d round %d: open devnode: %s\n", ++t, round, strerror(errno));
-			fails++;
-			sleep(1);
-			continue;
+		for (int i = 0; i < 50; i++) {
+			dev = open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
+			if (dev >= 0 || errno != EBUSY)
+				break;
+			usleep(100000);
 		}
+		if (!check(dev >= 0, "round %d: open devnode (%s)", round,
+			   dev < 0 ? strerror(errno) : "ok"))
+			continue;
 		snprintf(c, sizeof(c), "dir %s-%d", argv[1], round);
 		mkdir(c + 4, 0700);
 		command(c);
@@ -192,31 +255,62 @@ int main(int argc, char **argv)
 
 		rc = run("mount -t erofs none -o fsid=simple.img /mnt/stress && "
 			 "mount -t erofs none -o fsid=meta.img,device=blob.img /mnt/stress2");
-		printf("%sok %d round %d: mounts\n", rc ? "not " : "", ++t, round);
-		fails += !!rc;
+		check(!rc, "round %d: mounts", round);
 		chaos_on = 1;
 		snprintf(c, sizeof(c),
 			 "diff -r %s /mnt/stress >/dev/null & p1=$!; diff -r %s /mnt/stress2 >/dev/null & p2=$!; "
 			 "wait $p1 && wait $p2", argv[3], argv[3]);
 		rc = run(c);
-		printf("%sok %d round %d: trees identical under chaos\n", rc ? "not " : "", ++t, round);
-		fails += !!rc;
+		check(!rc, "round %d: trees identical under chaos", round);
+		/* The unmount, chaos still on. */
+		__atomic_store_n(&umount_running, 1, __ATOMIC_SEQ_CST);
+		rc = umount2("/mnt/stress", 0) < 0 ? errno : 0;
+		if (!rc)
+			rc = umount2("/mnt/stress2", 0) < 0 ? errno : 0;
+		__atomic_store_n(&umount_running, 0, __ATOMIC_SEQ_CST);
 		chaos_on = 0;
-		rc = run("umount /mnt/stress /mnt/stress2");
-		printf("%sok %d round %d: umount\n", rc ? "not " : "", ++t, round);
+		check(!rc, "round %d: umount with chaos running (%s)", round, strerror(rc));
+		diag("round %d: during the unmount: %lu chaos actions, %lu polls, %lu CLOSEs, %lu copens",
+		     round, chaos_during - c0, polls_during - p0, closes_during - k0,
+		     opens_during - o0);
+		check(chaos_during > c0, "round %d: overlap: chaos actions in flight across the unmount: %lu",
+		      round, chaos_during - c0);
+		tot_chaos += chaos_during - c0;
 		stop = 1;
-		for (int i = 0; i < 5; i++)
-			pthread_join(th[i], NULL);
+		for (int i = 0; i < 4; i++)
+			joined = join_within(th[i], 30000) && joined;
+		if (!check(joined, "round %d: servers and chaos stopped", round))
+			break;	/* threads still use dev: do not close it */
 		for (int i = 0; i < MAXOBJ; i++) {
 			if (anon_of[i] > 0)
 				close(anon_of[i]);
 			if (blob_of[i] > 0)
 				close(blob_of[i]);
 		}
-		close(dev);
+		/* Close the devnode while a poll on it is in flight. */
+		poll_long = 1;
+		for (long end = now_ms() + 10000; now_ms() < end;) {
+			if (in_poll == 2 && od_task_state(poller_tid) == 'S') {
+				done0 = polls_done;
+				close(dev);
+				across = in_poll && polls_done == done0;
+				break;
+			}
+			usleep(1000);
+		}
+		if (!across && fcntl(dev, F_GETFD) >= 0)
+			close(dev);
+		poll_stop = 1;
+		check(join_within(th[4], 10000), "round %d: the poll in flight returned", round);
+		check(across, "round %d: overlap: a poll in flight across close(devnode): %d",
+		      round, across);
+		tot_across += across;
 		printf("# open %lu read %lu close %lu restore %lu fds killed %lu badfd %lu\n",
 		       n_open, n_read, n_close, n_restore, n_kill, n_badfd);
 	}
-	printf("1..%d\n", t);
-	return fails ? 1 : 0;
+	diag("over %d rounds: %lu chaos actions during unmounts, %lu polls in flight at close",
+	     rounds, tot_chaos, tot_across);
+	rc = od_race_end();
+	printf("1..%d\n", ktap_n);
+	return rc;
 }
