@@ -108,12 +108,34 @@ pub struct ServeArgs {
     /// Write `restore` to the devnode before serving.
     #[arg(long)]
     pub restore: bool,
-    /// HTTP connect and I/O timeout in milliseconds.
+    /// Bound on one HTTP attempt (connect, TLS, redirects, whole body), ms.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub http_timeout_ms: u64,
     /// HTTP retries after the first attempt for transient failures.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub http_retries: u32,
+    /// End-to-end bound on one OPEN or READ from a remote source, all
+    /// attempts, retries and back-off included, ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub request_deadline_ms: u64,
+    /// PEM CA bundle for https and oci:// (default: the system bundle).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// HTTP(S) proxy URL (default: HTTPS_PROXY/ALL_PROXY/HTTP_PROXY, NO_PROXY).
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Largest blob fetched whole from a server that ignores Range (K/M/G).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    pub http_whole_max: u64,
+    /// oci://: file holding user:password (basic auth, token requests).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// oci://: file of `NAME sha256:HEX` lines mapping blob names to digests.
+    #[arg(long, value_name = "FILE")]
+    pub oci_map: Option<PathBuf>,
+    /// oci://: do not check prefetched blobs against their digest.
+    #[arg(long)]
+    pub no_verify_digest: bool,
     /// Culling stops when free blocks are back above this % (cachefilesd's brun).
     #[arg(long, value_name = "PCT")]
     pub brun: Option<u8>,
@@ -192,6 +214,14 @@ impl ServeArgs {
         HttpConfig {
             timeout: Duration::from_millis(self.http_timeout_ms.max(1)),
             retries: self.http_retries,
+            deadline: Duration::from_millis(self.request_deadline_ms.max(1)),
+            ca_file: self.ca_file.clone(),
+            proxy: self.http_proxy.clone(),
+            whole_max: self.http_whole_max,
+            workers: usize::from(self.threads),
+            credentials: self.credentials.clone(),
+            oci_map: self.oci_map.clone(),
+            verify_digest: !self.no_verify_digest,
             ..HttpConfig::default()
         }
     }
@@ -252,6 +282,27 @@ impl ServeArgs {
         a.push(self.http_timeout_ms.to_string().into());
         a.push("--http-retries".into());
         a.push(self.http_retries.to_string().into());
+        a.push("--request-deadline-ms".into());
+        a.push(self.request_deadline_ms.to_string().into());
+        a.push("--http-whole-max".into());
+        a.push(self.http_whole_max.to_string().into());
+        for (flag, v) in [
+            ("--ca-file", &self.ca_file),
+            ("--credentials", &self.credentials),
+            ("--oci-map", &self.oci_map),
+        ] {
+            if let Some(p) = v {
+                a.push(flag.into());
+                a.push(p.into());
+            }
+        }
+        if let Some(p) = &self.http_proxy {
+            a.push("--http-proxy".into());
+            a.push(p.into());
+        }
+        if self.no_verify_digest {
+            a.push("--no-verify-digest".into());
+        }
         // The worker culls: it needs the cache directory and the limits
         // (the supervisor has set them in the kernel before bind).
         if let Some(d) = &self.dir {
@@ -385,6 +436,12 @@ mod tests {
             "3",
             "--http-retries",
             "1",
+            "--request-deadline-ms",
+            "777",
+            "--ca-file",
+            "/ca.pem",
+            "--oci-map",
+            "/m",
         ])
         .unwrap();
         let Command::Supervise(sup) = c.command else {
@@ -407,5 +464,9 @@ mod tests {
         assert_eq!(s.persona_rate, Some(0.25));
         assert!(s.prefetch);
         assert_eq!(s.http_retries, 1);
+        assert_eq!(s.request_deadline_ms, 777);
+        assert_eq!(s.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.oci_map, Some(PathBuf::from("/m")));
+        assert_eq!(s.credentials, None);
     }
 }

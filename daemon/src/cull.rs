@@ -425,7 +425,13 @@ fn run(culler: &Culler, io: &dyn CullIo, dev: i32, stop: &crate::sys::EventFd) {
         if !culler.satisfied(&usage) {
             let n = culler.pass(io);
             let after = io.usage().unwrap_or(usage);
-            info!(
+            let level = if n > 0 {
+                ::log::Level::Info
+            } else {
+                ::log::Level::Debug
+            };
+            ::log::log!(
+                level,
                 "cull pass{}: {n} objects culled; free {:.1}% blocks, {:.1}% files",
                 if signal { " (kernel cull signal)" } else { "" },
                 after.free_block_pct(),

@@ -30,7 +30,7 @@ use crate::persona::{Action, Decision, Personas};
 use crate::prefetch::Prefetcher;
 use crate::proto::{self, Header, OpenReq, ParseError, ReadReq, Request};
 use crate::range;
-use crate::source::{Blob, Lookup, Sources};
+use crate::source::{Blob, Lanes, Sources};
 use crate::stats::{self, Stats};
 
 /// Work handed to the pool.
@@ -73,6 +73,7 @@ pub struct Handler {
     prefetch: Option<Prefetcher>,
     cfg: HandlerConfig,
     inflight_reads: Mutex<HashSet<u32>>,
+    lanes: Lanes<Step>,
     deliveries: Mutex<HashMap<u32, u32>>,
     dead: AtomicBool,
     on_dead: Box<dyn Fn() + Send + Sync>,
@@ -88,8 +89,10 @@ impl Handler {
         cfg: HandlerConfig,
         on_dead: Box<dyn Fn() + Send + Sync>,
     ) -> Handler {
+        let lanes = Lanes::new(&sources.lane_limits());
         Handler {
             dev,
+            lanes,
             sources,
             objects: ObjectTable::default(),
             stats,
@@ -335,16 +338,71 @@ impl Handler {
         }
     }
 
-    /// Runs the slow part of a request (on a pool thread).
+    /// Runs the slow part of a request (on a pool thread). Work for a
+    /// source whose worker share is in use waits in that source's queue
+    /// instead (this thread returns at once) and is run by the thread that
+    /// frees the share.
     pub fn run(&self, task: Task) {
-        match task {
-            Task::Open {
-                hdr,
-                req,
-                file,
-                decision,
-            } => self.open(hdr, req, file, decision),
-            Task::Read { hdr, req, decision } => {
+        let step = Step {
+            started: Instant::now(),
+            kind: match task {
+                Task::Open {
+                    hdr,
+                    req,
+                    file,
+                    decision,
+                } => StepKind::Open {
+                    hdr,
+                    req,
+                    file,
+                    decision,
+                    source: 0,
+                    failure: None,
+                },
+                Task::Read { hdr, req, decision } => StepKind::Read { hdr, req, decision },
+            },
+        };
+        let mut todo = vec![step];
+        while let Some(step) = todo.pop() {
+            let lane = self.lane_of(&step);
+            let Some(mut cur) = self.lanes.enter(lane, step) else {
+                continue;
+            };
+            let mut slot = LaneSlot {
+                lanes: &self.lanes,
+                lane,
+                held: true,
+            };
+            loop {
+                if let Some(next) = self.exec(cur) {
+                    todo.push(next);
+                }
+                match self.lanes.next(lane) {
+                    Some(s) => cur = s,
+                    None => {
+                        slot.held = false;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lane_of(&self, step: &Step) -> usize {
+        match &step.kind {
+            StepKind::Open { source, .. } => *source,
+            StepKind::Read { hdr, .. } => {
+                self.objects.get(hdr.object_id).map_or(0, |o| o.blob.lane())
+            }
+        }
+    }
+
+    /// One step, under the request's deadline (which counts from when the
+    /// request reached [`Handler::run`], queueing for a source included).
+    fn exec(&self, step: Step) -> Option<Step> {
+        let _deadline = crate::source::deadline::scope_from(step.started);
+        match step.kind {
+            StepKind::Read { hdr, req, decision } => {
                 let mut guard = InflightRead {
                     h: self,
                     msg_id: hdr.msg_id,
@@ -353,7 +411,16 @@ impl Handler {
                     forgotten: false,
                 };
                 self.read(&hdr, req, decision, &mut guard);
+                None
             }
+            StepKind::Open {
+                hdr,
+                req,
+                file,
+                decision,
+                source,
+                failure,
+            } => self.open_step(step.started, hdr, req, file, decision, source, failure),
         }
     }
 
@@ -369,74 +436,119 @@ impl Handler {
         info!("persona: {what}");
     }
 
-    fn open(&self, hdr: Header, req: OpenReq, file: Box<dyn CacheFile>, decision: Decision) {
-        let started = Instant::now();
-        if let Action::Delay(d) = decision.action {
-            self.persona_note(format_args!("delaying OPEN msg {} by {d:?}", hdr.msg_id));
-            std::thread::sleep(d);
-        }
-        match decision.action {
-            Action::Drop => {
-                // Never answer. The fd is closed so that a later `restore`
-                // can deliver this OPEN again with a fresh fd.
-                self.persona_note(format_args!(
-                    "dropping OPEN msg {} (never answered)",
-                    hdr.msg_id
-                ));
-                drop(file);
+    /// Looks an OPEN's blob up in source `source`; returns the step for the
+    /// next source when this one does not have it.
+    #[allow(clippy::too_many_arguments)]
+    fn open_step(
+        &self,
+        started: Instant,
+        hdr: Header,
+        req: OpenReq,
+        file: Box<dyn CacheFile>,
+        decision: Decision,
+        source: usize,
+        failure: Option<std::io::Error>,
+    ) -> Option<Step> {
+        if source == 0 {
+            if let Action::Delay(d) = decision.action {
+                self.persona_note(format_args!("delaying OPEN msg {} by {d:?}", hdr.msg_id));
+                std::thread::sleep(d);
             }
-            Action::FailOpen => {
-                self.persona_note(format_args!("failing OPEN msg {} with EIO", hdr.msg_id));
-                drop(file);
-                self.copen_error(&hdr, libc::EIO);
-            }
-            action => match self.resolve(&hdr, &req) {
-                Err(errno) => {
+            match decision.action {
+                Action::Drop => {
+                    // Never answer. The fd is closed so that a later `restore`
+                    // can deliver this OPEN again with a fresh fd.
+                    self.persona_note(format_args!(
+                        "dropping OPEN msg {} (never answered)",
+                        hdr.msg_id
+                    ));
                     drop(file);
-                    self.copen_error(&hdr, errno);
+                    self.after(&decision);
+                    return None;
                 }
-                Ok((_, blob)) if action == Action::CloseEarly => {
+                Action::FailOpen => {
+                    self.persona_note(format_args!("failing OPEN msg {} with EIO", hdr.msg_id));
+                    drop(file);
+                    self.copen_error(&hdr, libc::EIO);
+                    self.after(&decision);
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        let volume = keys::parse_volume(&req.volume_key);
+        let name = match keys::blob_name(&req.cookie_key) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(
+                    "OPEN msg {} (volume {:?}): {e}; answering ENOENT",
+                    hdr.msg_id, volume.key
+                );
+                drop(file);
+                self.copen_error(&hdr, libc::ENOENT);
+                self.after(&decision);
+                return None;
+            }
+        };
+        let mut failure = failure;
+        match self.sources.lookup_in(source, &name) {
+            Ok(Some(blob)) => {
+                if decision.action == Action::CloseEarly {
                     self.persona_note(format_args!(
                         "closing the anonymous fd of OPEN msg {} before copen",
                         hdr.msg_id
                     ));
                     drop(file);
                     self.copen_plain(&hdr, blob.size());
+                } else {
+                    self.install(&hdr, &req, name, blob, file, started);
                 }
-                Ok((name, blob)) => self.install(&hdr, &req, name, blob, file, started),
-            },
+                self.after(&decision);
+                return None;
+            }
+            Ok(None) => trace!("blob {name:?} not in {}", self.sources.describe_one(source)),
+            Err(e) => {
+                warn!(
+                    "OPEN msg {}: blob {name:?}: {} failed: {e}",
+                    hdr.msg_id,
+                    self.sources.describe_one(source)
+                );
+                failure = Some(e);
+            }
         }
-        self.after(&decision);
-    }
-
-    /// Maps an OPEN to a blob, or to the errno to fail it with.
-    fn resolve(&self, hdr: &Header, req: &OpenReq) -> Result<(String, Arc<dyn Blob>), i32> {
-        let volume = keys::parse_volume(&req.volume_key);
-        let name = keys::blob_name(&req.cookie_key).map_err(|e| {
-            warn!(
-                "OPEN msg {} (volume {:?}): {e}; answering ENOENT",
-                hdr.msg_id, volume.key
-            );
-            libc::ENOENT
-        })?;
-        match self.sources.lookup(&name) {
-            Lookup::Found(blob) => Ok((name, blob)),
-            Lookup::NotFound => {
+        if source + 1 < self.sources.len() {
+            return Some(Step {
+                started,
+                kind: StepKind::Open {
+                    hdr,
+                    req,
+                    file,
+                    decision,
+                    source: source + 1,
+                    failure,
+                },
+            });
+        }
+        drop(file);
+        match failure {
+            None => {
                 warn!(
                     "OPEN msg {}: blob {name:?} (volume {:?}) is in no source; answering ENOENT",
                     hdr.msg_id, volume.key
                 );
-                Err(libc::ENOENT)
+                self.copen_error(&hdr, libc::ENOENT);
             }
-            Lookup::Failed(e) => {
+            Some(e) => {
                 error!(
                     "OPEN msg {}: blob {name:?}: sources failed ({e}); answering EIO",
                     hdr.msg_id
                 );
                 stats::inc(&self.stats.source_errors);
-                Err(libc::EIO)
+                self.copen_error(&hdr, libc::EIO);
             }
         }
+        self.after(&decision);
+        None
     }
 
     /// Enters the object in the table, then answers `copen id,size`.
@@ -615,6 +727,45 @@ impl Handler {
             } else {
                 warn!("READ_COMPLETE msg {msg_id} on object {}: {e}", obj.id);
             }
+        }
+    }
+}
+
+/// A request on its way through the sources' lanes.
+pub struct Step {
+    started: Instant,
+    kind: StepKind,
+}
+
+enum StepKind {
+    Open {
+        hdr: Header,
+        req: OpenReq,
+        file: Box<dyn CacheFile>,
+        decision: Decision,
+        /// The source to look in next.
+        source: usize,
+        /// An earlier source failed (EIO rather than ENOENT if none has it).
+        failure: Option<std::io::Error>,
+    },
+    Read {
+        hdr: Header,
+        req: ReadReq,
+        decision: Decision,
+    },
+}
+
+/// A held lane slot, released if the step panics.
+struct LaneSlot<'a> {
+    lanes: &'a Lanes<Step>,
+    lane: usize,
+    held: bool,
+}
+
+impl Drop for LaneSlot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.lanes.release(self.lane);
         }
     }
 }

@@ -332,6 +332,108 @@ fn panicking_read_is_completed_and_forgotten() {
     assert_eq!(f.bytes(0, 4096), &pattern(8192, 8)[..4096]);
 }
 
+/// A remote source that never answers until released.
+struct BlackHole {
+    release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    active: Arc<AtomicUsize>,
+    max_active: Arc<AtomicUsize>,
+}
+
+impl crate::source::Source for BlackHole {
+    fn open(&self, _: &str) -> std::io::Result<Option<Arc<dyn Blob>>> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(now, Ordering::SeqCst);
+        let (m, cv) = &*self.release;
+        let mut r = m.lock().unwrap();
+        while !*r {
+            r = cv.wait(r).unwrap();
+        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        Err(std::io::Error::other("black hole"))
+    }
+    fn describe(&self) -> String {
+        "black hole".into()
+    }
+    fn worker_budget(&self) -> Option<usize> {
+        Some(4)
+    }
+}
+
+#[test]
+fn a_black_holed_remote_does_not_starve_a_local_source() {
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (active, max_active) = (Arc::default(), Arc::new(AtomicUsize::new(0)));
+    let hole = BlackHole {
+        release: release.clone(),
+        active: Arc::clone(&active),
+        max_active: max_active.clone(),
+    };
+    let dev = MockDev::new();
+    let data = pattern(8192, 3);
+    let h = Arc::new(Handler::new(
+        dev.clone(),
+        Sources::new(vec![
+            Box::new(MemSource::default().with("local", data.clone())),
+            Box::new(hole),
+        ]),
+        Arc::new(Stats::default()),
+        Personas::new(vec![], 0, None).unwrap(),
+        None,
+        HandlerConfig {
+            page: P,
+            chunk: 4096,
+        },
+        Box::new(|| {}),
+    ));
+    // Four workers, as --threads 4; the remote may hold 4 / 2 sources = 2.
+    let pool = crate::pool::Pool::new(4, "starve").unwrap();
+    let submit = |msg: Vec<u8>| {
+        dev.push(msg);
+        let mut buf = vec![0u8; 1024];
+        let n = dev.read_msg(&mut buf).unwrap();
+        if let Some(t) = h.accept(&buf[..n]) {
+            let h = h.clone();
+            assert!(pool.execute(move || h.run(t)));
+        }
+    };
+    for i in 0..6u32 {
+        dev.add_file(200 + i);
+        submit(encode::open(
+            10 + i,
+            10 + i,
+            200 + i,
+            &format!("erofs,r{i}"),
+            format!("remote{i}").as_bytes(),
+        ));
+    }
+    assert!(
+        dev.wait_until(Duration::from_secs(5), || max_active.load(Ordering::SeqCst)
+            == 2)
+    );
+    let f = dev.add_file(300);
+    submit(encode::open(1, 1, 300, "erofs,local", b"local"));
+    assert!(
+        dev.wait_until(Duration::from_secs(5), || dev
+            .commands()
+            .contains(&"copen 1,8192".to_string())),
+        "the local OPEN starved behind the remote: {:?}",
+        dev.commands()
+    );
+    submit(encode::read(2, 1, 0, 8192));
+    assert!(dev.wait_until(Duration::from_secs(5), || f.completed() == vec![2]));
+    assert_eq!(f.bytes(0, 8192), data);
+    // The remote never had more than its share, and its OPENs are waiting.
+    assert_eq!(max_active.load(Ordering::SeqCst), 2);
+    assert_eq!(h.lanes.queued(1), 4);
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
+    assert!(dev.wait_until(Duration::from_secs(5), || dev.commands().len() == 7));
+    for i in 0..6 {
+        assert!(dev.commands().contains(&format!("copen {},-5", 10 + i)));
+    }
+    assert!(pool.shutdown(Duration::from_secs(5)));
+}
+
 #[test]
 fn copen_write_failure_forgets_the_object() {
     let r = rig(MemSource::default().with("b", vec![1; 10]));
@@ -474,6 +576,7 @@ mod over_http {
             retries: 1,
             backoff: Duration::from_millis(10),
             max_idle: 4,
+            ..HttpConfig::default()
         };
         let src: Box<dyn Source> =
             Box::new(HttpSource::new(&format!("http://{}/blobs", server.addr), cfg).unwrap());

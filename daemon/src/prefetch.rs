@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::copy::copy_span;
 use crate::devnode::CacheFile;
 use crate::objects::Object;
@@ -92,6 +94,10 @@ impl Worker {
     fn prefetch(&self, obj: &Object, buf: &mut [u8]) {
         let started = Instant::now();
         let mut fetched = 0u64;
+        // An `oci://` blob is named by its sha256: hash it on the way,
+        // when every chunk comes from the source in order.
+        let digest = obj.blob.sha256_digest();
+        let mut hasher = digest.as_ref().map(|_| Sha256::new());
         for c in range::chunks(
             Span {
                 start: 0,
@@ -107,6 +113,9 @@ impl Worker {
                 return;
             }
             if already_cached(&*obj.file, c) {
+                // The cache file cannot be read back through the anonymous
+                // fd: this chunk is not hashed, so the digest is not checked.
+                hasher = None;
                 continue;
             }
             let wait = self.limiter.reserve(c.len(), Instant::now());
@@ -117,6 +126,13 @@ impl Worker {
                 Ok(n) => {
                     fetched += n;
                     stats::add(&self.stats.prefetch_bytes, n);
+                    if let Some(h) = &mut hasher {
+                        let len = usize::try_from(c.len()).unwrap_or(usize::MAX);
+                        match buf.get(..len) {
+                            Some(data) if n == c.len() => h.update(data),
+                            _ => hasher = None,
+                        }
+                    }
                 }
                 Err((n, e)) => {
                     stats::add(&self.stats.prefetch_bytes, n);
@@ -131,6 +147,28 @@ impl Worker {
             }
         }
         stats::inc(&self.stats.prefetch_done);
+        if let (Some(want), Some(h)) = (&digest, hasher) {
+            let got = format!("sha256:{:x}", h.finalize());
+            if got == *want {
+                stats::inc(&self.stats.digest_ok);
+                debug!(
+                    "{:?} (object {}): digest {want} verified",
+                    obj.blob_name, obj.id
+                );
+            } else {
+                stats::inc(&self.stats.digest_mismatch);
+                error!(
+                    "{:?} (object {}): DIGEST MISMATCH: the source served data hashing to {got}, \
+                     not {want}; the cached copy of this blob is wrong, remove the cache",
+                    obj.blob_name, obj.id
+                );
+            }
+        } else if let Some(want) = &digest {
+            debug!(
+                "{:?} (object {}): digest {want} not checked (parts were cached already)",
+                obj.blob_name, obj.id
+            );
+        }
         info!(
             "prefetched {:?} (object {}): {} of {} bytes fetched in {:?}",
             obj.blob_name,

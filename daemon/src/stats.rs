@@ -135,6 +135,9 @@ pub struct Stats {
     pub prefetch_done: AtomicU64,
     pub restores: AtomicU64,
     pub persona_actions: AtomicU64,
+    /// Prefetched `oci://` blobs whose sha256 matched / did not match.
+    pub digest_ok: AtomicU64,
+    pub digest_mismatch: AtomicU64,
     pub read_latency: Histogram,
     pub open_latency: Histogram,
     /// Bytes written into cache files, by the kind of source they came from
@@ -221,9 +224,11 @@ impl Stats {
         );
         let _ = writeln!(
             s,
-            "  misc: restores={} persona-actions={}",
+            "  misc: restores={} persona-actions={} digest-ok={} digest-mismatch={}",
             g(&self.restores),
-            g(&self.persona_actions)
+            g(&self.persona_actions),
+            g(&self.digest_ok),
+            g(&self.digest_mismatch)
         );
         let _ = writeln!(s, "  read latency: {}", self.read_latency.summary());
         let _ = writeln!(s, "    buckets:{}", self.read_latency.buckets_line());

@@ -138,6 +138,10 @@ pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
             return exitcode::FAILURE;
         }
     };
+    if args.serve.fd.is_some() || args.serve.takeover.is_some() {
+        error!("supervise opens the devnode itself; --fd and --takeover are for its workers");
+        return exitcode::USAGE;
+    }
     let seed = match validate_serve_args(&args.serve) {
         Ok(seed) => seed,
         Err(code) => return code,

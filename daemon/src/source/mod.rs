@@ -6,10 +6,12 @@
 
 pub mod dir;
 pub mod http;
+pub mod oci;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One blob's data.
 pub trait Blob: Send + Sync {
@@ -20,6 +22,14 @@ pub trait Blob: Send + Sync {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
     /// Where the blob lives, for logs.
     fn describe(&self) -> String;
+    /// The blob's name is its sha256 digest (`oci://`): prefetch checks it.
+    fn sha256_digest(&self) -> Option<String> {
+        None
+    }
+    /// Index of the source the blob came from (its worker lane).
+    fn lane(&self) -> usize {
+        0
+    }
 }
 
 /// A place that may have blobs.
@@ -32,6 +42,55 @@ pub trait Source: Send + Sync {
     /// used: the problem may be fixed while the daemon runs.
     fn startup_problem(&self) -> Option<String> {
         None
+    }
+    /// For a network source, the number of worker threads (`--threads`):
+    /// it may use at most its share of them. `None` for local sources,
+    /// which are not limited.
+    fn worker_budget(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The end-to-end deadline of the request (OPEN or READ) a thread is
+/// serving. The handler opens a [`deadline::Scope`] when it starts a
+/// request; every network attempt, retry and back-off of that request then
+/// ends by `start + budget`, whatever the number of chunks or retries.
+/// Outside a scope (prefetch) each blob read gets its own budget.
+pub mod deadline {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    thread_local! {
+        static START: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// Marks the start of a request on this thread until dropped.
+    pub struct Scope {
+        prev: Option<Instant>,
+    }
+
+    #[cfg(test)]
+    pub fn scope() -> Scope {
+        scope_from(Instant::now())
+    }
+
+    /// A request that started at `start`.
+    pub fn scope_from(start: Instant) -> Scope {
+        let prev = START.with(|s| s.replace(Some(start)));
+        Scope { prev }
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            START.with(|s| s.set(self.prev));
+        }
+    }
+
+    /// When the current request must be done, for a source whose budget is
+    /// `budget`.
+    pub fn for_request(budget: Duration) -> Instant {
+        let start = START.with(|s| s.get()).unwrap_or_else(Instant::now);
+        start + budget
     }
 }
 
@@ -63,7 +122,8 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-/// Builds a source from `dir:/path` or `http://host[:port][/prefix]`.
+/// Builds a source from `dir:/path`, `http(s)://host[:port][/prefix]` or
+/// `oci://registry[:port]/repository` (`oci+http://` for plain http).
 pub fn from_spec(spec: &str, http: &http::HttpConfig) -> Result<Box<dyn Source>, SpecError> {
     if let Some(path) = spec.strip_prefix("dir:") {
         if path.is_empty() {
@@ -71,28 +131,138 @@ pub fn from_spec(spec: &str, http: &http::HttpConfig) -> Result<Box<dyn Source>,
         }
         return Ok(Box::new(dir::DirSource::new(path.into())));
     }
-    if spec.starts_with("http://") {
-        let src =
-            http::HttpSource::new(spec, http.clone()).map_err(|e| SpecError(e.to_string()))?;
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let src = http::HttpSource::new(spec, http.clone()).map_err(SpecError)?;
         return Ok(Box::new(src));
     }
-    if spec.starts_with("https://") {
-        return Err(SpecError(format!(
-            "{spec}: https is not supported, use plain http"
-        )));
+    if spec.starts_with("oci://")
+        || spec.starts_with("oci+http://")
+        || spec.starts_with("oci+https://")
+    {
+        let src = oci::OciSource::new(spec, http.clone()).map_err(SpecError)?;
+        return Ok(Box::new(src));
     }
     Err(SpecError(format!(
-        "{spec}: unknown source (use dir:/path or http://host:port/prefix)"
+        "{spec}: unknown source (use dir:/path, http(s)://host:port/prefix or \
+         oci://registry/repository)"
     )))
 }
 
 /// What looking a blob up in every source gave.
+#[cfg(test)]
 pub enum Lookup {
     Found(Arc<dyn Blob>),
     /// No source has it (and none failed).
     NotFound,
     /// No source has it and at least one failed to answer.
-    Failed(io::Error),
+    Failed(#[allow(dead_code)] io::Error),
+}
+
+/// A blob tagged with the index of the source it came from.
+struct Laned {
+    lane: usize,
+    inner: Arc<dyn Blob>,
+}
+
+impl Blob for Laned {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, off)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn sha256_digest(&self) -> Option<String> {
+        self.inner.sha256_digest()
+    }
+    fn lane(&self) -> usize {
+        self.lane
+    }
+}
+
+/// Per-source admission: at most `limit` workers busy on one source;
+/// further work for it waits in its queue without holding a thread, so a
+/// black-holed remote cannot take the workers a local source needs.
+pub struct Lanes<T> {
+    lanes: Vec<(usize, Mutex<LaneState<T>>)>,
+}
+
+struct LaneState<T> {
+    busy: usize,
+    queue: VecDeque<T>,
+}
+
+impl<T> Lanes<T> {
+    pub fn new(limits: &[usize]) -> Lanes<T> {
+        Lanes {
+            lanes: limits
+                .iter()
+                .map(|&l| {
+                    (
+                        l.max(1),
+                        Mutex::new(LaneState {
+                            busy: 0,
+                            queue: VecDeque::new(),
+                        }),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn state(&self, lane: usize) -> Option<(usize, std::sync::MutexGuard<'_, LaneState<T>>)> {
+        let (limit, m) = self.lanes.get(lane)?;
+        Some((*limit, m.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// Asks for a slot on `lane` for `item`. Returns the item to run now
+    /// (the oldest waiting one, if any) with the slot held, or `None` when
+    /// `item` was queued. Unknown lanes are not limited.
+    pub fn enter(&self, lane: usize, item: T) -> Option<T> {
+        let Some((limit, mut st)) = self.state(lane) else {
+            return Some(item);
+        };
+        if st.busy >= limit {
+            st.queue.push_back(item);
+            return None;
+        }
+        st.busy += 1;
+        match st.queue.pop_front() {
+            Some(older) => {
+                st.queue.push_back(item);
+                Some(older)
+            }
+            None => Some(item),
+        }
+    }
+
+    /// The slot holder is done: hands it the next queued item (the slot
+    /// stays held), or releases the slot.
+    pub fn next(&self, lane: usize) -> Option<T> {
+        let (_, mut st) = self.state(lane)?;
+        match st.queue.pop_front() {
+            Some(i) => Some(i),
+            None => {
+                st.busy = st.busy.saturating_sub(1);
+                None
+            }
+        }
+    }
+
+    /// Releases a slot without taking queued work (unwinding from a panic;
+    /// the queue moves again with the next `enter`).
+    pub fn release(&self, lane: usize) {
+        if let Some((_, mut st)) = self.state(lane) {
+            st.busy = st.busy.saturating_sub(1);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn queued(&self, lane: usize) -> usize {
+        self.state(lane).map_or(0, |(_, s)| s.queue.len())
+    }
 }
 
 /// The configured sources, in priority order.
@@ -119,16 +289,49 @@ impl Sources {
             .collect()
     }
 
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Worker limit per source: a remote source may keep at most
+    /// `threads / sources` workers busy (at least one) when there are
+    /// several sources; local sources and a lone source are not limited.
+    pub fn lane_limits(&self) -> Vec<usize> {
+        let n = self.list.len();
+        self.list
+            .iter()
+            .map(|s| match s.worker_budget() {
+                Some(t) if n > 1 => (t / n).max(1),
+                _ => usize::MAX,
+            })
+            .collect()
+    }
+
+    /// Looks `name` up in source `i` only.
+    pub fn lookup_in(&self, i: usize, name: &str) -> io::Result<Option<Arc<dyn Blob>>> {
+        let Some(src) = self.list.get(i) else {
+            return Ok(None);
+        };
+        Ok(src
+            .open(name)?
+            .map(|inner| Arc::new(Laned { lane: i, inner }) as Arc<dyn Blob>))
+    }
+
+    pub fn describe_one(&self, i: usize) -> String {
+        self.list.get(i).map(|s| s.describe()).unwrap_or_default()
+    }
+
     /// Finds `name` in the first source that has it. A source that fails
     /// (e.g. an HTTP server that is down) is logged and skipped.
+    #[cfg(test)]
     pub fn lookup(&self, name: &str) -> Lookup {
         let mut failure = None;
-        for src in &self.list {
-            match src.open(name) {
+        for i in 0..self.list.len() {
+            match self.lookup_in(i, name) {
                 Ok(Some(blob)) => return Lookup::Found(blob),
-                Ok(None) => trace!("blob {name:?} not in {}", src.describe()),
+                Ok(None) => trace!("blob {name:?} not in {}", self.describe_one(i)),
                 Err(e) => {
-                    warn!("blob {name:?}: {} failed: {e}", src.describe());
+                    warn!("blob {name:?}: {} failed: {e}", self.describe_one(i));
                     failure = Some(e);
                 }
             }
@@ -275,6 +478,29 @@ mod tests {
     }
 
     #[test]
+    fn lanes_bound_each_source() {
+        let l: Lanes<u32> = Lanes::new(&[1, usize::MAX]);
+        assert_eq!(l.enter(0, 1), Some(1));
+        // Lane 0 is full: queued, no thread held.
+        assert_eq!(l.enter(0, 2), None);
+        assert_eq!(l.enter(0, 3), None);
+        // Lane 1 is not affected.
+        assert_eq!(l.enter(1, 10), Some(10));
+        assert_eq!(l.enter(1, 11), Some(11));
+        // The holder of lane 0 takes the queued work in order.
+        assert_eq!(l.next(0), Some(2));
+        assert_eq!(l.next(0), Some(3));
+        assert_eq!(l.next(0), None);
+        assert_eq!(l.enter(0, 4), Some(4));
+        // A panicking holder releases; queued work runs on the next enter,
+        // oldest first.
+        assert_eq!(l.enter(0, 5), None);
+        l.release(0);
+        assert_eq!(l.enter(0, 6), Some(5));
+        assert_eq!(l.queued(0), 1);
+    }
+
+    #[test]
     fn read_full_stops_at_end() {
         let b = MemSource::default().with("x", pattern(100, 0));
         let blob = b.open("x").unwrap().unwrap();
@@ -290,11 +516,10 @@ mod tests {
         assert!(from_spec("dir:/tmp", &cfg).is_ok());
         assert!(from_spec("dir:", &cfg).is_err());
         assert!(from_spec("http://127.0.0.1:8080/blobs", &cfg).is_ok());
-        assert!(from_spec("https://127.0.0.1/", &cfg)
-            .err()
-            .unwrap()
-            .0
-            .contains("https"));
+        assert!(from_spec("https://127.0.0.1/", &cfg).is_ok());
+        assert!(from_spec("oci://127.0.0.1:5000/a/b", &cfg).is_ok());
+        assert!(from_spec("oci+http://127.0.0.1:5000/a", &cfg).is_ok());
+        assert!(from_spec("oci://127.0.0.1:5000", &cfg).is_err());
         assert!(from_spec("/tmp", &cfg).is_err());
     }
 }

@@ -1,40 +1,54 @@
-//! Blobs fetched with HTTP/1.1 Range GETs.
+//! Blobs fetched over HTTP(S): the `http://`/`https://` source, and the
+//! remote blob shared with the `oci://` source.
 //!
-//! A deliberately small client over `std::net::TcpStream`: plain `http://`
-//! only, keep-alive connections kept in a small idle pool, connect and I/O
-//! timeouts, and bounded retries with exponential back-off for transient
-//! failures (connection errors, 5xx, 429, truncated bodies). A server that is
-//! gone turns into an error within `timeout * (retries + 1)` plus back-off,
-//! never a hang. Responses are parsed with hard limits on line and header
-//! sizes; nothing received from the network can panic the daemon.
-//!
-//! * this module: configuration, URLs, errors, and the [`Source`]/[`Blob`];
-//! * [`client`]: connections, requests and retries;
-//! * [`wire`]: response parsing (status line, headers, body framing).
+//! * this module: configuration, errors, [`RemoteBlob`] (verified ranged
+//!   reads, or one whole-body download for servers that ignore `Range`) and
+//!   the plain [`HttpSource`];
+//! * [`client`]: the `ureq` client with deadlines, retries and checks.
 
-mod client;
-mod wire;
+pub mod client;
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use super::{Blob, Source};
+use super::{deadline, Blob, Source};
 use crate::keys;
-pub use client::HttpClient;
+pub use client::{Headers, HttpClient, Probed};
 
-/// Client tunables (`--http-timeout-ms`, `--http-retries`).
+/// Client tunables (`--http-*`, `--request-deadline-ms`, `--ca-file`).
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
-    /// Connect timeout, and read/write timeout per socket operation.
+    /// Bound on one attempt (connect, TLS, redirects, headers and body).
     pub timeout: Duration,
     /// Extra attempts after the first for retryable failures.
     pub retries: u32,
     /// First back-off delay; doubles per retry up to 5 s.
     pub backoff: Duration,
-    /// Idle keep-alive connections kept per server.
+    /// End-to-end bound on one OPEN or READ, all attempts and back-off
+    /// included (the request's deadline).
+    pub deadline: Duration,
+    /// Idle keep-alive connections kept per host.
     pub max_idle: usize,
+    /// Redirects followed per request.
+    pub max_redirects: u32,
+    /// PEM CA bundle instead of the system one.
+    pub ca_file: Option<PathBuf>,
+    /// Proxy URL; `None` reads `HTTPS_PROXY`/`ALL_PROXY`/`HTTP_PROXY` and `NO_PROXY`.
+    pub proxy: Option<String>,
+    /// Largest blob fetched whole from a server that ignores `Range`
+    /// (held in memory while the blob is open); larger ones are refused.
+    pub whole_max: u64,
+    /// Worker threads (`--threads`): each source may use at most its share.
+    pub workers: usize,
+    /// `oci://`: `user:password` file for basic auth and token requests.
+    pub credentials: Option<PathBuf>,
+    /// `oci://`: file mapping blob names to digests (`NAME sha256:HEX`).
+    pub oci_map: Option<PathBuf>,
+    /// `oci://`: check each blob's sha256 while prefetching it.
+    pub verify_digest: bool,
 }
 
 impl Default for HttpConfig {
@@ -43,115 +57,100 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(10),
             retries: 3,
             backoff: Duration::from_millis(100),
+            deadline: Duration::from_secs(30),
             max_idle: 8,
+            max_redirects: 5,
+            ca_file: None,
+            proxy: None,
+            whole_max: 64 << 20,
+            workers: 4,
+            credentials: None,
+            oci_map: None,
+            verify_digest: true,
         }
-    }
-}
-
-/// An `http://host[:port][/prefix]` base URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseUrl {
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash (`""` or `/a/b`).
-    pub prefix: String,
-}
-
-impl BaseUrl {
-    pub fn parse(s: &str) -> Result<BaseUrl, String> {
-        let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{s}: not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.contains('@') {
-            return Err(format!("{s}: credentials in URLs are not supported"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{s}: bad IPv6 host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(format!("{s}: bad authority")),
-            };
-            (h, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{s}: no host"));
-        }
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("{s}: bad port {p:?}"))?,
-            None => 80,
-        };
-        if path.contains(['?', '#', ' ']) {
-            return Err(format!(
-                "{s}: query strings and fragments are not supported"
-            ));
-        }
-        Ok(BaseUrl {
-            host: host.to_owned(),
-            port,
-            prefix: path.trim_end_matches('/').to_owned(),
-        })
-    }
-
-    /// The `Host:` header value.
-    fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 80 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-
-    /// Request path for blob `name`.
-    pub fn blob_path(&self, name: &str) -> String {
-        format!("{}/{}", self.prefix, keys::url_segment(name))
-    }
-}
-
-impl fmt::Display for BaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
     }
 }
 
 /// Why a request failed.
 #[derive(Debug)]
 pub enum HttpError {
-    /// Connect, send or receive failed (includes timeouts).
+    /// Connect, TLS, send or receive failed, or one attempt timed out.
     Io(io::Error),
-    /// The response could not be understood or ended early.
+    /// The request's deadline passed.
+    Deadline,
+    /// The response could not be understood (wrong range, error page, ...).
     Protocol(String),
+    /// The body ended early.
+    Truncated(String),
+    /// The blob is not what was probed any more (size or ETag changed).
+    Changed(String),
+    /// 200 with the whole blob to a ranged request.
+    RangeIgnored,
+    /// 401, with the `WWW-Authenticate` challenge.
+    Unauthorized(Option<String>),
     /// An unexpected status code.
     Status(u16),
     /// 404 or 410.
     NotFound,
+    /// A configuration or TLS problem that retrying cannot fix.
+    Fatal(String),
 }
 
 impl HttpError {
     /// Whether trying again may help.
     pub fn retryable(&self) -> bool {
         match self {
-            HttpError::Io(_) | HttpError::Protocol(_) => true,
+            HttpError::Io(_) | HttpError::Truncated(_) => true,
             HttpError::Status(s) => *s >= 500 || *s == 429 || *s == 408,
-            HttpError::NotFound => false,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn from_resp(resp: &ureq::http::Response<ureq::Body>) -> HttpError {
+        match resp.status().as_u16() {
+            401 => HttpError::Unauthorized(
+                resp.headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            ),
+            404 | 410 => HttpError::NotFound,
+            s => HttpError::Status(s),
+        }
+    }
+
+    pub(crate) fn from_ureq(e: ureq::Error) -> HttpError {
+        use ureq::Error as E;
+        match e {
+            E::Io(e) => HttpError::Io(e),
+            E::Timeout(t) => HttpError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out ({t:?})"),
+            )),
+            E::ConnectionFailed | E::HostNotFound | E::Protocol(_) => {
+                HttpError::Io(io::Error::other(e.to_string()))
+            }
+            E::StatusCode(s) => HttpError::Status(s),
+            other => HttpError::Fatal(other.to_string()),
+        }
+    }
+
+    /// An error from reading a body: ureq wraps its own errors (timeouts,
+    /// limits) in `io::Error`.
+    pub(crate) fn from_body_io(e: io::Error) -> HttpError {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => HttpError::Truncated(e.to_string()),
+            _ => HttpError::Io(e),
+        }
+    }
+
+    /// The errno a failed OPEN is answered with.
+    pub fn errno(&self) -> i32 {
+        match self {
+            HttpError::NotFound => libc::ENOENT,
+            HttpError::Unauthorized(_) => libc::EACCES,
+            HttpError::Deadline => libc::ETIMEDOUT,
+            _ => libc::EIO,
         }
     }
 }
@@ -160,9 +159,18 @@ impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpError::Io(e) => write!(f, "{e}"),
+            HttpError::Deadline => write!(f, "request deadline passed"),
             HttpError::Protocol(m) => write!(f, "bad response: {m}"),
+            HttpError::Truncated(m) => write!(f, "truncated response: {m}"),
+            HttpError::Changed(m) => write!(f, "the blob changed on the server: {m}"),
+            HttpError::RangeIgnored => write!(f, "the server ignored Range"),
+            HttpError::Unauthorized(c) => match c {
+                Some(c) => write!(f, "HTTP 401 unauthorized (challenge {c})"),
+                None => write!(f, "HTTP 401 unauthorized"),
+            },
             HttpError::Status(s) => write!(f, "HTTP status {s}"),
             HttpError::NotFound => write!(f, "not found"),
+            HttpError::Fatal(m) => write!(f, "{m}"),
         }
     }
 }
@@ -177,69 +185,339 @@ impl From<io::Error> for HttpError {
 
 impl From<HttpError> for io::Error {
     fn from(e: HttpError) -> io::Error {
-        match e {
-            HttpError::Io(e) => e,
-            HttpError::NotFound => io::Error::new(io::ErrorKind::NotFound, "HTTP 404"),
-            other => io::Error::other(other.to_string()),
-        }
+        let kind = match &e {
+            HttpError::Io(e) => e.kind(),
+            HttpError::NotFound => io::ErrorKind::NotFound,
+            HttpError::Unauthorized(_) => io::ErrorKind::PermissionDenied,
+            HttpError::Deadline => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e.to_string())
     }
 }
 
-/// `http://host:port/prefix`: blob `NAME` is `GET /prefix/NAME`.
+/// Adds credentials to requests, and reacts to a 401.
+pub trait Authorizer: Send + Sync {
+    /// Headers for the next request.
+    fn headers(&self, deadline: Instant) -> Result<Headers, HttpError>;
+    /// A 401 with this challenge came back: true if new credentials were
+    /// obtained and the request should be sent once more.
+    fn unauthorized(&self, challenge: Option<&str>, deadline: Instant) -> Result<bool, HttpError>;
+}
+
+/// No credentials.
+pub struct Anonymous;
+
+impl Authorizer for Anonymous {
+    fn headers(&self, _: Instant) -> Result<Headers, HttpError> {
+        Ok(Vec::new())
+    }
+    fn unauthorized(&self, _: Option<&str>, _: Instant) -> Result<bool, HttpError> {
+        Ok(false)
+    }
+}
+
+/// Sends `req` with the authorizer's headers; on a 401, lets it refresh its
+/// credentials and sends once more.
+pub fn with_auth<T>(
+    auth: &dyn Authorizer,
+    deadline: Instant,
+    mut req: impl FnMut(&Headers) -> Result<T, HttpError>,
+) -> Result<T, HttpError> {
+    let h = auth.headers(deadline)?;
+    match req(&h) {
+        Err(HttpError::Unauthorized(c)) => {
+            if auth.unauthorized(c.as_deref(), deadline)? {
+                let h = auth.headers(deadline)?;
+                req(&h)
+            } else {
+                Err(HttpError::Unauthorized(c))
+            }
+        }
+        r => r,
+    }
+}
+
+/// Probes `url`; `Ok(None)` when the server has no such blob.
+pub fn probe(
+    client: &HttpClient,
+    auth: &dyn Authorizer,
+    url: &str,
+) -> Result<Option<Probed>, HttpError> {
+    let deadline = deadline::for_request(client.cfg.deadline);
+    let what = format!("probe {url}");
+    client.retrying(&what, deadline, |_| {
+        with_auth(auth, deadline, |h| client.probe(url, h, deadline))
+    })
+}
+
+/// State of the one whole-body download of a blob whose server ignores Range.
+#[derive(Default)]
+struct Whole {
+    /// Bytes downloaded so far (a prefix of the blob).
+    have: u64,
+    /// A download is running.
+    running: bool,
+    /// Downloads that failed.
+    failures: u32,
+    last_error: Option<String>,
+}
+
+/// A blob on an HTTP server: verified ranged reads, or for a server that
+/// ignores Range one sequential download into memory shared by all reads.
+pub struct RemoteBlob {
+    client: Arc<HttpClient>,
+    auth: Arc<dyn Authorizer>,
+    url: String,
+    probed: Probed,
+    whole: Mutex<Whole>,
+    whole_cv: Condvar,
+    /// The downloaded prefix (memfd-free: a plain buffer, bounded by `whole_max`).
+    whole_buf: Mutex<Vec<u8>>,
+    /// Digest to check during prefetch (`oci://`).
+    digest: Option<String>,
+}
+
+impl RemoteBlob {
+    pub fn new(
+        client: Arc<HttpClient>,
+        auth: Arc<dyn Authorizer>,
+        url: String,
+        probed: Probed,
+        digest: Option<String>,
+    ) -> Result<RemoteBlob, HttpError> {
+        if !probed.ranges {
+            if probed.size > client.cfg.whole_max {
+                return Err(HttpError::Fatal(format!(
+                    "{url} ignores Range requests and is {} bytes, over the {}-byte limit for \
+                     whole-blob downloads; use a server with Range support",
+                    probed.size, client.cfg.whole_max
+                )));
+            }
+            warn!(
+                "{url} ignores Range requests: downloading its {} bytes once, in order",
+                probed.size
+            );
+        }
+        Ok(RemoteBlob {
+            client,
+            auth,
+            url,
+            probed,
+            whole: Mutex::new(Whole::default()),
+            whole_cv: Condvar::new(),
+            whole_buf: Mutex::new(Vec::new()),
+            digest,
+        })
+    }
+
+    fn lock_whole(&self) -> std::sync::MutexGuard<'_, Whole> {
+        self.whole.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `buf` at `off` from the whole-body download, starting or
+    /// waiting for it, until `deadline`.
+    fn read_whole(&self, buf: &mut [u8], off: u64, deadline: Instant) -> Result<(), HttpError> {
+        let need = off + buf.len() as u64;
+        let mut w = self.lock_whole();
+        loop {
+            if w.have >= need {
+                drop(w);
+                let b = self.whole_buf.lock().unwrap_or_else(|e| e.into_inner());
+                let (s, e) = (off as usize, need as usize);
+                buf.copy_from_slice(&b[s..e]);
+                return Ok(());
+            }
+            if !w.running {
+                if w.failures > self.client.cfg.retries {
+                    return Err(HttpError::Fatal(format!(
+                        "whole-blob download failed {} times, last: {}",
+                        w.failures,
+                        w.last_error.as_deref().unwrap_or("?")
+                    )));
+                }
+                // This reader downloads (holding no lock while doing so);
+                // others wait for the bytes they need.
+                w.running = true;
+                drop(w);
+                let r = self.download_whole(deadline);
+                w = self.lock_whole();
+                w.running = false;
+                if let Err(e) = &r {
+                    w.failures += 1;
+                    w.last_error = Some(e.to_string());
+                }
+                self.whole_cv.notify_all();
+                if w.have >= need {
+                    continue;
+                }
+                r?;
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::Deadline);
+            }
+            w = self
+                .whole_cv
+                .wait_timeout(w, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn download_whole(&self, deadline: Instant) -> Result<(), HttpError> {
+        // Start again from byte 0 (nothing to resume with), keeping what
+        // earlier attempts got only if the new body is the same blob.
+        let mut resp = with_auth(&*self.auth, deadline, |h| {
+            let resp = self.client.get(&self.url, h, deadline)?;
+            match resp.status().as_u16() {
+                200 => Ok(resp),
+                _ => Err(HttpError::from_resp(&resp)),
+            }
+        })?;
+        let h = resp.headers().clone();
+        if let Some(e) = h.get("etag").and_then(|v| v.to_str().ok()) {
+            if let Some(p) = &self.probed.etag {
+                if e.trim() != p {
+                    return Err(HttpError::Changed(format!("ETag {e}, was {p}")));
+                }
+            }
+        }
+        let mut pos = 0u64;
+        let size = self.probed.size;
+        client::read_whole_body(&mut resp, size, &mut |chunk| {
+            let end = pos + chunk.len() as u64;
+            let have = self.lock_whole().have;
+            if end > have {
+                // Bytes below `have` came with an earlier attempt.
+                let skip = usize::try_from(have.saturating_sub(pos)).unwrap_or(usize::MAX);
+                self.whole_buf
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(chunk.get(skip..).unwrap_or(&[]));
+                self.lock_whole().have = end;
+                self.whole_cv.notify_all();
+            }
+            pos = end;
+            Ok(())
+        })
+    }
+}
+
+impl Blob for RemoteBlob {
+    fn size(&self) -> u64 {
+        self.probed.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        if off >= self.probed.size {
+            return Ok(0);
+        }
+        let len = usize::try_from(self.probed.size - off)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let buf = &mut buf[..len];
+        let deadline = deadline::for_request(self.client.cfg.deadline);
+        if !self.probed.ranges {
+            self.read_whole(buf, off, deadline)?;
+            return Ok(len);
+        }
+        let what = format!("GET {} bytes={off}-{}", self.url, off + len as u64 - 1);
+        self.client.retrying(&what, deadline, |_| {
+            with_auth(&*self.auth, deadline, |h| {
+                self.client
+                    .get_range(&self.url, h, &self.probed, off, buf, deadline)
+            })
+        })?;
+        Ok(len)
+    }
+
+    fn describe(&self) -> String {
+        match &self.digest {
+            Some(_) => format!("oci:{}", self.url),
+            None => self.url.clone(),
+        }
+    }
+
+    fn sha256_digest(&self) -> Option<String> {
+        self.digest
+            .clone()
+            .filter(|_| self.client.cfg.verify_digest)
+    }
+}
+
+/// `http(s)://host[:port][/prefix]`: blob `NAME` is `GET /prefix/NAME`.
 pub struct HttpSource {
+    base: String,
     client: Arc<HttpClient>,
 }
 
 impl HttpSource {
     pub fn new(url: &str, cfg: HttpConfig) -> Result<HttpSource, String> {
-        let url = BaseUrl::parse(url)?;
+        let base = check_base_url(url, &["http://", "https://"])?;
         Ok(HttpSource {
-            client: Arc::new(HttpClient::new(url, cfg)),
+            base,
+            client: Arc::new(HttpClient::new(cfg)?),
         })
     }
 }
 
+/// Checks a base URL (scheme, a host, no query, fragment or credentials)
+/// and returns it without a trailing slash.
+pub fn check_base_url(url: &str, schemes: &[&str]) -> Result<String, String> {
+    let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
+        return Err(format!("{url}: not a {} URL", schemes.join(" or ")));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "{url}: credentials in URLs are not supported (use --credentials)"
+        ));
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url}: query strings and fragments are not supported"
+        ));
+    }
+    let parsed: ureq::http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if parsed.host().is_none() {
+        return Err(format!("{url}: no host"));
+    }
+    let port_text = authority.rsplit_once(']').map_or(authority, |(_, p)| p);
+    if let Some((_, p)) = port_text.rsplit_once(':') {
+        if p.parse::<u16>().is_err() {
+            return Err(format!("{url}: bad port {p:?}"));
+        }
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 impl Source for HttpSource {
     fn open(&self, name: &str) -> io::Result<Option<Arc<dyn Blob>>> {
-        let path = self.client.url.blob_path(name);
-        match self.client.probe_size(&path)? {
-            Some(size) => Ok(Some(Arc::new(HttpBlob {
-                client: self.client.clone(),
-                path,
-                size,
-            }))),
+        let url = format!("{}/{}", self.base, keys::url_segment(name));
+        let auth: Arc<dyn Authorizer> = Arc::new(Anonymous);
+        match probe(&self.client, &*auth, &url)? {
+            Some(p) => Ok(Some(Arc::new(RemoteBlob::new(
+                self.client.clone(),
+                auth,
+                url,
+                p,
+                None,
+            )?))),
             None => Ok(None),
         }
     }
 
     fn describe(&self) -> String {
-        self.client.url.to_string()
-    }
-}
-
-struct HttpBlob {
-    client: Arc<HttpClient>,
-    path: String,
-    size: u64,
-}
-
-impl Blob for HttpBlob {
-    fn size(&self) -> u64 {
-        self.size
+        self.base.clone()
     }
 
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        if off >= self.size {
-            return Ok(0);
-        }
-        let len = usize::try_from(self.size - off)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        Ok(self.client.get_range(&self.path, off, &mut buf[..len])?)
-    }
-
-    fn describe(&self) -> String {
-        format!("{}{}", self.client.url, self.path)
+    fn worker_budget(&self) -> Option<usize> {
+        Some(self.client.cfg.workers)
     }
 }
 
@@ -247,205 +525,5 @@ impl Blob for HttpBlob {
 pub mod testserver;
 
 #[cfg(test)]
-mod tests {
-    use super::testserver::{Behaviour, TestServer};
-    use super::*;
-    use crate::source::mem::pattern;
-    use crate::source::read_full;
-    use std::time::Instant;
-
-    fn quick() -> HttpConfig {
-        HttpConfig {
-            timeout: Duration::from_secs(2),
-            retries: 2,
-            backoff: Duration::from_millis(10),
-            max_idle: 4,
-        }
-    }
-
-    fn source(server: &TestServer, prefix: &str) -> HttpSource {
-        HttpSource::new(&format!("http://{}{prefix}", server.addr), quick()).unwrap()
-    }
-
-    #[test]
-    fn parses_urls() {
-        let u = BaseUrl::parse("http://127.0.0.1:8080/a/b/").unwrap();
-        assert_eq!(
-            u,
-            BaseUrl {
-                host: "127.0.0.1".into(),
-                port: 8080,
-                prefix: "/a/b".into()
-            }
-        );
-        assert_eq!(u.blob_path("x y"), "/a/b/x%20y");
-        assert_eq!(u.to_string(), "http://127.0.0.1:8080/a/b");
-        let u = BaseUrl::parse("http://[::1]:81").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.prefix.as_str()),
-            ("::1", 81, "")
-        );
-        assert_eq!(u.authority(), "[::1]:81");
-        assert_eq!(BaseUrl::parse("http://h").unwrap().port, 80);
-        for bad in [
-            "ftp://h",
-            "http://",
-            "http://h:x",
-            "http://h:99999",
-            "http://u@h",
-            "http://h/?q",
-            "http://[::1",
-        ] {
-            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn range_reads_with_keepalive() {
-        let data = pattern(300_000, 1);
-        let server =
-            TestServer::start(Behaviour::default()).with_blob("/blobs/a.img", data.clone());
-        let src = source(&server, "/blobs");
-        let blob = src.open("a.img").unwrap().unwrap();
-        assert_eq!(blob.size(), 300_000);
-        let mut buf = vec![0u8; 70_000];
-        for off in [0u64, 4096, 250_000, 299_999] {
-            let n = read_full(&*blob, &mut buf, off).unwrap();
-            let end = (off as usize + buf.len()).min(data.len());
-            assert_eq!(&buf[..n], &data[off as usize..end]);
-        }
-        assert_eq!(read_full(&*blob, &mut buf, 300_000).unwrap(), 0);
-        // One probe and four reads over a single kept-alive connection.
-        assert_eq!(src.client.connects(), 1);
-        assert!(src.open("missing").unwrap().is_none());
-    }
-
-    #[test]
-    fn empty_blob_is_416() {
-        let server = TestServer::start(Behaviour::default()).with_blob("/e", Vec::new());
-        let blob = source(&server, "").open("e").unwrap().unwrap();
-        assert_eq!(blob.size(), 0);
-    }
-
-    #[test]
-    fn server_without_range_support() {
-        let data = pattern(50_000, 2);
-        let server = TestServer::start(Behaviour {
-            ignore_range: true,
-            ..Default::default()
-        })
-        .with_blob("/b", data.clone());
-        let blob = source(&server, "").open("b").unwrap().unwrap();
-        assert_eq!(blob.size(), 50_000);
-        let mut buf = vec![0u8; 1000];
-        assert_eq!(read_full(&*blob, &mut buf, 49_500).unwrap(), 500);
-        assert_eq!(&buf[..500], &data[49_500..]);
-    }
-
-    #[test]
-    fn chunked_and_connection_close() {
-        let data = pattern(40_000, 3);
-        let server = TestServer::start(Behaviour {
-            chunked: true,
-            close_each: true,
-            ..Default::default()
-        })
-        .with_blob("/c", data.clone());
-        let src = source(&server, "");
-        let blob = src.open("c").unwrap().unwrap();
-        let mut buf = vec![0u8; 30_000];
-        assert_eq!(read_full(&*blob, &mut buf, 8192).unwrap(), 30_000);
-        assert_eq!(&buf[..], &data[8192..38_192]);
-        assert!(src.client.connects() >= 2);
-    }
-
-    #[test]
-    fn retries_server_errors() {
-        let data = pattern(10_000, 4);
-        let server = TestServer::start(Behaviour {
-            fail_first: 2,
-            ..Default::default()
-        })
-        .with_blob("/r", data.clone());
-        let blob = source(&server, "").open("r").unwrap().unwrap();
-        let mut buf = vec![0u8; 4096];
-        assert_eq!(read_full(&*blob, &mut buf, 0).unwrap(), 4096);
-        assert_eq!(&buf[..], &data[..4096]);
-    }
-
-    #[test]
-    fn truncated_bodies_fail_after_retries() {
-        let server = TestServer::start(Behaviour {
-            truncate: true,
-            ..Default::default()
-        })
-        .with_blob("/t", pattern(100_000, 5));
-        let src = source(&server, "");
-        let blob = src.open("t").unwrap().unwrap();
-        let mut buf = vec![0u8; 65536];
-        let e = read_full(&*blob, &mut buf, 0).unwrap_err();
-        assert!(
-            e.to_string().contains("truncated") || e.to_string().contains("early"),
-            "{e}"
-        );
-        // 1 + 2 retries, each on a new connection (the server closes them).
-        assert!(server.requests() >= 4);
-    }
-
-    #[test]
-    fn stale_keepalive_connection_is_replaced() {
-        let data = pattern(9000, 6);
-        let server = TestServer::start(Behaviour {
-            drop_idle_after_one: true,
-            ..Default::default()
-        })
-        .with_blob("/s", data.clone());
-        let src = source(&server, "");
-        let blob = src.open("s").unwrap().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let mut buf = vec![0u8; 100];
-        assert_eq!(read_full(&*blob, &mut buf, 10).unwrap(), 100);
-        assert_eq!(&buf[..], &data[10..110]);
-        assert_eq!(src.client.connects(), 2);
-    }
-
-    #[test]
-    fn server_gone_is_an_error_not_a_hang() {
-        let server = TestServer::start(Behaviour::default()).with_blob("/g", pattern(5000, 7));
-        let src = source(&server, "");
-        let blob = src.open("g").unwrap().unwrap();
-        drop(server);
-        let t = Instant::now();
-        let mut buf = vec![0u8; 100];
-        assert!(read_full(&*blob, &mut buf, 0).is_err());
-        assert!(src.open("g").is_err());
-        assert!(t.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn garbage_responses_are_errors() {
-        let server = TestServer::start(Behaviour {
-            garbage: true,
-            ..Default::default()
-        })
-        .with_blob("/x", pattern(10, 8));
-        let e = source(&server, "").open("x").err().unwrap();
-        assert!(e.to_string().contains("bad"), "{e}");
-    }
-
-    #[test]
-    fn silent_server_times_out() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cfg = HttpConfig {
-            timeout: Duration::from_millis(200),
-            retries: 1,
-            ..quick()
-        };
-        let src = HttpSource::new(&format!("http://{addr}"), cfg).unwrap();
-        let t = Instant::now();
-        assert!(src.open("x").is_err());
-        assert!(t.elapsed() < Duration::from_secs(3));
-        drop(listener);
-    }
-}
+#[path = "tests.rs"]
+mod tests;

@@ -1,6 +1,9 @@
-//! A tiny HTTP/1.1 server on 127.0.0.1 (port 0) for the client's tests, with
-//! switchable misbehaviour. It only ever listens on loopback, and every
-//! connection thread is shut down when the server is dropped.
+//! A small HTTP/1.1 fixture server on 127.0.0.1 (port 0) for the client's
+//! tests, with switchable hostile behaviour: servers that ignore Range,
+//! answer the wrong range, a wrong total, an error page with 200, reset or
+//! truncate bodies, dribble bytes, redirect, or demand authentication. It
+//! only ever listens on loopback, and every connection is shut down when the
+//! server is dropped.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -23,18 +26,54 @@ pub struct Behaviour {
     pub fail_first: usize,
     /// Send half of every body longer than one byte, then close.
     pub truncate: bool,
+    /// Send half of every body longer than one byte, then reset (RST).
+    pub reset: bool,
     /// Close each connection silently after one response.
     pub drop_idle_after_one: bool,
     /// Answer with something that is not HTTP.
     pub garbage: bool,
+    /// After the probe: 206 with a Content-Range total one larger.
+    pub wrong_total: bool,
+    /// After the probe: 206 for a range starting 4096 bytes later.
+    pub wrong_start: bool,
+    /// After the probe: 200 with an HTML error page.
+    pub html_200: bool,
+    /// After the probe: 200 with a body of the wrong length (not HTML).
+    pub short_200: bool,
+    /// Write bodies one byte every this long.
+    pub dribble: Option<Duration>,
+    /// Send this ETag (quoted) ...
+    pub etag: Option<String>,
+    /// ... and a different one from request N on (the blob "changed").
+    pub etag_changes_at: Option<usize>,
+    /// Answer 401 unless `Authorization: Basic base64(user:pass)`.
+    pub basic_auth: Option<String>,
+    /// Answer 401 with a Bearer challenge unless a token from `/token` is
+    /// presented; tokens live `token_life` seconds (expires_in).
+    pub bearer: bool,
+    pub token_life: u64,
+    /// Answer paths outside `/store/` with 307 to `/store/<path>`.
+    pub redirect: bool,
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    pub path: String,
+    pub range: Option<(u64, u64)>,
+    pub if_range: Option<String>,
+    pub authorization: Option<String>,
 }
 
 struct Shared {
     behaviour: Behaviour,
     blobs: Mutex<HashMap<String, Vec<u8>>>,
     requests: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+    tokens: Mutex<Vec<(String, std::time::Instant)>>,
     stop: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
+    addr: SocketAddr,
 }
 
 pub struct TestServer {
@@ -51,8 +90,11 @@ impl TestServer {
             behaviour,
             blobs: Mutex::new(HashMap::new()),
             requests: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            tokens: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
+            addr,
         });
         let sh = shared.clone();
         let accept = std::thread::spawn(move || {
@@ -83,6 +125,14 @@ impl TestServer {
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 impl Drop for TestServer {
@@ -107,6 +157,11 @@ fn serve(sh: &Shared, stream: TcpStream) {
     }
 }
 
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
 fn serve_conn(sh: &Shared, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(mut w) = stream.try_clone() else {
@@ -118,8 +173,15 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let path = line.split(' ').nth(1).unwrap_or("").to_string();
-        let mut range = None;
+        let target = line.split(' ').nth(1).unwrap_or("").to_string();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.clone(), String::new()),
+        };
+        let mut seen = Seen {
+            path: path.clone(),
+            ..Default::default()
+        };
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -130,14 +192,20 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
                 break;
             }
             if let Some((k, v)) = h.split_once(':') {
+                let v = v.trim();
                 if k.eq_ignore_ascii_case("range") {
-                    range = v.trim().strip_prefix("bytes=").and_then(|v| {
+                    seen.range = v.strip_prefix("bytes=").and_then(|v| {
                         let (a, b) = v.split_once('-')?;
                         Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
                     });
+                } else if k.eq_ignore_ascii_case("if-range") {
+                    seen.if_range = Some(v.to_string());
+                } else if k.eq_ignore_ascii_case("authorization") {
+                    seen.authorization = Some(v.to_string());
                 }
             }
         }
+        sh.seen.lock().unwrap().push(seen.clone());
         let n = sh.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let b = &sh.behaviour;
         if b.garbage {
@@ -145,20 +213,111 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
             return;
         }
         let conn = if b.close_each { "close" } else { "keep-alive" };
-        if n <= b.fail_first {
+        let simple = |w: &mut TcpStream, status: &str, extra: &str, body: &str| {
             let _ = write!(
                 w,
-                "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: {conn}\r\n\r\n"
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+                body.len()
+            );
+        };
+        if n <= b.fail_first {
+            simple(&mut w, "500 Oops", "", "");
+            continue;
+        }
+        // Token endpoint.
+        if path == "/token" {
+            if let Some(cred) = &b.basic_auth {
+                if seen.authorization.as_deref() != Some(&format!("Basic {}", b64(cred))) {
+                    simple(&mut w, "401 Unauthorized", "", "");
+                    continue;
+                }
+            }
+            let tok = format!("tok{n}");
+            let life = b.token_life.max(1);
+            sh.tokens.lock().unwrap().push((
+                tok.clone(),
+                std::time::Instant::now() + Duration::from_secs(life),
+            ));
+            let _ = query;
+            let body = format!("{{\"token\":\"{tok}\",\"expires_in\":{life}}}");
+            simple(
+                &mut w,
+                "200 OK",
+                "Content-Type: application/json\r\n",
+                &body,
             );
             continue;
         }
+        if b.bearer {
+            let ok = seen
+                .authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .is_some_and(|t| {
+                    sh.tokens
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|(k, exp)| k == t && *exp > std::time::Instant::now())
+                });
+            if !ok {
+                let ch = format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{}/token\",service=\"test\",scope=\"repository:r:pull\"\r\n",
+                    sh.addr
+                );
+                simple(&mut w, "401 Unauthorized", &ch, "");
+                continue;
+            }
+        } else if let Some(cred) = &b.basic_auth {
+            if seen.authorization.as_deref() != Some(&format!("Basic {}", b64(cred))) {
+                simple(
+                    &mut w,
+                    "401 Unauthorized",
+                    "WWW-Authenticate: Basic realm=\"test\"\r\n",
+                    "",
+                );
+                continue;
+            }
+        }
+        let path = if b.redirect {
+            match path.strip_prefix("/store") {
+                Some(p) => p.to_string(),
+                None => {
+                    let loc = format!("Location: http://{}/store{path}\r\n", sh.addr);
+                    simple(&mut w, "307 Temporary Redirect", &loc, "");
+                    continue;
+                }
+            }
+        } else {
+            path
+        };
         let data = sh.blobs.lock().unwrap().get(&path).cloned();
         let Some(data) = data else {
-            let _ = write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: {conn}\r\n\r\nnot found");
+            simple(&mut w, "404 Not Found", "", "not found");
             continue;
         };
+        let etag = match (&b.etag, b.etag_changes_at) {
+            (Some(e), Some(at)) if n >= at => format!("ETag: \"{e}-new\"\r\n"),
+            (Some(e), _) => format!("ETag: \"{e}\"\r\n"),
+            _ => String::new(),
+        };
         let len = data.len() as u64;
-        let (status, extra, body) = match range {
+        let probe = seen.range == Some((0, 0));
+        if !probe && seen.range.is_some() && b.html_200 {
+            let page = "<html><body>Service temporarily unavailable</body></html>";
+            simple(
+                &mut w,
+                "200 OK",
+                &format!("{etag}Content-Type: text/html\r\n"),
+                page,
+            );
+            continue;
+        }
+        if !probe && seen.range.is_some() && b.short_200 {
+            simple(&mut w, "200 OK", &etag, "abc");
+            continue;
+        }
+        let (status, extra, body) = match seen.range {
             Some(_) if b.ignore_range => ("200 OK", String::new(), &data[..]),
             None => ("200 OK", String::new(), &data[..]),
             Some((a, _)) if a >= len => (
@@ -168,10 +327,17 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
             ),
             Some((a, e)) => {
                 let e = e.min(len - 1);
+                let (mut sa, mut total) = (a, len);
+                if !probe && b.wrong_start {
+                    sa = (a + 4096).min(e);
+                }
+                if !probe && b.wrong_total {
+                    total = len + 1;
+                }
                 (
                     "206 Partial Content",
-                    format!("Content-Range: bytes {a}-{e}/{len}\r\n"),
-                    &data[a as usize..=e as usize],
+                    format!("Content-Range: bytes {sa}-{e}/{total}\r\n"),
+                    &data[sa as usize..=e as usize],
                 )
             }
         };
@@ -182,13 +348,26 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
         };
         let _ = write!(
             w,
-            "HTTP/1.1 {status}\r\n{extra}{framing}Connection: {conn}\r\n\r\n"
+            "HTTP/1.1 {status}\r\n{extra}{etag}Content-Type: application/octet-stream\r\n\
+             {framing}Connection: {conn}\r\n\r\n"
         );
-        if b.truncate && body.len() > 1 {
+        if (b.truncate || b.reset) && body.len() > 1 {
             let _ = w.write_all(&body[..body.len() / 2]);
+            let _ = w.flush();
+            if b.reset {
+                // SO_LINGER 0: close() sends RST instead of FIN.
+                let _ = socket2_linger0(&w);
+            }
             return;
         }
-        if b.chunked {
+        if let Some(d) = b.dribble {
+            for c in body.chunks(1) {
+                if w.write_all(c).is_err() || sh.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(d);
+            }
+        } else if b.chunked {
             for c in body.chunks(7000) {
                 let _ = write!(w, "{:x};ext=1\r\n", c.len());
                 let _ = w.write_all(c);
@@ -202,4 +381,27 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
             return;
         }
     }
+}
+
+fn socket2_linger0(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `s` is an open socket; `l` is a valid linger struct of the
+    // size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
