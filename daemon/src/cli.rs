@@ -183,6 +183,12 @@ pub struct SuperviseArgs {
     /// fetched from there at start (then `restore` is written).
     #[arg(long, value_name = "PATH")]
     pub fd_holder: Option<PathBuf>,
+    /// Internal (supervisor re-exec at upgrade): the bound devnode fd.
+    #[arg(long, value_name = "N", hide = true, requires = "adopt_worker")]
+    pub adopt_fd: Option<i32>,
+    /// Internal (supervisor re-exec at upgrade): the running worker's pid.
+    #[arg(long, value_name = "PID", hide = true, requires = "adopt_fd")]
+    pub adopt_worker: Option<u32>,
 }
 
 /// Parses `123`, `64K`, `10M`, `1G` (binary multiples; optional `B`/`iB`).

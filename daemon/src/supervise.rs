@@ -40,6 +40,52 @@ const FDNAME: &str = "devnode";
 const TOKEN_SIGNAL: u64 = 1;
 const TOKEN_READY: u64 = 2;
 
+/// A worker: started by this process, or by the supervisor this process
+/// was before it re-executed itself at an upgrade.
+enum Worker {
+    Spawned(Child),
+    Adopted(u32),
+}
+
+impl Worker {
+    fn id(&self) -> u32 {
+        match self {
+            Worker::Spawned(c) => c.id(),
+            Worker::Adopted(p) => *p,
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Worker::Spawned(c) => c.try_wait(),
+            Worker::Adopted(pid) => {
+                let mut status = 0;
+                // SAFETY: waitpid writes one int; `pid` is our child.
+                let r = unsafe { libc::waitpid(*pid as libc::pid_t, &mut status, libc::WNOHANG) };
+                match r {
+                    0 => Ok(None),
+                    r if r < 0 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(Some(ExitStatus::from_raw(status))),
+                }
+            }
+        }
+    }
+
+    fn kill_and_reap(&mut self) {
+        let _ = sys::kill(self.id(), libc::SIGKILL);
+        match self {
+            Worker::Spawned(c) => {
+                let _ = c.wait();
+            }
+            Worker::Adopted(pid) => {
+                let mut status = 0;
+                // SAFETY: as in try_wait.
+                unsafe { libc::waitpid(*pid as libc::pid_t, &mut status, 0) };
+            }
+        }
+    }
+}
+
 /// What ended a wait on the worker.
 enum Event {
     Exited(ExitStatus),
@@ -62,6 +108,8 @@ struct Supervisor<'a> {
     told_ready: std::cell::Cell<bool>,
     /// Where this binary was started from (for when /proc is missing).
     exe: PathBuf,
+    /// A worker inherited from the supervisor we were before an upgrade.
+    adopted: std::cell::Cell<Option<u32>>,
 }
 
 /// Gets an already bound devnode back from systemd's fd store or the holder.
@@ -150,8 +198,25 @@ pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
         error!("supervise needs --dir (the cache directory)");
         return exitcode::USAGE;
     };
-    let (dev, restore_first) = match devnode_from_store(args) {
-        Some(d) => (d, true),
+    let adopted = args.adopt_worker;
+    let stored = match args.adopt_fd {
+        Some(fd) => match CachefilesDev::from_inherited_fd(fd) {
+            Ok(d) => {
+                info!(
+                    "re-executed at upgrade; keeping the devnode (fd {fd}) and worker pid {}",
+                    adopted.unwrap_or(0)
+                );
+                Some((d, false))
+            }
+            Err(e) => {
+                error!("{e}");
+                return exitcode::FAILURE;
+            }
+        },
+        None => devnode_from_store(args).map(|d| (d, true)),
+    };
+    let (dev, restore_first) = match stored {
+        Some(d) => d,
         None => match open_and_bind(&args.serve, dir) {
             Ok(d) => {
                 store_devnode(args, &d);
@@ -161,7 +226,7 @@ pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
         },
     };
     info!("supervising workers on devnode fd {}", dev.raw_fd());
-    let (ready_rx, ready_tx) = match nix::unistd::pipe() {
+    let (ready_rx, ready_tx) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
             error!("pipe: {e}");
@@ -192,6 +257,7 @@ pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
         ready_tx,
         told_ready: std::cell::Cell::new(false),
         exe: upgrade::exe_on_disk(),
+        adopted: std::cell::Cell::new(adopted),
     }
     .run()
 }
@@ -203,7 +269,11 @@ impl Supervisor<'_> {
         let mut restore = self.restore_first;
         loop {
             let started = Instant::now();
-            let mut child = match self.spawn(restore, None) {
+            let spawned = match self.adopted.take() {
+                Some(pid) => Ok(Worker::Adopted(pid)),
+                None => self.spawn(restore, None).map(Worker::Spawned),
+            };
+            let mut child = match spawned {
                 Ok(c) => c,
                 Err(e) => {
                     // fork's EAGAIN/ENOMEM, a missing binary: the devnode is
@@ -217,8 +287,13 @@ impl Supervisor<'_> {
                 }
             };
             info!(
-                "worker pid {} started{}",
+                "worker pid {} {}{}",
                 child.id(),
+                if matches!(child, Worker::Adopted(_)) {
+                    "adopted"
+                } else {
+                    "started"
+                },
                 if restore { " (restore)" } else { "" }
             );
             let status = match self.wait(&mut child) {
@@ -344,8 +419,8 @@ impl Supervisor<'_> {
     /// Waits for the child to exit or a stop signal. SIGCHLD wakes the
     /// wait; a one-second tick covers coalesced signals. SIGUSR2 upgrades
     /// the worker in place (the new one replaces `child`).
-    fn wait(&self, child: &mut Child) -> Event {
-        let mut retiring: Option<Child> = None;
+    fn wait(&self, child: &mut Worker) -> Event {
+        let mut retiring: Option<Worker> = None;
         loop {
             if let Some(old) = &mut retiring {
                 if let Ok(Some(s)) = old.try_wait() {
@@ -355,6 +430,8 @@ impl Supervisor<'_> {
                         describe(s)
                     );
                     retiring = None;
+                    // Now the supervisor itself moves to the new binary.
+                    self.reexec(child.id());
                 }
             }
             if let Some(ev) = self.poll_child(child) {
@@ -373,7 +450,7 @@ impl Supervisor<'_> {
                             new.id(),
                             child.id()
                         );
-                        retiring = Some(std::mem::replace(child, new));
+                        retiring = Some(std::mem::replace(child, Worker::Spawned(new)));
                     }
                     Err(e) => error!("upgrade: {e}"),
                 },
@@ -408,7 +485,47 @@ impl Supervisor<'_> {
         }
     }
 
-    fn poll_child(&self, child: &mut Child) -> Option<Event> {
+    /// Replaces this process's image by the odd binary on disk, keeping the
+    /// devnode and the worker (a child stays a child across exec, and the
+    /// worker's parent-death signal does not fire). Returns only on failure.
+    fn reexec(&self, worker: u32) {
+        use std::os::unix::ffi::OsStrExt;
+        let exe = upgrade::exe_on_disk();
+        let fd = self.dev.raw_fd();
+        let mut args: Vec<std::ffi::CString> = vec![c"odd".into()];
+        let mut it = std::env::args_os().skip(1);
+        while let Some(a) = it.next() {
+            if a == "--adopt-fd" || a == "--adopt-worker" {
+                it.next();
+                continue;
+            }
+            args.extend(std::ffi::CString::new(a.as_bytes()).ok());
+        }
+        for a in [
+            "--adopt-fd".to_string(),
+            fd.to_string(),
+            "--adopt-worker".to_string(),
+            worker.to_string(),
+        ] {
+            args.extend(std::ffi::CString::new(a).ok());
+        }
+        let Ok(path) = std::ffi::CString::new(exe.as_os_str().as_bytes()) else {
+            return;
+        };
+        if let Err(e) = sys::set_cloexec(fd, false) {
+            error!("upgrade: cannot keep the devnode across exec: {e}");
+            return;
+        }
+        info!("upgrade: the supervisor re-executes {}", exe.display());
+        let e = nix::unistd::execv(&path, &args).unwrap_err();
+        error!(
+            "upgrade: exec {}: {e}; the supervisor stays as it is",
+            exe.display()
+        );
+        let _ = sys::set_cloexec(fd, true);
+    }
+
+    fn poll_child(&self, child: &mut Worker) -> Option<Event> {
         match child.try_wait() {
             Ok(Some(s)) => Some(Event::Exited(s)),
             Ok(None) => None,
@@ -420,7 +537,7 @@ impl Supervisor<'_> {
     }
 
     /// Drains pending signals. USR1/HUP are forwarded.
-    fn handle_signals(&self, child: Option<&Child>) -> Sig {
+    fn handle_signals(&self, child: Option<&Worker>) -> Sig {
         let mut out = Sig::None;
         while let Some(sig) = self.signals.next() {
             match sig {
@@ -459,7 +576,7 @@ impl Supervisor<'_> {
     }
 
     /// SIGTERM to the worker, SIGKILL after the stop timeout; exit 0.
-    fn stop(&self, mut child: Child) -> i32 {
+    fn stop(&self, mut child: Worker) -> i32 {
         let _ = sys::kill(child.id(), libc::SIGTERM);
         let timeout = Duration::from_millis(self.args.stop_timeout_ms);
         let deadline = Instant::now() + timeout;
@@ -475,8 +592,7 @@ impl Supervisor<'_> {
                 }
                 _ => {
                     warn!("worker did not stop within {timeout:?}; killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    child.kill_and_reap();
                     return self.finish(exitcode::OK);
                 }
             }
