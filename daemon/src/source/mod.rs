@@ -149,7 +149,7 @@ pub fn from_spec(spec: &str, http: &http::HttpConfig) -> Result<Box<dyn Source>,
 }
 
 /// What looking a blob up in every source gave.
-#[cfg(test)]
+#[allow(dead_code)]
 pub enum Lookup {
     Found(Arc<dyn Blob>),
     /// No source has it (and none failed).
@@ -323,7 +323,7 @@ impl Sources {
 
     /// Finds `name` in the first source that has it. A source that fails
     /// (e.g. an HTTP server that is down) is logged and skipped.
-    #[cfg(test)]
+    #[allow(dead_code)] // kept for callers outside the handler
     pub fn lookup(&self, name: &str) -> Lookup {
         let mut failure = None;
         for i in 0..self.list.len() {
