@@ -23,7 +23,7 @@ use crate::control::{self, Handover, ObjState};
 use crate::devnode::{self, CachefilesDev};
 use crate::exitcode;
 use crate::objects::Object;
-use crate::source::{Lookup, Sources};
+use crate::source::Sources;
 
 /// What a takeover brings.
 pub struct TakenOver {
@@ -74,22 +74,23 @@ impl WriteLine for &UnixStream {
 pub fn rebuild_objects(list: Vec<(ObjState, OwnedFd)>, sources: &Sources) -> Vec<Object> {
     let mut out = Vec::new();
     for (st, fd) in list {
-        match sources.lookup(&st.blob) {
-            Lookup::Found(blob) if blob.size() == st.size => out.push(Object::new(
+        let found = (0..sources.len()).find_map(|i| sources.lookup_in(i, &st.blob).ok().flatten());
+        match found {
+            Some(blob) if blob.size() == st.size => out.push(Object::new(
                 st.id,
                 st.volume,
                 st.blob,
                 blob,
                 devnode::anon_fd_from_owned(fd),
             )),
-            Lookup::Found(blob) => warn!(
+            Some(blob) => warn!(
                 "object {} ({:?}): the blob is now {} bytes, was {}; closing it",
                 st.id,
                 st.blob,
                 blob.size(),
                 st.size
             ),
-            _ => warn!(
+            None => warn!(
                 "object {} ({:?}): blob not found any more; closing it",
                 st.id, st.blob
             ),
