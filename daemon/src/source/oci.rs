@@ -388,6 +388,114 @@ impl Source for OciSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::http::testserver::{Behaviour, TestServer};
+    use crate::source::mem::pattern;
+    use crate::source::read_full;
+
+    fn creds_file(tag: &str, c: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("odd-creds-{}-{tag}", std::process::id()));
+        std::fs::write(&p, c).unwrap();
+        p
+    }
+
+    fn serve(b: Behaviour) -> (TestServer, String, Vec<u8>) {
+        let data = pattern(100_000, 4);
+        let digest = format!("sha256:{}", "5e".repeat(32));
+        let server = TestServer::start(b).with_blob(&format!("/v2/r/blobs/{digest}"), data.clone());
+        (server, digest, data)
+    }
+
+    fn source(server: &TestServer, creds: Option<&str>, tag: &str) -> OciSource {
+        let cfg = HttpConfig {
+            timeout: Duration::from_secs(2),
+            backoff: Duration::from_millis(10),
+            credentials: creds.map(|c| creds_file(tag, c)),
+            ..HttpConfig::default()
+        };
+        OciSource::new(&format!("oci+http://{}/r", server.addr), cfg).unwrap()
+    }
+
+    fn read_some(src: &OciSource, name: &str, data: &[u8]) {
+        let blob = src.open(name).unwrap().expect("blob");
+        assert_eq!(blob.size(), data.len() as u64);
+        let mut buf = vec![0u8; 5000];
+        assert_eq!(read_full(&*blob, &mut buf, 1000).unwrap(), 5000);
+        assert_eq!(&buf[..], &data[1000..6000]);
+        assert_eq!(
+            blob.sha256_digest().unwrap(),
+            format!("sha256:{}", "5e".repeat(32))
+        );
+    }
+
+    #[test]
+    fn anonymous_and_missing() {
+        let (server, digest, data) = serve(Behaviour::default());
+        let src = source(&server, None, "anon");
+        read_some(&src, &digest, &data);
+        assert!(src
+            .open(&format!("sha256:{}", "00".repeat(32)))
+            .unwrap()
+            .is_none());
+        // Not a digest and not mapped: never asked for.
+        let n = server.requests();
+        assert!(src.open("img.blob").unwrap().is_none());
+        assert_eq!(server.requests(), n);
+    }
+
+    #[test]
+    fn basic_auth_after_the_challenge() {
+        let b = Behaviour {
+            basic_auth: Some("u:pw".into()),
+            ..Default::default()
+        };
+        let (server, digest, data) = serve(b.clone());
+        read_some(&source(&server, Some("u:pw\n"), "basic"), &digest, &data);
+        // Wrong password: EACCES, and only one retry with credentials.
+        let (server, digest, _) = serve(b);
+        let e = source(&server, Some("u:nope"), "basic2")
+            .open(&digest)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert_eq!(server.requests(), 2);
+        let (server2, digest2, _) = serve(Behaviour {
+            basic_auth: Some("u:pw".into()),
+            ..Default::default()
+        });
+        let e = source(&server2, None, "none").open(&digest2).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+    }
+
+    #[test]
+    fn bearer_token_flow_and_renewal() {
+        let (server, digest, data) = serve(Behaviour {
+            bearer: true,
+            basic_auth: Some("u:pw".into()),
+            token_life: 6,
+            ..Default::default()
+        });
+        let src = source(&server, Some("u:pw"), "bearer");
+        read_some(&src, &digest, &data);
+        let seen = server.seen();
+        // Challenge, token (with the basic credentials), then the bearer.
+        assert_eq!(seen[1].path, "/token");
+        assert!(seen[1]
+            .authorization
+            .as_deref()
+            .unwrap()
+            .starts_with("Basic "));
+        assert!(seen[2]
+            .authorization
+            .as_deref()
+            .unwrap()
+            .starts_with("Bearer tok"));
+        let tokens = |s: &TestServer| s.seen().iter().filter(|x| x.path == "/token").count();
+        assert_eq!(tokens(&server), 1);
+        // Within 5 s of expiry the token is renewed before use.
+        std::thread::sleep(Duration::from_millis(1200));
+        read_some(&src, &digest, &data);
+        assert_eq!(tokens(&server), 2);
+    }
 
     #[test]
     fn names_to_digests() {
@@ -446,5 +554,28 @@ mod tests {
         std::fs::write(&dir, "img.blob md5:abc\n").unwrap();
         assert!(load_map(&dir).unwrap_err().contains(":1:"));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    /// Against a real registry (`tests/odd_oci.sh`'s set-up on the host):
+    /// ODD_TEST_OCI=oci://127.0.0.1:5000/odd/test ODD_TEST_CA=... \
+    /// ODD_TEST_CREDS=... ODD_TEST_MAP=... ODD_TEST_BLOB=path/to/simple.img
+    /// cargo test live_registry -- --ignored
+    #[test]
+    #[ignore]
+    fn live_registry() {
+        let env = |k: &str| std::env::var(k).ok();
+        let cfg = HttpConfig {
+            ca_file: env("ODD_TEST_CA").map(Into::into),
+            credentials: env("ODD_TEST_CREDS").map(Into::into),
+            oci_map: env("ODD_TEST_MAP").map(Into::into),
+            ..HttpConfig::default()
+        };
+        let src = OciSource::new(&env("ODD_TEST_OCI").unwrap(), cfg).unwrap();
+        let want = std::fs::read(env("ODD_TEST_BLOB").unwrap()).unwrap();
+        let blob = src.open("simple.img").unwrap().expect("simple.img");
+        let mut got = vec![0u8; want.len()];
+        assert_eq!(read_full(&*blob, &mut got, 0).unwrap(), want.len());
+        assert!(got == want);
+        assert!(src.open("gone.img").unwrap().is_none());
     }
 }
