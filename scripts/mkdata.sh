@@ -8,12 +8,13 @@
 #   meta2.img       a copy of meta.img: a second image using blob.img, to
 #                   share it under one domain_id
 #   junk.img        8 KiB of random bytes: a blob that is not an image
+#   oci/            a registry and its TLS/auth set-up (mkdata-oci.sh)
 # Images are uncompressed: 6.12 erofs has a known bug when a compressed
 # read is split between cached and uncached data.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 data=$CFOD_TOP/out/data
-stamp=$(sha256sum "$0" | cut -c1-16)
+stamp=$(cat "$0" "$(dirname "$0")/mkdata-oci.sh" | sha256sum | cut -c1-16)
 [ "$(cat "$data/.stamp" 2>/dev/null)" = "$stamp" ] && exit 0
 rm -rf "$data"
 mkdir -p "$data/blobs"
@@ -44,5 +45,6 @@ mkfs.erofs --quiet -T0 --all-root --blobdev="$data/blobs/blob.img" --chunksize=4
 	"$data/blobs/meta.img" "$data/tree" >/dev/null
 cp "$data/blobs/meta.img" "$data/blobs/meta2.img"
 head -c 8192 /dev/urandom >"$data/blobs/junk.img"
+"$(dirname "$0")/mkdata-oci.sh" "$data"
 echo "$stamp" >"$data/.stamp"
 du -sh "$data"/tree "$data"/blobs/* | sed 's/^/mkdata: /'

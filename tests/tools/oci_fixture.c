@@ -6,6 +6,8 @@
  *	uploads FILE as blob DIGEST of REPO to the plain-http registry on
  *	127.0.0.1:PORT through the distribution API (POST an upload, then
  *	PUT its Location with ?digest= and the body); exit 0 on 201.
+ *   oci_fixture wait PORT
+ *	waits up to 60 s until 127.0.0.1:PORT accepts a connection.
  *   oci_fixture redirect PORT TARGET_PORT
  *	answers every request on 127.0.0.1:PORT with 307 to the same path on
  *	http://127.0.0.1:TARGET_PORT (registries redirect blob GETs to object
@@ -22,6 +24,34 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static int try_dial(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static int wait_port(int port)
+{
+	for (int i = 0; i < 600; i++) {
+		int fd = try_dial(port);
+
+		if (fd >= 0) {
+			close(fd);
+			return 0;
+		}
+		usleep(100000);
+	}
+	fprintf(stderr, "wait: nothing listens on port %d\n", port);
+	return 1;
+}
 
 static int dial(int port)
 {
@@ -165,9 +195,11 @@ int main(int argc, char **argv)
 {
 	if (argc == 6 && !strcmp(argv[1], "push"))
 		return push(atoi(argv[2]), argv[3], argv[4], argv[5]);
+	if (argc == 3 && !strcmp(argv[1], "wait"))
+		return wait_port(atoi(argv[2]));
 	if (argc == 4 && !strcmp(argv[1], "redirect"))
 		return redirect(atoi(argv[2]), atoi(argv[3]));
-	fprintf(stderr, "usage: %s push PORT REPO DIGEST FILE | redirect PORT TARGET_PORT\n",
+	fprintf(stderr, "usage: %s push PORT REPO DIGEST FILE | wait PORT | redirect PORT TARGET_PORT\n",
 		argv[0]);
 	return 2;
 }
