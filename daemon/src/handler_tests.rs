@@ -564,6 +564,47 @@ fn prefetch_fills_the_cache_file() {
     h.shutdown();
 }
 
+#[test]
+fn prefetch_checks_digests() {
+    use sha2::{Digest, Sha256};
+    let data = pattern(200_000, 9);
+    let good = format!("sha256:{:x}", Sha256::digest(&data));
+    let bad = format!("sha256:{}", "00".repeat(32));
+    let dev = MockDev::new();
+    let stats = Arc::new(Stats::default());
+    let pf = Prefetcher::start(0, 32 * 1024, P, stats.clone()).unwrap();
+    let src = MemSource::default()
+        .with_digest("good", data.clone(), &good)
+        .with_digest("bad", data.clone(), &bad);
+    let h = Handler::new(
+        dev.clone(),
+        Sources::new(vec![Box::new(src)]),
+        stats.clone(),
+        Personas::new(vec![], 0, None).unwrap(),
+        Some(pf),
+        HandlerConfig {
+            page: P,
+            chunk: 65536,
+        },
+        Box::new(|| {}),
+    );
+    for (i, name) in ["good", "bad"].iter().enumerate() {
+        let i = i as u32 + 1;
+        dev.push_open(i, i, 100 + i, &format!("erofs,{name}"), name.as_bytes());
+        let mut buf = [0u8; 1024];
+        let n = dev.read_msg(&mut buf).unwrap();
+        let t = h.accept(&buf[..n]).unwrap();
+        h.run(t);
+    }
+    assert!(dev.wait_until(Duration::from_secs(5), || stats
+        .prefetch_done
+        .load(Ordering::SeqCst)
+        == 2));
+    assert_eq!(stats.digest_ok.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.digest_mismatch.load(Ordering::SeqCst), 1);
+    h.shutdown();
+}
+
 mod over_http {
     use super::*;
     use crate::source::http::testserver::{Behaviour, TestServer};

@@ -361,6 +361,8 @@ pub mod mem {
         pub fail: AtomicBool,
         /// Panic in read_at (a bug in a source).
         pub panic: AtomicBool,
+        /// The digest it claims to have (as an `oci://` blob does).
+        pub digest: Option<String>,
     }
 
     impl Blob for MemBlob {
@@ -385,6 +387,9 @@ pub mod mem {
         fn describe(&self) -> String {
             "memory".into()
         }
+        fn sha256_digest(&self) -> Option<String> {
+            self.digest.clone()
+        }
     }
 
     #[derive(Default)]
@@ -400,6 +405,19 @@ pub mod mem {
                 claimed_size: None,
                 fail: AtomicBool::new(false),
                 panic: AtomicBool::new(false),
+                digest: None,
+            };
+            self.blobs.insert(name.into(), Arc::new(b));
+            self
+        }
+        /// A blob that claims `digest` as its sha256.
+        pub fn with_digest(mut self, name: &str, data: Vec<u8>, digest: &str) -> Self {
+            let b = MemBlob {
+                data,
+                claimed_size: None,
+                fail: AtomicBool::new(false),
+                panic: AtomicBool::new(false),
+                digest: Some(digest.into()),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
@@ -410,6 +428,7 @@ pub mod mem {
                 claimed_size: Some(size),
                 fail: AtomicBool::new(false),
                 panic: AtomicBool::new(false),
+                digest: None,
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
