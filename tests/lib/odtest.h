@@ -522,4 +522,130 @@ static int od_race_end(void)
 	return ktap_finish();
 }
 
+/*
+ * For the tests of issue 17: this process' own fds, a reader that reports
+ * its errno, and a thread asleep in poll() on the devnode.
+ */
+#include <pthread.h>
+#include <sys/syscall.h>
+
+/* The fds of this very process (count_fds() counts those of a child ls,
+ * which does not inherit O_CLOEXEC ones). */
+static int own_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;	/* not the directory's own fd */
+}
+
+/*
+ * Fork a child that reads len bytes at off of path with one pread(); it
+ * exits with 0 if it got them all, the errno if the read failed, 255 on a
+ * short read.
+ */
+static pid_t start_read(const char *path, off_t off, size_t len)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		static char rbuf[1 << 20];
+		int fd;
+		ssize_t n;
+
+		close_range(3, ~0U, 0);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			_exit(errno & 0xff);
+		if (len > sizeof(rbuf))
+			len = sizeof(rbuf);
+		n = pread(fd, rbuf, len, off);
+		if (n < 0)
+			_exit(errno & 0xff);
+		_exit(n == (ssize_t)len ? 0 : 255);
+	}
+	return pid;
+}
+
+/*
+ * A thread asleep in poll() on the devnode with a long timeout: whatever
+ * should wake the daemon must wake it, well before the timeout. Its pollers
+ * in the tests loop with short timeouts, which hide a missing wake-up.
+ */
+struct pollwait {
+	int dev, timeout_ms;
+	pthread_t thread;
+	volatile pid_t tid;
+	volatile int done, revents;
+	volatile long woke_at;
+};
+
+static void *pollwait_thread(void *arg)
+{
+	struct pollwait *w = arg;
+	struct pollfd p = { .fd = w->dev, .events = POLLIN };
+
+	w->tid = syscall(SYS_gettid);
+	/* The raw syscall, so that /proc shows it as poll (7). */
+	if (syscall(SYS_poll, &p, 1, w->timeout_ms) == 1)
+		w->revents = p.revents;
+	w->woke_at = now_ms();
+	w->done = 1;
+	return NULL;
+}
+
+/* The thread's current syscall number, or -1 (running, or gone). */
+static int task_syscall(pid_t tid)
+{
+	char path[64];
+	int nr = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "re");
+	if (f) {
+		if (fscanf(f, "%d", &nr) != 1)
+			nr = -1;
+		fclose(f);
+	}
+	return nr;
+}
+
+/*
+ * Start the thread and wait until it sleeps in poll(); 1 if it does (0 if
+ * poll() returned at once, e.g. because something is already readable).
+ */
+static int pollwait_start(struct pollwait *w, int dev, int timeout_ms)
+{
+	long end = now_ms() + 10000;
+
+	memset(w, 0, sizeof(*w));
+	w->dev = dev;
+	w->timeout_ms = timeout_ms;
+	if (pthread_create(&w->thread, NULL, pollwait_thread, w))
+		return 0;
+	while (!w->done && now_ms() < end) {
+		if (w->tid && od_task_state(w->tid) == 'S' &&
+		    task_syscall(w->tid) == SYS_poll)
+			return 1;
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* Join the thread; how long after since_ms it woke, or -1 if it timed out
+ * without POLLIN. */
+static long pollwait_end(struct pollwait *w, long since_ms)
+{
+	pthread_join(w->thread, NULL);
+	return w->revents & POLLIN ? w->woke_at - since_ms : -1;
+}
+
 #endif /* ODTEST_H */
