@@ -2,7 +2,7 @@
 # Top-level targets. The module itself is built by kbuild from ./Kbuild:
 #   make KDIR=<kernel build dir>        build cachefiles_ondemand_rs.ko
 #   make check [BACKEND=c|rust]         the whole suite from a fresh machine
-#   make demo [BACKEND=c|rust]          the main job: an on-demand mount
+#   make demo [BACKEND=rust|c]          the main job: odd serving an on-demand mount (rust by default)
 #   make lint                           rustfmt --check and clippy
 #   make mutants                        break the Rust backend on purpose: tests must fail
 #   make kernel | kernel-bench          build (or reuse) a kernel
@@ -17,7 +17,7 @@ module:
 check:
 	scripts/check.sh $(BACKEND)
 demo:
-	scripts/demo.sh $(firstword $(BACKEND))
+	scripts/demo.sh $(if $(filter command line environment,$(origin BACKEND)),$(firstword $(BACKEND)),rust)
 bench:
 	scripts/bench.sh
 lint: fmt-check clippy
