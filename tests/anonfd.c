@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The anonymous fd handed to the daemon with each OPEN: READ_COMPLETE and
- * its checks (unknown ioctl, unknown id, an OPEN id, another object's fd,
- * twice), unaligned and partial writes, a reader killed while it waits (its
- * late READ_COMPLETE is refused), and pwrite/llseek after the object was
- * withdrawn by unmount (ENOBUFS, in a loop).
+ * its checks (unknown ioctl, unknown id, another object's fd, twice; an
+ * OPEN's id is in copen.c, which holds an OPEN and its fd), unaligned and
+ * partial writes, write() advancing the fd's position, a reader killed while
+ * it waits (its late READ_COMPLETE is refused), pwrite/llseek after the
+ * object was withdrawn by unmount (ENOBUFS, in a loop), and the release of
+ * an fd completing the unread CLOSE an unmount waits for.
  */
 #include "odtest.h"
 
@@ -25,6 +27,23 @@ static struct cachefiles_msg *next_read(struct od_server *s)
 	}
 }
 
+/* The file position of one of our fds, from /proc/self/fdinfo; -1 if unknown. */
+static long long fd_pos(int fd)
+{
+	char path[64];
+	long long pos = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (f) {
+		if (fscanf(f, "pos: %lld", &pos) != 1)
+			pos = -1;
+		fclose(f);
+	}
+	return pos;
+}
+
 static int complete(int fd, unsigned long id)
 {
 	return ioctl(fd, CACHEFILES_IOC_READ_COMPLETE, id) < 0 ? -errno : 0;
@@ -39,7 +58,7 @@ int main(void)
 	unsigned int read_id;
 	pid_t m, r, u;
 
-	ktap_plan(15);
+	ktap_plan(21);
 	dev = dev_open();
 	if (dev < 0 || dev_bind(dev, "anonfd")) {
 		diag("cannot bind");
@@ -82,6 +101,22 @@ int main(void)
 		      "a partial page at an aligned offset: EINVAL (got %d, errno %d)",
 		      ret, ret < 0 ? errno : 0);
 	}
+	{
+		/* write(), not pwrite(): the blob's first two pages where
+		 * they belong, if the fd's position follows the writes.
+		 */
+		struct od_obj *w = o->size >= 8192 ? o : other;
+		long long p0 = fd_pos(w->anon_fd), p1, p2;
+
+		pread(w->blob_fd, page, 8192, 0);
+		ret = write(w->anon_fd, page, 4096);
+		p1 = fd_pos(w->anon_fd);
+		ret += write(w->anon_fd, page + 4096, 4096);
+		p2 = fd_pos(w->anon_fd);
+		check(ret == 8192 && p0 == 0 && p1 == 4096 && p2 == 8192,
+		      "write() advances the anonymous fd's position (%lld, %lld, %lld; %d bytes)",
+		      p0, p1, p2, ret);
+	}
 	od_answer(&s, msg);
 	check(complete(o->anon_fd, read_id) == -EINVAL, "READ_COMPLETE twice: EINVAL");
 	st = od_serve_until(&s, r, 120000);
@@ -114,11 +149,31 @@ int main(void)
 	check(ret == 0, "pwrite and llseek after unmount: ENOBUFS 200 times each");
 	close(fd);
 	od_close_all(&s);
+
+	/*
+	 * An unmount waits for its CLOSE, which nobody reads: releasing the
+	 * object's anonymous fd completes it.
+	 */
+	st = od_serve_until(&s, start_mount("fsid=simple.img", MNT), 60000);
+	check(st == 0 && s.opens == 3, "simple.img mounted (status %d)", st);
+	u = start_sh("umount " MNT);
+	check(dev_pollin(dev, 30000) && wait_child(u, 0) == -1,
+	      "the unmount waits for its CLOSE, unread");
+	od_close_all(&s);
+	st = wait_child(u, 10000);
+	check(st == 0, "releasing the anonymous fd completes the unread CLOSE: unmount done (status %d)",
+	      st);
+	if (st < 0)
+		od_serve_until(&s, u, 30000);
+	ret = dev_read(dev, msg, sizeof(buf));
+	check(ret == 0, "the CLOSE is gone from the queue: read gets 0 (%d)", ret);
 	close(dev);
 	for (i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
 		usleep(100000);
 	check(dev >= 0, "the cache is freed once the devnode and the fds are closed");
 	if (dev >= 0)
 		close(dev);
+	st = od_d_state_scan();
+	check(st == 0, "nothing left in D state (%d)", st);
 	return ktap_finish();
 }
