@@ -1,485 +1,370 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * edge: scratch edge-case test of the on-demand backend (any backend).
- *   edge CACHEDIR BLOBDIR TREEDIR
+ * edge: the on-demand protocol from more angles, with this program as the
+ * daemon (through odtest.h, so the bind asserts the backend):
+ *   A  malformed commands, EMSGSIZE, EFAULT (no fd installed)
+ *   B  copen of an unread OPEN, an fd closed before copen (EBADFD), daemon
+ *      errors and bad sizes, each with the errno the mount gets
+ *   C  a served mount; checks on the anonymous fd at the first READ
+ *   D  a reader killed while waiting; its late READ_COMPLETE is refused
+ *   F  failover: the daemon's fds go away, restore, reopen
+ *   G  unmount with the reopen OPEN pending (group 10); a lazy unmount with
+ *      a READ pending and the reopen work waiting for its copen
+ *   H  the anonymous fd outlives its object: ENOBUFS
+ *   E  the devnode closed with a READ pending: the reader gets EIO
+ *   I  the cache killed by an injected I/O error while a READ it has read
+ *      is pending (group 9): the reader gets EIO, nothing hangs
+ * "core:" marks points that test code shared by both backends (the devnode
+ * command parser in daemon.c, erofs): they cannot catch a backend bug.
  */
-#define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/cachefiles.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#include "odtest.h"
 
-static int n, failed;
-static const char *blobdir, *treedir;
+#define MNT "/mnt/edge"
+#define MNT2 "/mnt/edge2"
 
-static void check(int ok, const char *fmt, ...)
+static char buf[CACHEFILES_MSG_MAX_SIZE];
+static struct cachefiles_msg *msg = (void *)buf;
+static struct cachefiles_open *load = (void *)(buf + sizeof(struct cachefiles_msg));
+static struct od_server s;
+static long long img_size;
+
+/* The next message of opcode op, answering any other on the way. */
+static int next_of(int op)
 {
-	va_list ap;
-
-	printf("%sok %d ", ok ? "" : "not ", ++n);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-	if (!ok)
-		failed++;
-}
-
-/* write a command; returns 0 or -errno */
-static int cmd(int dev, const char *s, size_t len)
-{
-	ssize_t r = write(dev, s, len);
-
-	if (r < 0)
-		return -errno;
-	return r == (ssize_t)len ? 0 : -1000;
-}
-
-static int cmds(int dev, const char *s)
-{
-	return cmd(dev, s, strlen(s));
-}
-
-static int wait_req(int dev, int ms)
-{
-	struct pollfd p = { .fd = dev, .events = POLLIN };
-
-	return poll(&p, 1, ms) > 0 && (p.revents & POLLIN);
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int c = 0;
-
-	while ((e = readdir(d)))
-		c++;
-	closedir(d);
-	return c;
-}
-
-static pid_t spawn(const char *sh)
-{
-	pid_t p = fork();
-
-	if (!p) {
-		execl("/bin/sh", "sh", "-c", sh, NULL);
-		_exit(127);
-	}
-	return p;
-}
-
-/* wait up to ms for a child; returns status or -1 on timeout */
-static int reap(pid_t p, int ms)
-{
-	int st;
-
-	for (int i = 0; i < ms / 10; i++) {
-		if (waitpid(p, &st, WNOHANG) == p)
-			return st;
-		usleep(10000);
-	}
-	return -1;
-}
-
-static int anon_of[1024];
-static int blob_of[1024];
-
-static off_t open_blob(struct cachefiles_msg *m, int *bfd)
-{
-	struct cachefiles_open *o = (void *)m->data;
-	char name[300], path[600];
-	struct stat st;
-
-	memcpy(name, o->data + o->volume_key_size, o->cookie_key_size);
-	name[o->cookie_key_size] = 0;
-	snprintf(path, sizeof(path), "%s/%s", blobdir, name);
-	*bfd = open(path, O_RDONLY);
-	if (*bfd < 0 || fstat(*bfd, &st) < 0)
-		return -1;
-	return st.st_size;
-}
-
-static char buf[1 << 20] __attribute__((aligned(4096)));
-
-static void serve_read(struct cachefiles_msg *m)
-{
-	struct cachefiles_read *r = (void *)m->data;
-	int a = anon_of[m->object_id], b = blob_of[m->object_id];
-	size_t len = r->len;
-
-	if (len > sizeof(buf))
-		len = sizeof(buf);
-	ssize_t got = pread(b, buf, len, r->off);
-
-	if (got > 0 && pwrite(a, buf, got, r->off) != got)
-		printf("# pwrite %llu: %s\n", (unsigned long long)r->off, strerror(errno));
-	if (ioctl(a, CACHEFILES_IOC_READ_COMPLETE, m->msg_id) < 0)
-		printf("# READ_COMPLETE: %s\n", strerror(errno));
-}
-
-/* serve until child p exits; returns its status */
-static int serve_until(int dev, pid_t p, int first_read_checks)
-{
-	char mb[1024];
-	int st;
-
 	for (;;) {
-		if (waitpid(p, &st, WNOHANG) == p)
-			return st;
-		if (!wait_req(dev, 50))
-			continue;
-		ssize_t len = read(dev, mb, sizeof(mb));
-
-		if (len <= 0)
-			continue;
-		struct cachefiles_msg *m = (void *)mb;
-
-		if (m->object_id >= 1024)
-			continue;
-		switch (m->opcode) {
-		case CACHEFILES_OP_OPEN: {
-			struct cachefiles_open *o = (void *)m->data;
-			char c[64];
-			off_t size = open_blob(m, &blob_of[m->object_id]);
-
-			anon_of[m->object_id] = o->fd;
-			fcntl(o->fd, F_SETFD, FD_CLOEXEC);
-			snprintf(c, sizeof(c), "copen %u,%lld", m->msg_id, (long long)size);
-			cmds(dev, c);
-			/* a stale copen of the same id now fails */
-			if (first_read_checks)
-				check(cmds(dev, c) == -EINVAL, "second copen of msg %u: EINVAL", m->msg_id);
-			break;
-		}
-		case CACHEFILES_OP_READ: {
-			int a = anon_of[m->object_id];
-
-			if (first_read_checks) {
-				first_read_checks = 0;
-				errno = 0;
-				check(ioctl(a, 0x1234, m->msg_id) < 0 && errno == EINVAL,
-				      "unknown ioctl: EINVAL");
-				check(lseek(a, 0, SEEK_END) >= 0, "llseek on anon fd");
-				errno = 0;
-				ssize_t w = pwrite(a, "x", 1, 1);
-				printf("# unaligned pwrite: %zd %s\n", w, strerror(errno));
-				serve_read(m);
-				errno = 0;
-				check(ioctl(a, CACHEFILES_IOC_READ_COMPLETE, m->msg_id) < 0 &&
-				      errno == EINVAL, "READ_COMPLETE twice: EINVAL");
-				break;
-			}
-			serve_read(m);
-			break;
-		}
-		case CACHEFILES_OP_CLOSE:
-			close(anon_of[m->object_id]);
-			anon_of[m->object_id] = -1;
-			break;
-		}
+		if (dev_wait_msg(s.dev, buf, sizeof(buf), 30000) <= 0)
+			return 0;
+		if ((int)msg->opcode == op)
+			return 1;
+		od_answer(&s, msg);
 	}
 }
 
-/* read one message, expecting opcode op; returns len */
-static ssize_t read_msg(int dev, char *mb, unsigned int op)
+static int served(pid_t p)
 {
-	for (int i = 0; i < 100; i++) {
-		if (!wait_req(dev, 100))
-			continue;
-		ssize_t len = read(dev, mb, 1024);
-		struct cachefiles_msg *m = (void *)mb;
-
-		if (len > 0 && m->opcode == op)
-			return len;
-		if (len > 0)
-			printf("# skipping opcode %u\n", m->opcode);
-	}
-	return -1;
+	return od_serve_until(&s, p, 120000);
 }
 
-int main(int argc, char **argv)
+static void expect_fails(pid_t m, int want, const char *what)
 {
-	char mb[1024], c[256];
-	int dev, st;
+	int st = wait_child(m, 30000);
+
+	check(st == want, "%s: the mount fails with %s (status %d)", what,
+	      strerrorname_np(want), st);
+	if (st < 0) {
+		kill(m, SIGKILL);
+		wait_child(m, 5000);
+	}
+}
+
+static void close_fds_of_daemon(void)
+{
+	od_close_all(&s);
+}
+
+static void phase_a(int dev)
+{
+	static char big[5000];
+	void *bad;
+	int before;
+	pid_t m;
+
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "read with nothing pending: 0");
+	m = start_mount("fsid=simple.img", MNT);
+	check(dev_pollin(dev, 20000), "OPEN makes the devnode readable");
+	check(dev_read(dev, buf, 8) == -EMSGSIZE, "short read: EMSGSIZE");
+	check(dev_pollin(dev, 0), "still readable after EMSGSIZE");
+	check(dev_cmd(dev, "copen") == -EINVAL, "copen: EINVAL");
+	check(dev_cmd(dev, "copen 5") == -EINVAL, "copen 5: EINVAL");
+	check(dev_cmd(dev, "copen x,1") == -EINVAL, "copen x,1: EINVAL");
+	check(dev_cmd(dev, "copen 4000000000,-999999") == -EINVAL, "copen of an unknown id: EINVAL");
+	check(dev_cmd(dev, "copen 0x,1") == -EINVAL, "copen 0x,1: EINVAL");
+	check(dev_cmd(dev, "copen 99999999999999999999,1") == -ERANGE, "copen overflow: ERANGE");
+	check(dev_cmdn(dev, "copen 0,1\0x", 11) == -EINVAL, "core: embedded NUL: EINVAL");
+	check(dev_cmd(dev, "\ncopen 0,1") == -EINVAL, "core: leading newline: EINVAL");
+	check(dev_cmd(dev, "bogus 1") == -EOPNOTSUPP, "core: unknown command: EOPNOTSUPP");
+	memset(big, 'a', sizeof(big));
+	check(dev_cmdn(dev, big, sizeof(big)) == -EOPNOTSUPP, "core: over PAGE_SIZE-1: EOPNOTSUPP");
+	bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	before = own_fds();
+	check(dev_read(dev, bad, 1024) == -EFAULT, "OPEN into an unmapped buffer: EFAULT");
+	check(own_fds() == before, "no fd installed after EFAULT (%d -> %d)", before, own_fds());
+	expect_fails(m, EFAULT, "EFAULT");
+}
+
+static void phase_b(int dev)
+{
+	unsigned int first = ~0U;
+	int tried_ok = 0, i;
+	pid_t m;
+
+	/* Anonymous fd closed before copen. The OPEN is unread at first. */
+	m = start_mount("fsid=simple.img", MNT);
+	check(dev_pollin(dev, 30000), "B: unread OPEN pending");
+	for (i = 0; i < 64; i++)
+		if (dev_cmd(dev, "copen %d,%lld", i, img_size) != -EINVAL)
+			tried_ok++;
+	check(tried_ok == 0, "B: copen of the unread OPEN: EINVAL for ids 0..63 (%d not)", tried_ok);
+	check(next_of(CACHEFILES_OP_OPEN), "B: OPEN read (msg %u, object %u)", msg->msg_id,
+	      msg->object_id);
+	first = msg->msg_id;
+	diag("B: its msg id is %u%s", first, first < 64 ? "" : " (the copens above missed it)");
+	check(close(load->fd) == 0, "B: anon fd closed");
+	check(dev_cmd(dev, "copen %u,%lld", first, img_size) == 0, "B: copen after close: write succeeds");
+	expect_fails(m, EBADFD, "B: closed fd");
+	check(dev_cmd(dev, "copen %u,-1", first) == -EINVAL, "B: stale copen -1 of a freed id: EINVAL");
+
+	/* A negative errno fails the OPEN, the write succeeds. */
+	m = start_mount("fsid=simple.img", MNT);
+	check(next_of(CACHEFILES_OP_OPEN), "B2: OPEN read");
+	check(dev_cmd(dev, "copen %u,-1", msg->msg_id) == 0, "B2: copen id,-1: write succeeds");
+	close(load->fd);
+	expect_fails(m, EPERM, "B2: copen -EPERM");
+	m = start_mount("fsid=simple.img", MNT);
+	check(next_of(CACHEFILES_OP_OPEN), "B2: OPEN read");
+	check(dev_cmd(dev, "copen %u,-999999", msg->msg_id) == -EINVAL, "B2: copen id,-999999: EINVAL");
+	close(load->fd);
+	expect_fails(m, EINVAL, "B2: -999999");
+	m = start_mount("fsid=simple.img", MNT);
+	check(next_of(CACHEFILES_OP_OPEN), "B2: OPEN read");
+	check(dev_cmd(dev, "copen %u,abc", msg->msg_id) == -EINVAL, "B2: copen id,abc: EINVAL");
+	close(load->fd);
+	expect_fails(m, EINVAL, "B2: abc");
+}
+
+static void phase_c(int dev)
+{
+	struct od_obj *o;
+	unsigned int id;
+	long long end;
+	ssize_t w;
+	pid_t m, r;
+	int st;
+
+	m = start_mount("fsid=simple.img", MNT);
+	check(next_of(CACHEFILES_OP_OPEN), "C: OPEN read");
+	id = msg->msg_id;
+	od_answer(&s, msg);
+	check(dev_cmd(dev, "copen %u,%lld", id, img_size) == -EINVAL,
+	      "C: second copen of msg %u: EINVAL", id);
+	st = served(m);
+	check(st == 0, "C: mount served (status %d)", st);
+	r = start_sh("cmp " MNT "/big/one.bin " TREE "/big/one.bin");
+	check(next_of(CACHEFILES_OP_READ), "C: a read brings a READ");
+	o = od_find(&s, msg->object_id);
+	if (o) {
+		errno = 0;
+		check(ioctl(o->anon_fd, 0x1234, msg->msg_id) < 0 && errno == EINVAL,
+		      "C: unknown ioctl: EINVAL");
+		end = lseek(o->anon_fd, 0, SEEK_END);
+		check(end == img_size, "C: llseek(SEEK_END) on the anon fd: the object size %lld (%lld)",
+		      img_size, end);
+		errno = 0;
+		w = pwrite(o->anon_fd, "x", 1, 1);
+		check(w < 0 && errno == ENOBUFS, "C: unaligned pwrite: ENOBUFS (%zd, %s)", w,
+		      strerrorname_np(errno));
+		id = msg->msg_id;
+		od_answer(&s, msg);
+		errno = 0;
+		check(ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, id) < 0 && errno == EINVAL,
+		      "C: READ_COMPLETE twice: EINVAL");
+	}
+	check(dev_cmd(dev, "restore") == 0, "C: restore with the READ answered");
+	st = served(r);
+	check(st == 0, "C: big/one.bin identical (status %d)", st);
+}
+
+static void phase_d(void)
+{
+	struct od_obj *o;
+	unsigned int id;
+	pid_t r;
+	int st;
+
+	r = start_read(MNT "/big/two.bin", 0, 65536);
+	check(next_of(CACHEFILES_OP_READ), "D: READ read (msg %u)", msg->msg_id);
+	id = msg->msg_id;
+	o = od_find(&s, msg->object_id);
+	kill(r, SIGKILL);
+	st = wait_child(r, 10000);
+	check(st == 128 + SIGKILL, "D: the waiting reader dies of SIGKILL (status %d)", st);
+	errno = 0;
+	check(o && ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, id) < 0 && errno == EINVAL,
+	      "D: late READ_COMPLETE of a killed reader: EINVAL");
+	st = served(start_sh("cmp " MNT "/big/two.bin " TREE "/big/two.bin"));
+	check(st == 0, "D: big/two.bin identical after a killed reader (status %d)", st);
+}
+
+static void phase_f(int dev)
+{
+	unsigned long opens = s.opens;
+	pid_t p;
+	int st;
+
+	p = start_sh("cmp " MNT "/mid/m4.bin " TREE "/mid/m4.bin");
+	check(next_of(CACHEFILES_OP_READ), "F: READ read before the crash (msg %u)", msg->msg_id);
+	close_fds_of_daemon();
+	check(dev_cmd(dev, "restore") == 0, "F: restore after the crash");
+	st = served(p);
+	check(st == 0 && s.opens == opens + 1,
+	      "F: mid/m4.bin identical after failover, one reopen OPEN (status %d, %lu OPENs)", st,
+	      s.opens - opens);
+}
+
+static void phase_g(int dev)
+{
+	unsigned int open_id;
+	int st, fd;
 	pid_t p;
 
-	if (argc < 4)
-		return 2;
-	blobdir = argv[2];
-	treedir = argv[3];
+	/* The reopen OPEN pending (its work waiting for copen) at unmount. */
+	p = start_read(MNT "/mid/m3.bin", 0, 4096);
+	check(next_of(CACHEFILES_OP_READ), "G: READ read");
+	close_fds_of_daemon();
+	check(dev_cmd(dev, "restore") == 0, "G: restore");
+	check(dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0 && msg->opcode == CACHEFILES_OP_OPEN,
+	      "G: the READ sends a reopen OPEN (msg %u)", msg->msg_id);
+	open_id = msg->msg_id;
+	fd = load->fd;
+	kill(p, SIGKILL);
+	st = wait_child(p, 10000);
+	check(st == 128 + SIGKILL, "G: killed reader exits (status %d)", st);
+	st = wait_child(start_sh("umount " MNT), 30000);
+	check(st == 0, "G: umount with the reopen OPEN pending (status %d)", st);
+	check(dev_cmd(dev, "copen %u,%lld", open_id, img_size) == -EINVAL,
+	      "G: the unmount failed the pending OPEN: its copen gets EINVAL");
+	close(fd);
+
+	/*
+	 * A lazy unmount while a reader waits for a READ held back by a
+	 * reopen whose OPEN is pending: the superblock goes when the reader
+	 * is killed, with the work still waiting for its copen.
+	 */
+	st = served(start_mount("fsid=simple.img", MNT));
+	check(st == 0, "G2: remount served (status %d)", st);
+	close_fds_of_daemon();
+	p = start_read(MNT "/mid/m2.bin", 0, 4096);
+	check(dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0 && msg->opcode == CACHEFILES_OP_OPEN,
+	      "G2: the READ on the closed object sends a reopen OPEN (msg %u)", msg->msg_id);
+	open_id = msg->msg_id;
+	fd = load->fd;
+	st = wait_child(start_sh("umount -l " MNT), 30000);
+	check(st == 0 && wait_child(p, 0) == -1,
+	      "G2: lazy unmount while the READ and the OPEN are pending (status %d)", st);
+	kill(p, SIGKILL);
+	st = wait_child(p, 10000);
+	check(st == 128 + SIGKILL, "G2: the reader dies, the superblock goes (status %d)", st);
+	check(dev_cmd(dev, "copen %u,%lld", open_id, img_size) == -EINVAL,
+	      "G2: its OPEN was failed: copen gets EINVAL");
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "G2: nothing left to read");
+	close(fd);
+	st = served(start_mount("fsid=simple.img", MNT));
+	check(st == 0, "G2: remount served (status %d)", st);
+}
+
+static void phase_h(void)
+{
+	static char page[4096] __attribute__((aligned(4096)));
+	int a, st;
+	pid_t p;
+
+	p = start_sh("umount " MNT);
+	check(next_of(CACHEFILES_OP_CLOSE), "H: CLOSE sent on umount (object %u)", msg->object_id);
+	a = od_find(&s, msg->object_id) ? dup(od_find(&s, msg->object_id)->anon_fd) : -1;
+	od_answer(&s, msg);
+	st = served(p);
+	check(st == 0, "H: umount (status %d)", st);
+	errno = 0;
+	check(pwrite(a, page, 4096, 0) < 0 && errno == ENOBUFS,
+	      "H: pwrite after withdrawal: ENOBUFS (%s)", strerrorname_np(errno));
+	errno = 0;
+	check(lseek(a, 0, SEEK_SET) < 0 && errno == ENOBUFS,
+	      "H: llseek after withdrawal: ENOBUFS (%s)", strerrorname_np(errno));
+	close(a);
+	st = served(start_mount("fsid=simple.img", MNT));
+	check(st == 0, "H: remount served (status %d)", st);
+}
+
+static void phase_e(int dev)
+{
+	pid_t r;
+	int st;
+
+	r = start_read(MNT "/mid/m0.bin", 0, 4096);
+	check(next_of(CACHEFILES_OP_READ), "E: READ read");
+	close_fds_of_daemon();
+	close(dev);
+	st = wait_child(r, 30000);
+	check(st == EIO, "E: the devnode closed, the waiting reader gets EIO (status %d)", st);
+	if (st < 0)
+		kill(r, SIGKILL);
+	st = wait_child(start_sh("umount " MNT), 30000);
+	check(st == 0, "E: umount (status %d)", st);
+}
+
+static void phase_i(void)
+{
+	int dev = -EBUSY, st;
+	pid_t r, m2;
+
+	for (int i = 0; i < 100 && dev == -EBUSY; i++) {
+		dev = dev_open();
+		if (dev == -EBUSY)
+			usleep(100000);
+	}
+	check(dev >= 0 && dev_cmd(dev, "tag edge2") == 0 && dev_bind(dev, "edge2") == 0,
+	      "I: devnode reopened, bound again (%d)", dev);
+	s = (struct od_server){ .dev = dev };
+	st = served(start_mount("fsid=simple.img,domain_id=dd", MNT));
+	check(st == 0, "I: mount with domain_id served (status %d)", st);
+	r = start_read(MNT "/big/one.bin", 0, 65536);
+	check(next_of(CACHEFILES_OP_READ), "I: READ read and pending");
+	check(system("echo 2 > /proc/sys/cachefiles/error_injection") == 0, "I: inject I/O errors");
+	m2 = start_mount("fsid=meta.img,device=blob.img,domain_id=dd", MNT2);
+	st = wait_child(m2, 30000);
+	check(st == ENOBUFS, "I: a second mount hits the error and fails (status %d)", st);
+	if (st < 0)
+		kill(m2, SIGKILL);
+	st = wait_child(r, 30000);
+	check(st == EIO, "I: the READ pending when the cache died fails: EIO (status %d)", st);
+	if (st < 0)
+		kill(r, SIGKILL);
+	check(dev_cmd(dev, "copen 0,1") == -EIO, "core: I: commands fail with EIO once dead");
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "I: nothing left to read");
+	system("echo 0 > /proc/sys/cachefiles/error_injection");
+	od_close_all(&s);
+	check(system("umount " MNT) == 0, "I: umount");
+	close(dev);
+}
+
+int main(void)
+{
+	struct stat st;
+	int dev;
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	dev = open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
+	if (stat(BLOBS "/simple.img", &st))
+		return 1;
+	img_size = st.st_size;
+	mkdir(MNT2, 0755);
+	ktap_plan(78);
+	dev = dev_open();
 	if (dev < 0)
 		return 1;
-	snprintf(c, sizeof(c), "dir %s", argv[1]);
-	check(cmds(dev, c) == 0, "dir");
-	check(cmds(dev, "tag edge") == 0, "tag");
-	check(cmds(dev, "bind ondemand") == 0, "bind ondemand");
-	check(open("/dev/cachefiles", O_RDWR) < 0 && errno == EBUSY, "second open: EBUSY");
-
-	/* Phase A: malformed commands, EMSGSIZE, EFAULT */
-	check(read(dev, mb, sizeof(mb)) == 0, "read with nothing pending: 0");
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	check(wait_req(dev, 20000), "OPEN makes the devnode readable");
-	errno = 0;
-	check(read(dev, mb, 8) < 0 && errno == EMSGSIZE, "short read: EMSGSIZE");
-	check(wait_req(dev, 0), "still readable after EMSGSIZE");
-	check(cmds(dev, "copen") == -EINVAL, "copen: EINVAL");
-	check(cmds(dev, "copen 5") == -EINVAL, "copen 5: EINVAL");
-	check(cmds(dev, "copen x,1") == -EINVAL, "copen x,1: EINVAL");
-	check(cmds(dev, "copen 0,100") == -EINVAL, "copen of an unread OPEN: EINVAL");
-	check(cmds(dev, "copen 77,-999999") == -EINVAL, "copen of an unknown id: EINVAL");
-	check(cmds(dev, "copen 0x,1") == -EINVAL, "copen 0x,1: EINVAL");
-	check(cmds(dev, "copen 99999999999999999999,1") == -ERANGE, "copen overflow: ERANGE");
-	check(cmd(dev, "copen 0,1\0x", 11) == -EINVAL, "embedded NUL: EINVAL");
-	check(cmds(dev, "\ncopen 0,1") == -EINVAL, "leading newline: EINVAL");
-	check(cmds(dev, "bogus 1") == -EOPNOTSUPP, "unknown command: EOPNOTSUPP");
-	{
-		static char big[5000];
-
-		memset(big, 'a', sizeof(big));
-		check(cmd(dev, big, sizeof(big)) == -EOPNOTSUPP, "over PAGE_SIZE-1: EOPNOTSUPP");
-	}
-	{
-		void *bad = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		int before = count_fds();
-
-		errno = 0;
-		check(read(dev, bad, 1024) < 0 && errno == EFAULT, "OPEN into an unmapped buffer: EFAULT");
-		usleep(100000);
-		check(count_fds() == before, "no fd installed after EFAULT (%d -> %d)", before, count_fds());
-	}
-	st = reap(p, 30000);
-	check(st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mount fails after EFAULT (st %x)", st);
-
-	/* Phase B: anon fd closed before copen */
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_OPEN);
-		struct cachefiles_msg *m = (void *)mb;
-		struct cachefiles_open *o = (void *)m->data;
-
-		check(len > 0, "OPEN read (len %zd, msg %u, object %u)", len, m->msg_id, m->object_id);
-		check(close(o->fd) == 0, "anon fd closed");
-		snprintf(c, sizeof(c), "copen %u,5140480", m->msg_id);
-		check(cmds(dev, c) == 0, "copen after close: write succeeds");
-		st = reap(p, 30000);
-		check(st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0),
-		      "mount fails (EBADFD) (st %x)", st);
-		snprintf(c, sizeof(c), "copen %u,-1", m->msg_id);
-		check(cmds(dev, c) == -EINVAL, "stale copen -1 of freed id: EINVAL");
-	}
-
-	/* Phase B2: negative errno copen fails the OPEN, write succeeds */
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_OPEN);
-		struct cachefiles_msg *m = (void *)mb;
-		struct cachefiles_open *o = (void *)m->data;
-
-		check(len > 0, "OPEN read");
-		snprintf(c, sizeof(c), "copen %u,-1", m->msg_id);
-		check(cmds(dev, c) == 0, "copen id,-1: write succeeds");
-		close(o->fd);
-		st = reap(p, 30000);
-		check(st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mount fails (EPERM)");
-	}
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_OPEN);
-		struct cachefiles_msg *m = (void *)mb;
-		struct cachefiles_open *o = (void *)m->data;
-
-		check(len > 0, "OPEN read");
-		snprintf(c, sizeof(c), "copen %u,-999999", m->msg_id);
-		check(cmds(dev, c) == -EINVAL, "copen id,-999999: EINVAL");
-		close(o->fd);
-		st = reap(p, 30000);
-		check(st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mount fails");
-	}
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_OPEN);
-		struct cachefiles_msg *m = (void *)mb;
-		struct cachefiles_open *o = (void *)m->data;
-
-		check(len > 0, "OPEN read");
-		snprintf(c, sizeof(c), "copen %u,abc", m->msg_id);
-		check(cmds(dev, c) == -EINVAL, "copen id,abc: EINVAL");
-		close(o->fd);
-		st = reap(p, 30000);
-		check(st != -1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mount fails");
-	}
-
-	/* Phase C: serve a real mount, with checks on the first READ */
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	st = serve_until(dev, p, 1);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mount served");
-	check(cmds(dev, "restore") == 0, "restore");
-	p = spawn("cmp /mnt/edge/big/one.bin $TREE/big/one.bin");
-	st = serve_until(dev, p, 0);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "big/one.bin identical");
-	{
-		int s = open("/sys/kernel/debug/cachefiles_ondemand_rs/stats", O_RDONLY);
-
-		if (s >= 0) {
-			ssize_t l = read(s, buf, 4000);
-
-			buf[l > 0 ? l : 0] = 0;
-			for (char *q = strtok(buf, "\n"); q; q = strtok(NULL, "\n"))
-				printf("# stats: %s\n", q);
-			close(s);
-		}
-	}
-
-	/* Phase D: a reader killed while waiting */
-	p = spawn("cat /mnt/edge/big/two.bin > /dev/null");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_READ);
-		struct cachefiles_msg *m = (void *)mb;
-
-		check(len > 0, "READ read (msg %u)", m->msg_id);
-		kill(p, SIGKILL);
-		st = reap(p, 10000);
-		check(st != -1, "killed reader exits");
-		errno = 0;
-		check(ioctl(anon_of[m->object_id], CACHEFILES_IOC_READ_COMPLETE, m->msg_id) < 0 &&
-		      errno == EINVAL, "late READ_COMPLETE of a killed reader: EINVAL");
-	}
-	p = spawn("cmp /mnt/edge/big/two.bin $TREE/big/two.bin");
-	st = serve_until(dev, p, 0);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "big/two.bin identical after a killed reader");
-
-	/* Phase F: failover: the daemon's fds go away, restore, reopen */
-	p = spawn("cmp /mnt/edge/mid/m4.bin $TREE/mid/m4.bin");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_READ);
-		struct cachefiles_msg *m = (void *)mb;
-
-		check(len > 0, "READ read before the crash (msg %u)", m->msg_id);
-		for (int i = 0; i < 1024; i++)
-			if (anon_of[i] > 0) {
-				close(anon_of[i]);
-				anon_of[i] = -1;
-			}
-		usleep(100000);
-		check(cmds(dev, "restore") == 0, "restore after the crash");
-		st = serve_until(dev, p, 0);
-		check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "mid/m4.bin identical after failover");
-	}
-
-	/* Phase G: unmount while the reopen work's OPEN is pending */
-	p = spawn("cat /mnt/edge/mid/m3.bin > /dev/null");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_READ);
-
-		check(len > 0, "G: READ read");
-		for (int i = 0; i < 1024; i++)
-			if (anon_of[i] > 0) {
-				close(anon_of[i]);
-				anon_of[i] = -1;
-			}
-		usleep(100000);
-		check(cmds(dev, "restore") == 0, "G: restore");
-		len = read_msg(dev, mb, CACHEFILES_OP_OPEN);
-		struct cachefiles_msg *m = (void *)mb;
-		struct cachefiles_open *o = (void *)m->data;
-
-		check(len > 0, "G: reopen work re-sent the OPEN (msg %u)", m->msg_id);
-		kill(p, SIGKILL);
-		check(reap(p, 10000) != -1, "G: killed reader exits");
-		p = spawn("umount /mnt/edge");
-		st = reap(p, 30000);
-		check(st == 0, "G: umount with the reopen OPEN pending (st %x)", st);
-		close(o->fd);
-	}
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	st = serve_until(dev, p, 0);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "remount served");
-
-	/* Phase H: the anon fd outlives the object: ENOBUFS */
-	p = spawn("umount /mnt/edge");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_CLOSE);
-		struct cachefiles_msg *m = (void *)mb;
-		int a = m->object_id < 1024 ? anon_of[m->object_id] : -1;
-
-		check(len > 0, "H: CLOSE sent on umount (object %u)", m->object_id);
-		st = reap(p, 30000);
-		check(st == 0, "H: umount (st %x)", st);
-		errno = 0;
-		check(pwrite(a, buf, 4096, 0) < 0 && errno == ENOBUFS, "H: pwrite after withdrawal: ENOBUFS (%s)", strerror(errno));
-		errno = 0;
-		check(lseek(a, 0, SEEK_SET) < 0 && errno == ENOBUFS, "H: llseek after withdrawal: ENOBUFS (%s)", strerror(errno));
-		close(a);
-		if (m->object_id < 1024)
-			anon_of[m->object_id] = -1;
-	}
-	p = spawn("mount -t erofs none -o fsid=simple.img /mnt/edge");
-	st = serve_until(dev, p, 0);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "remount served");
-
-	/* Phase E: close the devnode with a reader waiting */
-	p = spawn("find /mnt/edge -type f | xargs cat > /dev/null 2>&1");
-	{
-		ssize_t len = read_msg(dev, mb, CACHEFILES_OP_READ);
-
-		printf("# phase E READ: %zd\n", len);
-		for (int i = 0; i < 1024; i++)
-			if (anon_of[i] > 0)
-				close(anon_of[i]);
-		close(dev);
-		st = reap(p, 30000);
-		check(st != -1, "reader does not hang after the devnode is closed (st %x)", st);
-	}
-	check(system("umount /mnt/edge") == 0, "umount");
-
-	/* Phase I: the cache dies of an I/O error while an OPEN is pending */
-	dev = open("/dev/cachefiles", O_RDWR | O_CLOEXEC);
-	check(dev >= 0, "I: devnode reopened");
-	snprintf(c, sizeof(c), "dir %s2", argv[1]);
-	mkdir(c + 4, 0700);
-	check(cmds(dev, c) == 0, "I: dir");
-	check(cmds(dev, "tag edge2") == 0, "I: tag");
-	check(cmds(dev, "bind ondemand") == 0, "I: bind");
-	memset(anon_of, 0, sizeof(anon_of));
-	p = spawn("mount -t erofs none -o fsid=simple.img,domain_id=dd /mnt/edge");
-	st = serve_until(dev, p, 0);
-	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "I: mount with domain_id served");
-	p = spawn("cat /mnt/edge/big/one.bin > /dev/null");
-	check(read_msg(dev, mb, CACHEFILES_OP_READ) > 0, "I: READ pending");
-	check(system("echo 2 > /proc/sys/cachefiles/error_injection") == 0, "I: inject I/O errors");
-	{
-		pid_t p2 = spawn("mount -t erofs none -o fsid=meta.img,device=blob.img,domain_id=dd /mnt/edge2");
-
-		st = reap(p2, 30000);
-		check(st != -1 && st != 0, "I: second mount fails, no hang (st %x)", st);
-		st = reap(p, 30000);
-		check(st != -1 && st != 0, "I: pending reader fails, no hang (st %x)", st);
-	}
-	check(cmds(dev, "copen 0,1") == -EIO, "I: commands fail with EIO once dead");
-	check(read(dev, mb, sizeof(mb)) == 0, "I: nothing left to read");
-	system("echo 0 > /proc/sys/cachefiles/error_injection");
-	for (int i = 0; i < 1024; i++)
-		if (anon_of[i] > 0)
-			close(anon_of[i]);
-	check(system("umount /mnt/edge") == 0, "I: umount");
-	close(dev);
-	printf("1..%d\n", n);
-	return failed ? 1 : 0;
+	check(dev_cmd(dev, "tag edge") == 0 && dev_bind(dev, "edge") == 0,
+	      "tag, dir, bind ondemand (backend %s)", backend());
+	check(dev_open() == -EBUSY, "core: second open: EBUSY");
+	s.dev = dev;
+	phase_a(dev);
+	phase_b(dev);
+	phase_c(dev);
+	phase_d();
+	phase_f(dev);
+	phase_g(dev);
+	phase_h();
+	phase_e(dev);
+	phase_i();
+	st.st_size = od_d_state_scan();
+	check(st.st_size == 0, "nothing left in D state (%lld)", (long long)st.st_size);
+	return ktap_finish();
 }
