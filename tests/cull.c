@@ -5,7 +5,8 @@
  * the next mount without any READ; while mounted it is in use (EBUSY for
  * both commands); once unmounted it is not, and culling removes it; the next
  * mount fetches the data again, byte-identical. Plus the commands' error
- * cases (a name with a slash, a missing name, a culled name).
+ * cases (a name with a slash, a missing name, a culled name). "core:" marks
+ * the points decided by the culling code both backends share.
  */
 #include "odtest.h"
 
@@ -36,7 +37,7 @@ int main(void)
 	int dev, st, n;
 	FILE *f;
 
-	ktap_plan(13);
+	ktap_plan(14);
 	dev = dev_open();
 	if (dev < 0 || dev_bind(dev, "cull")) {
 		diag("cannot bind");
@@ -70,23 +71,23 @@ int main(void)
 	check(st == 0 && s.reads == reads,
 	      "the next mount reads from the cache file, no READ (%lu)", s.reads - reads);
 	st = dev_cmd(dev, "inuse %s", name);
-	check(st == -EBUSY, "inuse while mounted: EBUSY (%d)", st);
+	check(st == -EBUSY, "core: inuse while mounted: EBUSY (%d)", st);
 	st = dev_cmd(dev, "cull %s", name);
-	check(st == -EBUSY, "cull while mounted: EBUSY (%d)", st);
+	check(st == -EBUSY, "core: cull while mounted: EBUSY (%d)", st);
 	st = unmount(&s);
 	check(st == 0, "unmount (status %d)", st);
 
 	st = dev_cmd(dev, "inuse %s", name);
-	check(st == 0, "inuse once unmounted: 0 (%d)", st);
+	check(st == 0, "core: inuse once unmounted: 0 (%d)", st);
 	st = dev_cmd(dev, "cull %s", name);
-	check(st == 0 && access(name, F_OK) < 0, "cull once unmounted: 0, the file is gone (%d)", st);
+	check(st == 0 && access(name, F_OK) < 0, "core: cull once unmounted: 0, the file is gone (%d)", st);
 	st = dev_cmd(dev, "cull %s", name);
-	check(st == -ENOENT, "cull of a culled name: ENOENT (%d)", st);
+	check(st == -ENOENT, "core: cull of a culled name: ENOENT (%d)", st);
 	st = dev_cmd(dev, "inuse ../%s", name);
 	n = dev_cmd(dev, "cull a/b");
-	check(st == -EINVAL && n == -EINVAL, "a name with a slash: EINVAL (%d, %d)", st, n);
+	check(st == -EINVAL && n == -EINVAL, "core: a name with a slash: EINVAL (%d, %d)", st, n);
 	st = dev_cmd(dev, "inuse no-such-object");
-	check(st == -ENOENT, "inuse of an unknown name: ENOENT (%d)", st);
+	check(st == -ENOENT, "core: inuse of an unknown name: ENOENT (%d)", st);
 
 	reads = s.reads;
 	st = od_serve_until(&s, start_mount("fsid=simple.img", MNT), 60000);
@@ -97,5 +98,7 @@ int main(void)
 	chdir("/");
 	od_close_all(&s);
 	close(dev);
+	st = od_d_state_scan();
+	check(st == 0, "nothing left in D state (%d)", st);
 	return ktap_finish();
 }

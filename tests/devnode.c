@@ -2,7 +2,13 @@
 /*
  * The devnode in on-demand mode without any request: single opener, root
  * only, command parsing and its errnos, bind, idle read and poll, copen and
- * restore with nothing pending, and that closing it frees the cache.
+ * restore with nothing pending, and that closing it frees the cache. Then a
+ * cache bound without "ondemand" (the mode cachefilesd uses): the patch must
+ * not dispatch to any on-demand backend for it.
+ *
+ * "core:" marks the points that test code both backends share (the devnode
+ * and its command parser in daemon.c, the patch's dispatch): they cannot
+ * catch a backend bug.
  */
 #include "odtest.h"
 
@@ -38,32 +44,32 @@ int main(void)
 	char big[8192], buf[CACHEFILES_MSG_MAX_SIZE];
 	int dev, dev2, st;
 
-	ktap_plan(27);
+	ktap_plan(32);
 	dev = dev_open();
 	if (!check(dev >= 0, "open /dev/cachefiles"))
 		return 1;
 	dev2 = dev_open();
-	check(dev2 == -EBUSY, "second open: EBUSY (got %d)", dev2);
+	check(dev2 == -EBUSY, "core: second open: EBUSY (got %d)", dev2);
 	st = open_as_nobody();
-	check(st == EPERM, "open without CAP_SYS_ADMIN: EPERM (got %d)", st);
-	check(dev_read(dev, buf, sizeof(buf)) == 0, "read before bind: 0");
-	check(dev_cmd(dev, "copen 1,0") == -EOPNOTSUPP, "copen before bind: EOPNOTSUPP");
-	check(dev_cmd(dev, "restore") == -EOPNOTSUPP, "restore before bind: EOPNOTSUPP");
-	check(dev_cmd(dev, "frobnicate 1") == -EOPNOTSUPP, "unknown command: EOPNOTSUPP");
-	check(dev_cmdn(dev, "tag a\0b", 7) == -EINVAL, "embedded NUL: EINVAL");
+	check(st == EPERM, "core: open without CAP_SYS_ADMIN: EPERM (got %d)", st);
+	check(dev_read(dev, buf, sizeof(buf)) == 0, "core: read before bind: 0");
+	check(dev_cmd(dev, "copen 1,0") == -EOPNOTSUPP, "core: copen before bind: EOPNOTSUPP");
+	check(dev_cmd(dev, "restore") == -EOPNOTSUPP, "core: restore before bind: EOPNOTSUPP");
+	check(dev_cmd(dev, "frobnicate 1") == -EOPNOTSUPP, "core: unknown command: EOPNOTSUPP");
+	check(dev_cmdn(dev, "tag a\0b", 7) == -EINVAL, "core: embedded NUL: EINVAL");
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "tag ", 4);
-	check(dev_cmdn(dev, big, 4096) == -EOPNOTSUPP, "PAGE_SIZE bytes: EOPNOTSUPP");
-	check(dev_cmdn(dev, big, 4095) == 0, "PAGE_SIZE - 1 bytes accepted");
-	check(dev_cmd(dev, "\ntag x") == -EINVAL, "leading newline: EINVAL");
-	check(dev_cmd(dev, " tag x") == -EOPNOTSUPP, "leading space: EOPNOTSUPP");
-	check(dev_cmd(dev, "bind ondemand") == -EINVAL, "bind without dir: EINVAL");
+	check(dev_cmdn(dev, big, 4096) == -EOPNOTSUPP, "core: PAGE_SIZE bytes: EOPNOTSUPP");
+	check(dev_cmdn(dev, big, 4095) == 0, "core: PAGE_SIZE - 1 bytes accepted");
+	check(dev_cmd(dev, "\ntag x") == -EINVAL, "core: leading newline: EINVAL");
+	check(dev_cmd(dev, " tag x") == -EOPNOTSUPP, "core: leading space: EOPNOTSUPP");
+	check(dev_cmd(dev, "bind ondemand") == -EINVAL, "core: bind without dir: EINVAL");
 	check(dev_cmd(dev, "dir /cache") == 0 && dev_cmd(dev, "bind foo") == -EINVAL,
-	      "bind foo: EINVAL");
+	      "core: bind foo: EINVAL");
 	close(dev);
 	dev = dev_open();
 	check(dev >= 0 && dev_bind(dev, "devnode") == 0, "bind ondemand (fresh open)");
-	check(dev_cmd(dev, "bind ondemand") == -EBUSY, "bind twice: EBUSY");
+	check(dev_cmd(dev, "bind ondemand") == -EBUSY, "core: bind twice: EBUSY");
 	check(!dev_pollin(dev, 0), "poll idle: no EPOLLIN");
 	check(dev_read(dev, buf, sizeof(buf)) == 0, "read idle: 0");
 	check(dev_read(dev, buf, 1) == 0, "read idle, 1-byte buffer: 0");
@@ -80,5 +86,26 @@ int main(void)
 	check(dev >= 0, "reopen after close (the cache was freed)");
 	check(dev >= 0 && dev_bind(dev, "devnode2") == 0, "bind again");
 	close(dev);
+
+	/* A cache not in on-demand mode: nothing reaches a backend. */
+	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
+		usleep(100000);
+	system("rm -rf /cache/devnode-plain && mkdir -p /cache/devnode-plain");
+	check(dev >= 0 && dev_cmd(dev, "dir /cache/devnode-plain") == 0 &&
+	      dev_cmd(dev, "bind") == 0, "core: bind without ondemand");
+	check(dev_cmd(dev, "copen 0,0") == -EOPNOTSUPP && dev_cmd(dev, "restore") == -EOPNOTSUPP,
+	      "core: copen and restore on a cache not in on-demand mode: EOPNOTSUPP");
+	st = wait_child(start_mount("fsid=simple.img", "/mnt/devnode"), 60000);
+	check(st == EIO, "core: an erofs mount over it finds no data: EIO (status %d)", st);
+	if (st == 0)
+		umount("/mnt/devnode");
+	close(dev);
+	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
+		usleep(100000);
+	check(dev >= 0, "core: that cache is freed too: the devnode opens again (%d)", dev);
+	if (dev >= 0)
+		close(dev);
+	st = od_d_state_scan();
+	check(st == 0, "nothing left in D state (%d)", st);
 	return ktap_finish();
 }
