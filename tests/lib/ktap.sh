@@ -58,3 +58,18 @@ killmatch() {
 	done
 	return $_hit
 }
+# d_state_scan: succeeds if no task is stuck in D state; a task merely
+# passing through D (a disk wait) is not counted, one still there after
+# about 2 s is, and is listed. The kernel's hung-task detector skips killable
+# waits (a reader waiting for a READ is one): this does not.
+d_state_scan() {
+	for _i in 1 2 3 4 5 6 7 8 9 10; do
+		_d=$(grep -l '^State:.*(disk sleep)' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null)
+		[ -z "$_d" ] && return 0
+		sleep 0.2
+	done
+	for _f in $_d; do
+		ktap_diag "in D state: $(sed -n 's/^Name:[[:space:]]*//p' "$_f" 2>/dev/null) (${_f%/status})"
+	done
+	return 1
+}
