@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Boot the built kernel under QEMU and run tests inside the guest.
 #
-#   scripts/vm-run.sh [--kind test|bench] [--backend c|rust] [--tests "a b"]
+#   scripts/vm-run.sh [--kind test|race|bench] [--backend c|rust] [--tests "a b"]
 #                     [--name NAME] [--timeout SECONDS] [--expect-splat]
-#                     [--append "KERNEL PARAMS"] [--disk IMAGE]
+#                     [--append "KERNEL PARAMS"] [--disk IMAGE] [--smp N]
+#                     [--ko PATH-IN-REPO]
+#
+# The guest gets SMP vCPUs (default 2; QEMU's multi-threaded TCG runs each on
+# a host thread of its own) and the test checks it brought up every one. The
+# Rust module is the one built for the kind: the top of the tree's for test,
+# out/modules/KIND/ for the others (scripts/build-module.sh builds both), or
+# the one --ko names (a path inside the repository, e.g. an older build).
 #
 # Prints the guest's KTAP as it comes, then host-side test points (the guest
 # finished, the kernel log is free of splats) and the closing line
@@ -14,7 +21,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 kind=test backend=c tests=all name= timeout=2400 expect_splat=0 test_timeout=420
-extra_append= extra_disk=()
+extra_append= extra_disk=() smp=${SMP:-2} ko=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kind) kind=$2; shift ;;
@@ -25,6 +32,8 @@ while [ $# -gt 0 ]; do
 	--test-timeout) test_timeout=$2; shift ;;
 	--expect-splat) expect_splat=1 ;;
 	--append) extra_append=$2; shift ;;
+	--smp) smp=$2; shift ;;
+	--ko) ko=$2; shift ;;
 	# a read-only raw disk after the cache disk (/dev/vdb in the guest)
 	--disk) extra_disk=(-drive "file=$2,if=virtio,format=raw,readonly=on"); shift ;;
 	*) echo "vm-run: unknown argument $1" >&2; exit 2 ;;
@@ -49,17 +58,39 @@ if [ "$("$CFOD_TOP/scripts/kvm-probe.sh")" = yes ]; then accel=kvm; fi
 tests=${tests// /,}
 append="console=ttyS0,115200 panic=-1 nokaslr rcupdate.rcu_cpu_stall_timeout=60"
 append+=" cfod.backend=$backend cfod.tests=$tests cfod.timeout=$test_timeout"
-append+=" cfod.results=out/$name/results"
+append+=" cfod.results=out/$name/results cfod.smp=$smp"
+if [ -z "$ko" ]; then
+	ko=cachefiles_ondemand_rs.ko
+	[ "$kind" = test ] || ko=out/modules/$kind/cachefiles_ondemand_rs.ko
+fi
+append+=" cfod.ko=$ko"
 [ -z "$extra_append" ] || append+=" $extra_append"
-echo "# vm-run: kernel $kind, backend $backend, accel $accel, tests $tests"
+echo "# vm-run: kernel $kind, backend $backend, accel $accel, $smp vCPUs, tests $tests"
 : >"$out/ktap.log"
 qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -display none
-	-no-reboot -accel "$accel" -cpu max,-la57 -smp 2 -m 3G
+	-no-reboot -accel "$accel" -cpu max,-la57 -smp "$smp" -m 3G
 	-kernel "$bz" -initrd "$out/initramfs.cpio.gz" -append "$append"
 	-drive "file=$out/cache.img,if=virtio,format=raw,cache=unsafe"
 	"${extra_disk[@]}"
 	-virtfs "local,path=$CFOD_TOP,mount_tag=cfod,security_model=none,id=cfod"
 	-serial "file:$out/console.log" -serial "file:$out/ktap.log")
+# At most VM_SLOTS guests at once on this machine (default 2, one per
+# core): more only slow every guest down until tests time out. A guest
+# waits here for a free slot; the slot's lock is held by this script's
+# fd 9 until it exits.
+slots=${VM_SLOTS:-2}
+waited=$SECONDS
+while :; do
+	got=
+	for i in $(seq 1 "$slots"); do
+		exec 9>"$CFOD_CACHE/.vm-slot-$i"
+		if flock -n 9; then got=$i; break; fi
+		exec 9>&-
+	done
+	[ -n "$got" ] && break
+	sleep 2
+done
+[ $((SECONDS - waited)) -lt 2 ] || echo "# vm-run: waited $((SECONDS - waited))s for a VM slot"
 start=$SECONDS
 timeout -s KILL "$timeout" "${qemu_cmd[@]}" &
 qpid=$!
@@ -72,6 +103,15 @@ kill $tpid 2>/dev/null || true
 wait $tpid 2>/dev/null || true
 echo "# vm-run: guest ran for $(( SECONDS - start ))s (qemu exit $qrc)"
 
-python3 "$CFOD_TOP/scripts/ktap-summary.py" --console "$out/console.log" \
+# On the race kernel, a KCSAN report fails the run only if it touches the
+# on-demand path: the module, or a function of these directories.
+gate=()
+if [ "$kind" = race ]; then
+	find "$kdir/fs/cachefiles" "$kdir/fs/netfs" "$kdir/fs/erofs" -name '*.o' \
+		! -name '*.mod.o' -print0 | xargs -0 llvm-nm-19 --defined-only -j 2>/dev/null |
+		sort -u >"$out/kcsan-gate.syms"
+	gate=(--kcsan-gate "$out/kcsan-gate.syms")
+fi
+python3 "$CFOD_TOP/scripts/ktap-summary.py" "${gate[@]}" --console "$out/console.log" \
 	--ktap "$out/ktap.log" --qemu-rc "$qrc" --expect-splat "$expect_splat" \
 	--name "$name" --totals "$out/totals"

@@ -2,7 +2,7 @@
 # The Rust backend module loads, registers, unloads and logs each step;
 # five load/unload cycles in a row leave nothing behind.
 . "$T/lib/ktap.sh"
-KO=/host/cachefiles_ondemand_rs.ko
+KO=$CFOD_KO
 ktap_plan 6
 grep -q '^cachefiles_ondemand_rs ' /proc/modules && rmmod cachefiles_ondemand_rs
 dmesg -c >/dev/null

@@ -18,12 +18,14 @@ ktap_finish() {
 	[ "$_ktap_skip" -eq 0 ] || [ "$_ktap_skip" -lt "$_ktap_n" ] || exit 4
 	exit 0
 }
+# The Rust module built for the running kernel (tests/guest/init sets it).
+CFOD_KO=${CFOD_KO:-/host/cachefiles_ondemand_rs.ko}
 # Load the Rust backend when the run is for it, and check which backend a
 # newly bound cache used (from the debugfs attribute the kernel patch adds).
 backend_setup() {
 	if [ "$CFOD_BACKEND" = rust ]; then
 		grep -q '^cachefiles_ondemand_rs ' /proc/modules ||
-			insmod /host/cachefiles_ondemand_rs.ko || return 1
+			insmod "$CFOD_KO" || return 1
 	else
 		if grep -q '^cachefiles_ondemand_rs ' /proc/modules; then
 			rmmod cachefiles_ondemand_rs || return 1
