@@ -5,7 +5,7 @@
 # zero with EWOULDBLOCK (EAGAIN), which busybox rmmod reports as "Resource
 # temporarily unavailable".
 . "$T/lib/ktap.sh"
-KO=/host/cachefiles_ondemand_rs.ko
+KO=$CFOD_KO
 A=/sys/kernel/debug/cachefiles/ondemand_backend
 start_daemon() {
 	rm -rf "/cache/sel-$1" /tmp/sel.pid
