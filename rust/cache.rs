@@ -216,7 +216,12 @@ impl CacheState {
     /// the requests it completes are woken, and their waiters, not this,
     /// drop the last references to them.
     pub(crate) fn flush(&self) {
-        self.drain(false, |_| true, |q| q.data_mut().dead = true, EIO.to_errno());
+        self.drain(
+            false,
+            |_| true,
+            |q| q.data_mut().dead = true,
+            EIO.to_errno(),
+        );
     }
 
     /// `object` is withdrawn: refuse its new requests, fail its queued ones
