@@ -36,10 +36,11 @@ static int failing_mounts(void)
 {
 	static char buf[CACHEFILES_MSG_MAX_SIZE];
 	struct cachefiles_msg *msg = (void *)buf;
-	/* The errno each variant's mount gets: the daemon's error, the
-	 * release's EIO, erofs refusing the blob.
+	/* The errno each variant's mount gets: EIO for a failed OPEN
+	 * (whatever its error) and for the release, EINVAL from erofs
+	 * refusing the blob.
 	 */
-	static const int want[3] = { ENOENT, EIO, EINVAL };
+	static const int want[3] = { EIO, EIO, EINVAL };
 	int fds = own_fds(), failed = 0, hung = 0, opened = 0;
 
 	for (int i = 0; i < ROUNDS; i++) {
@@ -91,7 +92,7 @@ static int failing_mounts(void)
 	}
 	check(opened == ROUNDS, "devnode opened and bound %d times (%d)", ROUNDS, opened);
 	check(hung == 0, "no mount hung (%d)", hung);
-	check(failed == ROUNDS, "every mount failed with its errno: ENOENT, EIO, EINVAL (%d of %d)",
+	check(failed == ROUNDS, "every mount failed with its errno: EIO, EIO, EINVAL (%d of %d)",
 	      failed, ROUNDS);
 	check(own_fds() == fds, "no fd leaked (%d, was %d)", own_fds(), fds);
 	return 0;
