@@ -1,63 +1,281 @@
 #!/usr/bin/env bash
-# Deliberate breakage: the suite must notice. Each mutant changes one
-# behaviour of the Rust backend (a wrong errno, a missing check), rebuilds
-# the module and runs the test that covers it on the Rust backend; the test
-# has to FAIL. The sources are restored afterwards, whatever happens, and the
-# module rebuilt. Prints one test point per mutant ("killed") and the usual
-# closing line.
-#   scripts/mutants.sh [N...]     (all mutants by default)
+# Deliberate breakage: the suite must notice. Each mutant is one text
+# replacement (it must apply exactly once) in the Rust backend (rust/*.rs)
+# or in the kernel patch's C code (a file of the patched kernel source).
+# A Rust mutant rebuilds the module, a C mutant the kernel (incrementally, in
+# a copy of the test kernel's tree); then one VM run of the tests that should
+# kill it (Rust mutants on the Rust backend, C mutants on the C backend).
+#
+# A mutant is KILLED only when a named leaf test point ("not ok N label" in
+# a test's own KTAP) fails in a guest that ran to the end. A mutant whose
+# tests all pass SURVIVED. One that does not apply or build, whose guest did
+# not finish, or whose tests failed only by a timeout or a crash of the test
+# program (no failed point) is INCONCLUSIVE. Survivors and inconclusive
+# mutants fail the run. Prints per mutant the point that killed it.
+#
+# Nothing is mutated in the working tree: the mutants are applied to a
+# mirror of it ($CFOD_MUTANTS_DIR) and to copies of the kernel tree
+# ($CFOD_CACHE/src-mutant, built in $CFOD_CACHE/build-mutant from a copy of
+# build-test); each is restored after its run, whatever happens.
+#   scripts/mutants.sh [ID...]      (all mutants by default; e.g. "r6 c2")
+#   scripts/mutants.sh --list
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 KDIR=${KDIR:-$(kernel_build_dir test)}
+MUT=${CFOD_MUTANTS_DIR:-/var/tmp/cfod-mutants}
+KSRC=$CFOD_CACHE/src
+MSRC=$CFOD_CACHE/src-mutant
+MBUILD=$(kernel_build_dir mutant)
+# One VM run at a time for whoever runs mutants (a lock the caller's own
+# VM runs can take too).
+VMLOCK=${CFOD_MUTANTS_VM_LOCK:-/tmp/cfod-mutants-vm.lock}
+# Extra kernel parameters for the mutants' boots, e.g. "acpi=noirq".
+VMARGS=()
+[ -z "${CFOD_MUTANTS_APPEND:-}" ] || VMARGS=(--append "$CFOD_MUTANTS_APPEND")
 
-# id|file|old text|new text|test that must fail
+# id|file|old text|new text|tests that must kill it|what it breaks
+# (\n, \t, \& and \p in the texts are a newline, a tab, & and |)
 MUTANTS=(
-	"1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|copen"
-	"2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen"
-	"3|rust/anon_fd.rs|            .ok_or(EINVAL)?;|            .ok_or(ENOENT)?;|anonfd"
-	"4|rust/anon_fd.rs|        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;\n        let pos|        let file = this.object.backing_file().ok_or(EIO)?;\n        let pos|anonfd"
-	"5|rust/cache.rs|        q.set_mark(id as usize, NEW);\n        self.stats|        self.stats|copen"
+	# Rust: state transitions
+	"r19|rust/object.rs|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Close;|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Open;|copen|copen_done leaves an object with a closed fd open"
+	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(crate::errno::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(crate::errno::ebadfd());|copen|copen on a closed fd opens the object"
+	"r14|rust/cache.rs|            \p_\p object.data().release_id(),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
+	# Rust: READ_COMPLETE and the anonymous fd
+	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read && r.is_for(&this.object)|r.is_for(&this.object)|copen|READ_COMPLETE accepts an OPEN's id"
+	"r13|rust/anon_fd.rs|        kiocb.set_pos(pos.saturating_add(written as i64));|        kiocb.set_pos(pos);|anonfd|write() does not advance the file position"
+	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
+	"r16|rust/anon_fd.rs|        if cmd != READ_COMPLETE {|        if false {|anonfd|any ioctl is taken for READ_COMPLETE"
+	"r20|rust/daemon.rs|        let open = anon_fd::open(req.object())?;\n        req.write_msg(\&mut w, id, open.object_id(), open.fd())?;\n        open.install();|        let open = anon_fd::open(req.object())?;\n        let (oid, fd) = (open.object_id(), open.fd());\n        open.install();\n        req.write_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
+	# Rust: wake-ups
+	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
+	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
+	"r12|rust/object.rs|    cache.wake_daemon();\n\n    if req.wait_killable()|    if req.wait_killable()|copen|no wake-up when a request is queued"
+	# Rust: fairness
+	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
+	# Rust: boundaries
+	"r6|rust/daemon.rs|if size < -(bindings::MAX_ERRNO as i64) {|if size <= -(bindings::MAX_ERRNO as i64) {|copen|copen id,-4095 (the last errno) is refused"
+	"r7|rust/cache.rs|if req.msg_len() > buflen {|if req.msg_len() >= buflen {|copen|a buffer of exactly the message's length gets EMSGSIZE"
+	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            // Not the last reference: the queue holds one.\n            return Err(errno::emsgsize());\n        }\n        q.clear_mark(id, NEW);|        q.clear_mark(id, NEW);\n        if req.msg_len() > buflen {\n            return Err(errno::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
+	# Rust: errnos
+	"r1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|copen|copen of an unknown or unread id gives ENOENT, not EINVAL"
+	"r2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen|copen id,<not an errno> is accepted"
+	"r3|rust/anon_fd.rs|            .ok_or(EINVAL)?;|            .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
+	"r4|rust/anon_fd.rs|        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;\n        let pos|        let file = this.object.backing_file().ok_or(EIO)?;\n        let pos|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
+	"r5|rust/cache.rs|        q.set_mark(id as usize, NEW);\n        self.stats|        self.stats|copen|queued requests are never marked NEW"
+	# C: the patch's dispatch (kernel source files)
+	"c2|fs/cachefiles/daemon.c|\t\tmask \p= cachefiles_ondemand_daemon_poll(cache);|\t\tmask \p= 0;|copen|poll is never readable in on-demand mode"
+	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_flush(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"
+	"c1|fs/cachefiles/daemon.c|\t\treturn -EOPNOTSUPP;\n\treturn cache->ondemand_ops->copen(cache, args);|\t\treturn -EINVAL;\n\treturn cache->ondemand_ops->copen(cache, args);|devnode|copen before bind ondemand gives EINVAL, not EOPNOTSUPP"
+	"c3|fs/cachefiles/backend.c|\tif (cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|\tif (0 \&\& cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|backend_select|bind ignores the registered module"
+	"c4|fs/cachefiles/backend.c|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);\n\tmodule_put(ops->owner);|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);|backend_select|unbind does not unpin the module"
+	"c5|fs/cachefiles/internal.h|\tif (!cachefiles_in_ondemand_mode(cache))\n\t\treturn 0;\n\treturn cache->ondemand_ops->init_object(object);|\treturn cache->ondemand_ops->init_object(object);|devnode|init_object is dispatched when the cache is not on-demand"
 )
 
-passed=0 failed=0
-backup=$(mktemp -d)
-restore() {
-	cp -a "$backup"/rust/. "$CFOD_TOP/rust/"
-}
-trap 'restore; rm -rf "$backup"' EXIT
-mkdir -p "$backup/rust"
-cp -a "$CFOD_TOP"/rust/. "$backup/rust/"
+if [ "${1:-}" = --list ]; then
+	for m in "${MUTANTS[@]}"; do
+		IFS='|' read -r id file _ _ tests what <<<"$m"
+		printf '%-4s %-26s %-16s %s\n' "$id" "$file" "$tests" "$what"
+	done
+	exit 0
+fi
 
-want=" ${*:-} "
-for m in "${MUTANTS[@]}"; do
-	IFS='|' read -r id file old new test <<<"$m"
-	[ "$want" = "  " ] || [[ "$want" == *" $id "* ]] || continue
-	restore
-	if ! python3 - "$CFOD_TOP/$file" "$old" "$new" <<'PY'
+# Apply "old -> new" to a file, exactly once; the texts come escaped.
+apply_once() {
+	python3 - "$1" "$2" "$3" <<'PY'
 import sys
-path, old, new = sys.argv[1], sys.argv[2].replace("\\n", "\n"), sys.argv[3].replace("\\n", "\n")
+def unesc(s):
+    return s.replace("\\n", "\n").replace("\\t", "\t").replace("\\&", "&").replace("\\p", "|")
+path, old, new = sys.argv[1], unesc(sys.argv[2]), unesc(sys.argv[3])
 text = open(path).read()
-if text.count(old) != 1:
-    sys.exit(f"mutant: {old!r} occurs {text.count(old)} times in {path}")
+n = text.count(old)
+if n != 1:
+    sys.exit(f"mutant: the old text occurs {n} times in {path}")
 open(path, "w").write(text.replace(old, new))
 PY
-	then
-		echo "not ok - mutant $id: does not apply"; failed=$((failed + 1)); continue
+}
+
+# The mirror of the working tree the Rust mutants are applied to.
+sync_mirror() {
+	mkdir -p "$MUT/out" || return 1
+	tar -C "$CFOD_TOP" --exclude=./.git --exclude=./out --exclude=./daemon/target \
+		--exclude='*.ko' --exclude='*.o' -cf - . | tar -C "$MUT" -xf - || return 1
+	rm -rf "$MUT/out/bin" "$MUT/out/data"
+	cp -a "$CFOD_TOP/out/bin" "$CFOD_TOP/out/data" "$MUT/out/"
+}
+restore_rust() {	# the mirror's rust/ back to the working tree's
+	cp -a "$CFOD_TOP/rust/." "$MUT/rust/"
+}
+build_module() {	# into the mirror, against $1
+	make -s -C "$1" M="$MUT" "${KMAKE_ARGS[@]}" modules
+}
+
+# The kernel tree for C mutants: a copy of the patched source and of the
+# test build. The build runs in a mount namespace where the copy is at the
+# original path, so the commands are the ones build-test recorded and make
+# recompiles only what the mutant touched.
+prepare_kernel_copy() {
+	[ -f "$KDIR/.cfod-key" ] || { echo "# no test kernel at $KDIR" >&2; return 1; }
+	if [ "$(cat "$MSRC/.cfod-applied" 2>/dev/null)" != "$(cat "$KSRC/.cfod-applied")" ]; then
+		echo "# copying $KSRC to $MSRC"
+		rm -rf "$MSRC" && cp -a "$KSRC" "$MSRC" || return 1
 	fi
-	echo "# mutant $id: $file: $(echo -e "$old" | head -n1 | sed 's/^ *//') -> $(echo -e "$new" | head -n1 | sed 's/^ *//')"
-	if ! "$CFOD_TOP/scripts/build-module.sh" "$KDIR" >"$CFOD_TOP/out/mutant-$id.build.log" 2>&1; then
-		echo "not ok - mutant $id: does not build (see out/mutant-$id.build.log)"
-		failed=$((failed + 1)); continue
+	if [ "$(cat "$MBUILD/.cfod-key" 2>/dev/null)" != "$(cat "$KDIR/.cfod-key")" ]; then
+		echo "# copying $KDIR to $MBUILD"
+		rm -rf "$MBUILD" && cp -a "$KDIR" "$MBUILD" || return 1
 	fi
-	if "$CFOD_TOP/scripts/vm-run.sh" --backend rust --tests "$test" --name "mutant-$id" \
-		--timeout 900 >"$CFOD_TOP/out/mutant-$id.log" 2>&1; then
-		echo "not ok - mutant $id survived: $test still passes"; failed=$((failed + 1))
-	else
-		echo "ok - mutant $id killed by $test: $(grep -m1 '^ *not ok' "$CFOD_TOP/out/mutant-$id/ktap.log" | sed 's/^ *//')"
-		passed=$((passed + 1))
+}
+build_kernel_copy() {
+	flock "$CFOD_CACHE/.build.lock" unshare -m bash -c '
+		src=$2 && mount --bind "$1" "$src" && shift 2 && make -s -C "$src" "$@"' _ \
+		"$MSRC" "$KSRC" O="$MBUILD" "${KMAKE_ARGS[@]}" -j"$(nproc)" all
+}
+restore_kernel_copy() {
+	[ -d "$MSRC/.git" ] && git -C "$MSRC" checkout -q -- .
+}
+
+# The verdict on one mutant from the KTAP its tests printed: "killed by
+# <test>: <point>", "survived" or "inconclusive: <why>".
+judge() {
+	python3 - "$1" "${2:-/dev/null}" <<'PY'
+import re, sys
+def norm(label):	# a point's label without the values it reports
+    return re.sub(r"\d+", "N", re.sub(r"\([^()]*\)", "", label)).strip()
+def lines_of(path):
+    try:
+        return open(path, errors="replace").read().splitlines()
+    except OSError:
+        return []
+lines = lines_of(sys.argv[1])
+# Points that fail with the clean module too cannot kill anything.
+clean_fails = {norm(m.group(1)) for l in lines_of(sys.argv[2])
+               for m in [re.match(r"^\s+not ok \d+ (.+)$", l)] if m}
+test, leaf, bad_rc = None, [], []
+for l in lines:
+    m = re.match(r"^# (\S+) rc=(\d+)$", l)
+    if m:
+        if m.group(2) != "0":
+            bad_rc.append(f"{m.group(1)} exit {m.group(2)}")
+        continue
+    m = re.match(r"^# (\S+)$", l)
+    if m:
+        test = m.group(1)
+        continue
+    m = re.match(r"^\s+not ok \d+ (.+)$", l)
+    if m and "# SKIP" not in m.group(1) and norm(m.group(1)) not in clean_fails:
+        leaf.append(f"{test}: {m.group(1).strip()}")
+if "# end" not in lines:
+    print("inconclusive: its run did not finish")
+elif leaf:
+    print(f"killed by {leaf[0]}" + (f" (+{len(leaf) - 1} more failed)" if len(leaf) > 1 else ""))
+elif bad_rc:
+    print("inconclusive: no point failed, but " + ", ".join(bad_rc))
+else:
+    print("survived")
+PY
+}
+
+want=" ${*:-} "
+killed=0 bad=0 kernel_ready=0
+trap 'restore_kernel_copy; restore_rust 2>/dev/null' EXIT
+OUT=$CFOD_TOP/out/mutants
+mkdir -p "$OUT"
+sync_mirror || { echo "not ok - cannot mirror the tree into $MUT"; exit 1; }
+rm -rf "$MUT/out/mutants" && mkdir -p "$MUT/out/mutants"
+if ! build_module "$KDIR" >"$OUT/clean.build.log" 2>&1; then
+	echo "not ok - the clean module does not build (out/mutants/clean.build.log)"; exit 1
+fi
+cp "$MUT/cachefiles_ondemand_rs.ko" "$MUT/clean.ko"
+
+verdict() {	# id verdict
+	case $2 in
+	killed*) echo "ok - mutant $1 $2"; killed=$((killed + 1)) ;;
+	*) echo "not ok - mutant $1 $2"; bad=$((bad + 1)) ;;
+	esac
+}
+
+# Rust mutants: every module built first, then one boot runs them all, one
+# at a time (tests/mutants_guest.sh), each with its own tests.
+# First the clean module through every test the batch uses: a point that
+# fails there is reported and cannot count as a kill.
+rust=()
+clean_tests=$(for m in "${MUTANTS[@]}"; do
+	IFS='|' read -r id file _ _ tests _ <<<"$m"
+	[[ $file == rust/* ]] || continue
+	[ "$want" = "  " ] || [[ "$want" == *" $id "* ]] || continue
+	echo $tests; done | tr ' ' '\n' | sort -u | tr '\n' ' ')
+if [ -n "$clean_tests" ]; then
+	cp "$MUT/clean.ko" "$MUT/out/mutants/clean.ko"
+	echo "clean $clean_tests" >"$MUT/out/mutants/plan"
+fi
+for m in "${MUTANTS[@]}"; do
+	IFS='|' read -r id file old new tests what <<<"$m"
+	[[ $file == rust/* ]] || continue
+	[ "$want" = "  " ] || [[ "$want" == *" $id "* ]] || continue
+	echo "# mutant $id ($file): $what"
+	restore_rust
+	if ! apply_once "$MUT/$file" "$old" "$new" 2>"$OUT/$id.apply.log"; then
+		verdict "$id" "inconclusive: $(cat "$OUT/$id.apply.log")"; continue
 	fi
+	if ! build_module "$KDIR" >"$OUT/$id.build.log" 2>&1; then
+		verdict "$id" "inconclusive: does not build (out/mutants/$id.build.log)"; continue
+	fi
+	cp "$MUT/cachefiles_ondemand_rs.ko" "$MUT/out/mutants/$id.ko"
+	echo "$id $tests" >>"$MUT/out/mutants/plan"
+	rust+=("$id")
 done
-restore
-"$CFOD_TOP/scripts/build-module.sh" "$KDIR" >/dev/null 2>&1 || echo "# warning: the clean module did not rebuild"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+restore_rust
+cp "$MUT/clean.ko" "$MUT/cachefiles_ondemand_rs.ko"
+if [ ${#rust[@]} -gt 0 ]; then
+	echo "# booting once for ${#rust[@]} Rust mutants: ${rust[*]}"
+	flock "$VMLOCK" "$MUT/scripts/vm-run.sh" "${VMARGS[@]}" --backend rust --tests mutants_guest.sh \
+		--name mutants-rust --timeout 7200 --test-timeout 7000 >"$OUT/rust.vm.log" 2>&1
+	cp "$MUT/out/mutants-rust/results/mutant-clean.log" "$OUT/clean.ktap.log" 2>/dev/null ||
+		: >"$OUT/clean.ktap.log"
+	case $(judge "$OUT/clean.ktap.log") in
+	survived) echo "# the clean module passes every point of: $clean_tests" ;;
+	*) echo "# the clean module fails (these points count for no mutant):"
+	   grep '^ *not ok' "$OUT/clean.ktap.log" | sed 's/^ */#   /' ;;
+	esac
+	for id in "${rust[@]}"; do
+		cp "$MUT/out/mutants-rust/results/mutant-$id.log" "$OUT/$id.ktap.log" 2>/dev/null ||
+			: >"$OUT/$id.ktap.log"
+		verdict "$id" "$(judge "$OUT/$id.ktap.log" "$OUT/clean.ktap.log")"
+	done
+fi
+
+# C mutants: a kernel each (incremental), one boot each, on the C backend.
+for m in "${MUTANTS[@]}"; do
+	IFS='|' read -r id file old new tests what <<<"$m"
+	[[ $file == rust/* ]] && continue
+	[ "$want" = "  " ] || [[ "$want" == *" $id "* ]] || continue
+	echo "# mutant $id ($file): $what"
+	if [ $kernel_ready = 0 ]; then
+		if ! prepare_kernel_copy >"$OUT/kernel-copy.log" 2>&1; then
+			verdict "$id" "inconclusive: no kernel copy (out/mutants/kernel-copy.log)"; continue
+		fi
+		kernel_ready=1
+	fi
+	restore_kernel_copy
+	if ! apply_once "$MSRC/$file" "$old" "$new" 2>"$OUT/$id.apply.log"; then
+		verdict "$id" "inconclusive: $(cat "$OUT/$id.apply.log")"; continue
+	fi
+	start=$SECONDS
+	if ! build_kernel_copy >"$OUT/$id.build.log" 2>&1; then
+		restore_kernel_copy
+		verdict "$id" "inconclusive: the kernel does not build (out/mutants/$id.build.log)"
+		continue
+	fi
+	echo "# kernel built in $((SECONDS - start)) s"
+	restore_kernel_copy
+	# The module as built for the test kernel (backend_select loads it).
+	mkdir -p "$MUT/out/modules/mutant"
+	cp "$MUT/clean.ko" "$MUT/out/modules/mutant/cachefiles_ondemand_rs.ko"
+	echo "$id $tests" >"$MUT/out/mutants/plan"
+	flock "$VMLOCK" "$MUT/scripts/vm-run.sh" "${VMARGS[@]}" --kind mutant --backend c --tests mutants_guest.sh \
+		--name "mutant-$id" --timeout 2400 >"$OUT/$id.vm.log" 2>&1
+	cp "$MUT/out/mutant-$id/results/mutant-$id.log" "$OUT/$id.ktap.log" 2>/dev/null ||
+		: >"$OUT/$id.ktap.log"
+	verdict "$id" "$(judge "$OUT/$id.ktap.log")"
+done
+echo "$killed passed, $bad failed"
+[ "$bad" -eq 0 ]
