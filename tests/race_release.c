@@ -13,7 +13,10 @@
  * meant for B. The steps are ordered by events: the closing thread is seen
  * asleep in the kernel (/proc), the reopen OPEN and the CLOSE are seen on
  * the devnode (read, and POLLIN) while close(A) has not returned, and the
- * devnode is read only after close(A) returned. Without the knob the Rust
+ * devnode is read only after close(A) returned. The reader opens its file
+ * before the window and is let go by a pipe, and the unmount is umount2()
+ * in a thread, so the window (12 s, under the hung-task detector's 20 s)
+ * holds only the reopen, the read and the unmount's CLOSE. Without the knob the Rust
  * variant fails. The C backend (no knob) runs the same sequence with
  * close(A) finished before the reader starts.
  */
@@ -23,7 +26,8 @@
 
 #define MNT "/mnt/race_release"
 #define KNOB "/sys/kernel/debug/cachefiles_ondemand_rs/release_delay_ms"
-#define DELAY_MS 4000
+/* Under the hung-task detector's 20 s: the delay is an uninterruptible sleep. */
+#define DELAY_MS 12000
 #define ROUNDS 3
 
 static const char *const files[ROUNDS] = {
@@ -41,6 +45,81 @@ static void *closer(void *arg)
 	close(fd_a);
 	__atomic_store_n(&close_done, 1, __ATOMIC_SEQ_CST);
 	return NULL;
+}
+
+static volatile int umount_done, umount_ret;
+
+static void *unmounter(void *arg)
+{
+	umount_ret = umount2(MNT, 0) < 0 ? -errno : 0;
+	__atomic_store_n(&umount_done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/*
+ * The reader, a child: opens the file, says so, waits for the go, reads
+ * it all and compares it with the tree. So the window holds only its read.
+ */
+static pid_t start_reader(const char *rel, int *opened, int *go)
+{
+	int to_parent[2], from_parent[2];
+	pid_t pid;
+
+	if (pipe2(to_parent, O_CLOEXEC) || pipe2(from_parent, O_CLOEXEC))
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		static char got[1 << 16], want[1 << 16];
+		struct pollfd p = { .fd = from_parent[0], .events = POLLIN };
+		char path[256], ref[256], c;
+		int fd, rfd;
+		ssize_t n;
+
+		for (int i = 3; i < 1024; i++)
+			if (i != to_parent[1] && i != from_parent[0])
+				close(i);
+		snprintf(path, sizeof(path), "%s/%s", MNT, rel);
+		snprintf(ref, sizeof(ref), "%s/%s", TREE, rel);
+		fd = open(path, O_RDONLY);
+		rfd = open(ref, O_RDONLY);
+		if (fd < 0 || rfd < 0 || write(to_parent[1], "o", 1) != 1)
+			_exit(20);
+		if (poll(&p, 1, 60000) != 1 || read(from_parent[0], &c, 1) != 1)
+			_exit(21);
+		while ((n = read(fd, got, sizeof(got))) > 0)
+			if (read(rfd, want, n) != n || memcmp(got, want, n))
+				_exit(22);
+		_exit(n == 0 && read(rfd, want, 1) == 0 ? 0 : 23);
+	}
+	close(to_parent[1]);
+	close(from_parent[0]);
+	*opened = to_parent[0];
+	*go = from_parent[1];
+	return pid;
+}
+
+/* Serve until the reader says it opened its file; 1 if it did. */
+static int serve_until_opened(struct od_server *s, int opened)
+{
+	char buf[CACHEFILES_MSG_MAX_SIZE];
+	long end = now_ms() + 60000;
+
+	do {
+		struct pollfd p[2] = {
+			{ .fd = s->dev, .events = POLLIN },
+			{ .fd = opened, .events = POLLIN },
+		};
+		char c;
+
+		if (poll(p, 2, 1000) < 0)
+			return 0;
+		if (p[1].revents)
+			return read(opened, &c, 1) == 1 && c == 'o';
+		if (p[0].revents & POLLIN)
+			while (dev_read(s->dev, buf, sizeof(buf)) > 0)
+				od_answer(s, (void *)buf);
+	} while (now_ms() < end);
+	return 0;
 }
 
 static int knob_set(int ms)
@@ -77,7 +156,7 @@ int main(void)
 	struct od_server s = { 0 };
 	int dev, st, knob = 0;
 
-	ktap_plan(3 + ROUNDS * 8 + (rust ? 3 : 0));
+	ktap_plan(3 + ROUNDS * 9 + (rust ? 3 : 0));
 	od_race_begin();
 	dev = dev_open();
 	if (!check(dev >= 0 && dev_bind(dev, "race_release") == 0, "bind"))
@@ -93,10 +172,11 @@ int main(void)
 	for (int round = 0; round < ROUNDS; round++) {
 		unsigned int id_a = 0, id_b = 0;
 		struct od_obj *o = NULL;
-		pthread_t th;
+		int opened = -1, go = -1, joined = 0;
+		pthread_t th, ut;
 		long t0;
-		pid_t r, u;
 		ssize_t n;
+		pid_t r;
 
 		s.opens = 0;
 		st = od_serve_until(&s, start_mount("fsid=simple.img", MNT), 60000);
@@ -104,6 +184,11 @@ int main(void)
 			if (s.objs[i].anon_fd > 0)
 				o = &s.objs[i];
 		if (!check(st == 0 && o, "round %d: mount, object open (status %d)", round, st))
+			break;
+		/* The reader has its file open before the window opens. */
+		r = start_reader(files[round], &opened, &go);
+		if (!check(r > 0 && serve_until_opened(&s, opened),
+			   "round %d: the reader opened %s", round, files[round]))
 			break;
 		/* Hand fd A to the closing thread; the server forgets it. */
 		fd_a = o->anon_fd;
@@ -122,16 +207,13 @@ int main(void)
 			      !__atomic_load_n(&close_done, __ATOMIC_SEQ_CST),
 			      "round %d: close(A) asleep in the release", round);
 		} else {
-			check(join_within(th, 10000), "round %d: close(A) returned", round);
+			joined = join_within(th, 10000);
+			check(joined, "round %d: close(A) returned", round);
 		}
 
 		/* A READ for an uncached range finds the object closed. */
-		{
-			char cmd[256];
-
-			snprintf(cmd, sizeof(cmd), "cat %s/%s >/dev/null", MNT, files[round]);
-			r = start_sh(cmd);
-		}
+		if (write(go, "g", 1) != 1)
+			break;
 		n = dev_wait_msg(dev, buf, sizeof(buf), 30000);
 		if (n > 0 && msg->opcode == CACHEFILES_OP_OPEN) {
 			struct cachefiles_open *op = (void *)msg->data;
@@ -150,13 +232,15 @@ int main(void)
 		check(st == 0, "round %d: the reader got its data through B (status %d)", round, st);
 
 		/* Unmount: its CLOSE is queued, unread, while close(A) sleeps. */
-		u = start_sh("umount " MNT);
+		umount_done = 0;
+		pthread_create(&ut, NULL, unmounter, NULL);
 		st = dev_pollin(dev, 30000);
 		if (st && !__atomic_load_n(&close_done, __ATOMIC_SEQ_CST))
 			closes_in_window++;
 		check(st, "round %d: the unmount queued a request", round);
-		check(join_within(th, DELAY_MS + 20000), "round %d: close(A) returned (%ld ms)",
-		      round, now_ms() - t0);
+		if (!joined)
+			joined = join_within(th, DELAY_MS + 20000);
+		check(joined, "round %d: close(A) returned (%ld ms)", round, now_ms() - t0);
 		n = dev_wait_msg(dev, buf, sizeof(buf), 5000);
 		check(n > 0 && msg->opcode == CACHEFILES_OP_CLOSE && msg->object_id == id_b,
 		      "round %d: the daemon gets the CLOSE, for B's id %u (got %s, opcode %d, id %u)",
@@ -166,10 +250,17 @@ int main(void)
 			right_close++;
 		if (n > 0)
 			od_answer(&s, msg);
-		st = od_serve_until(&s, u, 60000);
-		check(st == 0, "round %d: unmount (status %d, %ld ms since close(A))",
-		      round, st, now_ms() - t0);
+		for (long end = now_ms() + 60000; !umount_done && now_ms() < end;) {
+			while ((n = dev_read(dev, buf, sizeof(buf))) > 0)
+				od_answer(&s, msg);
+			dev_pollin(dev, 20);
+		}
+		st = join_within(ut, 10000);
+		check(st && umount_ret == 0, "round %d: unmount (%d, %ld ms since close(A))",
+		      round, umount_ret, now_ms() - t0);
 		od_close_all(&s);
+		close(opened);
+		close(go);
 	}
 	diag("reopen OPENs seen while close(A) was in the release: %lu of %d",
 	     opens_in_window, ROUNDS);

@@ -8,7 +8,9 @@
  * Part 1: threads hammer pwrite and llseek on (dups of) both anonymous
  * fds while another thread unmounts and the daemon answers the CLOSEs.
  * Every call returns success or exactly ENOBUFS, an fd never succeeds again
- * after its ENOBUFS, and both fds end withdrawn. Counted: calls that got
+ * after its ENOBUFS, and both fds end withdrawn (the second object may be
+ * withdrawn after umount2() returned: fscache does not wait for it; the
+ * loops go on until the daemon had both CLOSEs). Counted: calls that got
  * ENOBUFS after a success in the same loop, and those of them that
  * returned while umount2() had not returned yet (the overlap, must be > 0).
  *
@@ -25,7 +27,7 @@
 #define ROUNDS 3
 #define NFD 2
 
-static volatile int umount_running, umount_done, umount_ret, stop;
+static volatile int umount_running, umount_done, umount_ret, stop, all_closed;
 
 static void *unmounter(void *arg)
 {
@@ -50,7 +52,12 @@ static void *hammer(void *arg)
 	struct hammer *h = arg;
 	unsigned long after = 0;
 
-	for (unsigned long i = 0; !stop && after < 200; i++) {
+	/*
+	 * Until every fd was seen withdrawn, and then some. The withdrawal of
+	 * an object can follow umount2()'s return (fscache relinquishes its
+	 * cookies without waiting), so the bound counts from the last CLOSE.
+	 */
+	for (unsigned long i = 0; !stop && after < 5000; i++) {
 		int k = i % NFD, ok, err;
 
 		if (h->seek)
@@ -76,8 +83,15 @@ static void *hammer(void *arg)
 			h->bad++;
 			h->bad_errno = err;
 		}
-		if (__atomic_load_n(&umount_done, __ATOMIC_SEQ_CST))
+		if (__atomic_load_n(&all_closed, __ATOMIC_SEQ_CST)) {
+			int all = 1;
+
+			for (int j = 0; j < NFD; j++)
+				all &= h->had_enobufs[j];
 			after++;
+			if (all && after >= 50)
+				break;
+		}
 	}
 	return NULL;
 }
@@ -169,6 +183,7 @@ static int serve_until_umounted(struct od_server *s, int restores_per_request,
 		if (dev_read(s->dev, buf, sizeof(buf)) > 0)
 			od_answer(s, (void *)buf);
 	}
+	__atomic_store_n(&all_closed, 1, __ATOMIC_SEQ_CST);
 	return 1;
 }
 
@@ -207,7 +222,7 @@ int main(void)
 			}
 			k++;
 		}
-		stop = umount_done = umount_running = 0;
+		stop = umount_done = umount_running = all_closed = 0;
 		for (int j = 0; j < 2; j++)
 			pthread_create(&th[j], NULL, hammer, &h[j]);
 		/* The loops are going before the unmount starts. */
