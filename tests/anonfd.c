@@ -119,7 +119,7 @@ int main(void)
 	}
 	od_answer(&s, msg);
 	check(complete(o->anon_fd, read_id) == -EINVAL, "READ_COMPLETE twice: EINVAL");
-	st = od_serve_until(&s, r, 120000);
+	st = od_serve_until(&s, r, 600000);
 	check(st == 0, "the reader gets its data (status %d)", st);
 
 	/* A reader killed while it waits; the late completion is refused. */

@@ -648,4 +648,33 @@ static long pollwait_end(struct pollwait *w, long since_ms)
 	return w->revents & POLLIN ? w->woke_at - since_ms : -1;
 }
 
+/*
+ * start_read() with readahead off (POSIX_FADV_RANDOM): one read_folio, no
+ * retry of a failed readahead folio, so the reader's errno is the one its
+ * own READ ended with.
+ */
+static pid_t start_read_random(const char *path, off_t off, size_t len)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		static char rbuf[1 << 20];
+		int fd;
+		ssize_t n;
+
+		close_range(3, ~0U, 0);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			_exit(errno & 0xff);
+		posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+		if (len > sizeof(rbuf))
+			len = sizeof(rbuf);
+		n = pread(fd, rbuf, len, off);
+		if (n < 0)
+			_exit(errno & 0xff);
+		_exit(n == (ssize_t)len ? 0 : 255);
+	}
+	return pid;
+}
+
 #endif /* ODTEST_H */
