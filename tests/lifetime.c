@@ -161,8 +161,9 @@ static int killed_daemon(void)
 	/* A READ the daemon has read and will never answer. */
 	tell(&d, CMD_HOLD_READ);
 	r = start_read_random(MNT "/big/two.bin", 0, 4096);
-	check(sscanf(daemon_says(&d, 30000), "read %u", &id) == 1,
-	      "the daemon read the READ (msg %u) and holds it", id);
+	id = ~0U;
+	st = sscanf(daemon_says(&d, 30000), "read %u", &id);
+	check(st == 1, "the daemon read the READ (msg %u) and holds it", id);
 	check(wait_child(r, 0) == -1, "the reader waits for it");
 	kill(d.pid, SIGKILL);
 	st = wait_child(d.pid, 30000);
@@ -198,8 +199,9 @@ static int devnode_closed_first(void)
 	check(st == 0, "mount (status %d)", st);
 	tell(&d, CMD_HOLD_READ);
 	r = start_read_random(MNT "/big/two.bin", 0, 4096);
-	check(sscanf(daemon_says(&d, 30000), "read %u", &id) == 1,
-	      "the daemon read a READ (msg %u) and holds it", id);
+	id = ~0U;
+	st = sscanf(daemon_says(&d, 30000), "read %u", &id);
+	check(st == 1, "the daemon read a READ (msg %u) and holds it", id);
 	tell(&d, CMD_CLOSE_DEV);
 	check(!strcmp(daemon_says(&d, 30000), "closed"),
 	      "the daemon closed the devnode, keeping its anonymous fds");
