@@ -56,7 +56,10 @@ accel=tcg
 if [ "$("$CFOD_TOP/scripts/kvm-probe.sh")" = yes ]; then accel=kvm; fi
 
 tests=${tests// /,}
-append="console=ttyS0,115200 panic=-1 nokaslr rcupdate.rcu_cpu_stall_timeout=60"
+# acpi=noirq: ACPI enumerates the vCPUs, but its PCI interrupt routing
+# leaves virtio's interrupts undelivered on these kernels (the boot hangs
+# in the cache disk's partition scan); the PIRQ router routes them.
+append="console=ttyS0,115200 panic=-1 nokaslr rcupdate.rcu_cpu_stall_timeout=60 acpi=noirq"
 append+=" cfod.backend=$backend cfod.tests=$tests cfod.timeout=$test_timeout"
 append+=" cfod.results=out/$name/results cfod.smp=$smp"
 if [ -z "$ko" ]; then
