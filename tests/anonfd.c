@@ -166,7 +166,16 @@ int main(void)
 	if (st < 0)
 		od_serve_until(&s, u, 30000);
 	ret = dev_read(dev, msg, sizeof(buf));
-	check(ret == 0, "the CLOSE is gone from the queue: read gets 0 (%d)", ret);
+	if (!strcmp(backend(), "c"))
+		/* A known divergence (Documentation/rust-backend.md): C matches
+		 * the CLOSE on an object id set only once it is read, so the
+		 * release leaves the unread CLOSE queued.
+		 */
+		check(ret == (ssize_t)sizeof(struct cachefiles_msg) &&
+		      msg->opcode == CACHEFILES_OP_CLOSE,
+		      "C: the unread CLOSE stays queued after the release (%d)", ret);
+	else
+		check(ret == 0, "the CLOSE is gone from the queue: read gets 0 (%d)", ret);
 	close(dev);
 	for (i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
 		usleep(100000);
