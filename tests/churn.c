@@ -194,7 +194,10 @@ static int release_under_waiters(void)
 	check(quiet == POLL_ROUNDS && errors == 0,
 	      "core: after the release, epoll reports nothing and no call failed (%d, %d errors)",
 	      quiet, errors);
-	check(nval == POLL_ROUNDS, "core: the poll() loop ends with POLLNVAL each round (%d)", nval);
+	/* VFS behaviour, not cachefiles', and racy on SMP (the fd number can be
+	 * reused before the thread polls again): reported, not a point.
+	 */
+	diag("the poll() loop ended with POLLNVAL in %d of %d rounds", nval, POLL_ROUNDS);
 	return 0;
 }
 
@@ -202,7 +205,7 @@ int main(void)
 {
 	int st;
 
-	ktap_plan(9);
+	ktap_plan(8);
 	signal(SIGPIPE, SIG_IGN);
 	failing_mounts();
 	release_under_waiters();
