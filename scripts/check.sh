@@ -10,7 +10,7 @@ set -uo pipefail
 backends=${*:-c rust}
 export SMP=${SMP:-2}
 # The concurrency tests, run again on the race kernel.
-RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn race_umount race_kill race_release}
+RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn stress.sh race_umount race_kill race_release}
 # The race boot is opt-in (RACE=1) until it has passed once end to end:
 # its kernel has built, but no guest has run on it yet
 # (Documentation/tests.md, "SMP, preemption and the race boot").
