@@ -54,6 +54,9 @@ pub struct Behaviour {
     pub token_life: u64,
     /// Answer paths outside `/store/` with 307 to `/store/<path>`.
     pub redirect: bool,
+    /// Like busybox httpd: `Content-Type: text/html` for every blob, and
+    /// a range ending at 0 (`bytes=0-0`) taken as open-ended.
+    pub busybox: bool,
 }
 
 /// One request as the server saw it.
@@ -326,7 +329,7 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
                 &data[..0],
             ),
             Some((a, e)) => {
-                let e = e.min(len - 1);
+                let e = if b.busybox && e == 0 { len - 1 } else { e.min(len - 1) };
                 let (mut sa, mut total) = (a, len);
                 if !probe && b.wrong_start {
                     sa = (a + 4096).min(e);
@@ -346,9 +349,14 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
         } else {
             format!("Content-Length: {}\r\n", body.len())
         };
+        let ctype = if b.busybox {
+            "text/html"
+        } else {
+            "application/octet-stream"
+        };
         let _ = write!(
             w,
-            "HTTP/1.1 {status}\r\n{extra}{etag}Content-Type: application/octet-stream\r\n\
+            "HTTP/1.1 {status}\r\n{extra}{etag}Content-Type: {ctype}\r\n\
              {framing}Connection: {conn}\r\n\r\n"
         );
         if (b.truncate || b.reset) && body.len() > 1 {
