@@ -70,6 +70,15 @@ pub struct Config {
     pub restore: Option<bool>,
     pub http_timeout_ms: Option<u64>,
     pub http_retries: Option<u32>,
+    pub request_deadline_ms: Option<u64>,
+    pub ca_file: Option<PathBuf>,
+    pub http_proxy: Option<String>,
+    pub http_whole_max: Option<Size>,
+    /// `oci://` sources (`--credentials`, `--oci-map`).
+    pub credentials: Option<PathBuf>,
+    pub oci_map: Option<PathBuf>,
+    /// `false` is `--no-verify-digest`.
+    pub verify_digest: Option<bool>,
     pub cull: Option<bool>,
     pub control: Option<PathBuf>,
     /// Log filter (`--log`).
@@ -130,12 +139,27 @@ impl Config {
         val!(restore);
         val!(http_timeout_ms);
         val!(http_retries);
+        val!(request_deadline_ms);
+        opt!(ca_file);
+        opt!(http_proxy);
+        opt!(credentials);
+        opt!(oci_map);
         opt!(seed);
         opt!(persona_rate);
         opt!(control);
         if unset("prefetch_rate") {
             if let Some(s) = &self.prefetch_rate {
                 a.prefetch_rate = s.bytes().map_err(|e| format!("prefetch_rate: {e}"))?;
+            }
+        }
+        if unset("http_whole_max") {
+            if let Some(s) = &self.http_whole_max {
+                a.http_whole_max = s.bytes().map_err(|e| format!("http_whole_max: {e}"))?;
+            }
+        }
+        if unset("no_verify_digest") {
+            if let Some(v) = self.verify_digest {
+                a.no_verify_digest = !v;
             }
         }
         if unset("chunk_size") {
@@ -203,6 +227,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::{CommandFactory, FromArgMatches};
+    use std::time::Duration;
 
     const EXAMPLE: &str = include_str!("../odd.toml.example");
 
@@ -252,6 +277,94 @@ mod tests {
         let s = parse(&["odd", "serve", "--source", "dir:/b"], &c);
         assert_eq!(s.sources, vec!["dir:/b".to_string()]);
         assert_eq!(s.threads, 9);
+    }
+
+    /// The remote-source options (TLS, deadlines, `oci://`) are keys too,
+    /// and the command line still wins over them.
+    #[test]
+    fn remote_source_keys() {
+        let c = Config::parse(
+            r#"
+            sources = ["oci://registry.example/team/app"]
+            request_deadline_ms = 4500
+            ca_file = "/etc/odd/ca.pem"
+            http_proxy = "http://proxy:3128"
+            http_whole_max = "8M"
+            credentials = "/etc/odd/creds"
+            oci_map = "/etc/odd/map"
+            verify_digest = false
+            "#,
+        )
+        .unwrap();
+        let s = parse(&["odd", "serve"], &c);
+        assert_eq!(s.request_deadline_ms, 4500);
+        assert_eq!(s.ca_file, Some(PathBuf::from("/etc/odd/ca.pem")));
+        assert_eq!(s.http_proxy.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(s.http_whole_max, 8 << 20);
+        assert_eq!(s.credentials, Some(PathBuf::from("/etc/odd/creds")));
+        assert_eq!(s.oci_map, Some(PathBuf::from("/etc/odd/map")));
+        assert!(s.no_verify_digest);
+        let h = s.http_config();
+        assert_eq!(h.deadline, Duration::from_millis(4500));
+        assert!(!h.verify_digest);
+        let s = parse(
+            &[
+                "odd",
+                "serve",
+                "--ca-file",
+                "/ca2.pem",
+                "--request-deadline-ms",
+                "100",
+                "--http-whole-max",
+                "1K",
+            ],
+            &c,
+        );
+        assert_eq!(s.ca_file, Some(PathBuf::from("/ca2.pem")));
+        assert_eq!(s.request_deadline_ms, 100);
+        assert_eq!(s.http_whole_max, 1024);
+        assert_eq!(s.oci_map, Some(PathBuf::from("/etc/odd/map")));
+        assert!(Config::parse("verify_digest = \"no\"").is_err());
+    }
+
+    /// Every visible option of `serve` and `supervise` is a key of the
+    /// file (so a new option cannot be forgotten here): setting it to a
+    /// value of any type is never an "unknown field" error.
+    #[test]
+    fn every_option_is_a_key() {
+        // Options that are not about the service's configuration.
+        const CLI_ONLY: &[&str] = &["help", "config", "ready_fd"];
+        let cmd = Cli::command();
+        for sub in ["serve", "supervise"] {
+            let sub = cmd.find_subcommand(sub).unwrap();
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || CLI_ONLY.contains(&id) {
+                    continue;
+                }
+                let key = match id {
+                    "sources" => "sources".to_string(),
+                    "persona" => "personas".to_string(),
+                    "no_cull" => "cull".to_string(),
+                    "no_verify_digest" => "verify_digest".to_string(),
+                    "brun" | "bcull" | "bstop" | "frun" | "fcull" | "fstop" => {
+                        format!("limits.{id}")
+                    }
+                    "max_restarts" | "stop_timeout_ms" | "fd_holder"
+                        if sub.get_name() == "supervise" =>
+                    {
+                        format!("supervise.{id}")
+                    }
+                    _ => id.to_string(),
+                };
+                let err = Config::parse(&format!("{key} = {{ x = 1 }}")).unwrap_err();
+                assert!(
+                    !err.contains("unknown field"),
+                    "--{} has no config key ({key}): {err}",
+                    arg.get_long().unwrap_or(id)
+                );
+            }
+        }
     }
 
     #[test]
