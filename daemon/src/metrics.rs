@@ -13,6 +13,7 @@
 //! | `odd_requests_in_flight` | gauge | `opcode` = open, read |
 //! | `odd_objects_open` | gauge | |
 //! | `odd_restores_total` | counter | |
+//! | `odd_digest_checks_total` | counter | `result` = ok, mismatch (`oci://` prefetch) |
 //! | `odd_cache_*` | gauges | filesystem size/free against the limits |
 //! | `odd_cull_*` | counters | culling passes, objects and bytes culled |
 
@@ -176,6 +177,18 @@ pub fn render(m: &Sources<'_>) -> String {
         "'restore' commands written.",
     );
     let _ = writeln!(s, "odd_restores_total {}", g(&st.restores));
+    head(
+        &mut s,
+        "odd_digest_checks_total",
+        "counter",
+        "Whole blobs checked against their sha256 digest while prefetching (oci://), by result.",
+    );
+    for (r, v) in [
+        ("ok", g(&st.digest_ok)),
+        ("mismatch", g(&st.digest_mismatch)),
+    ] {
+        let _ = writeln!(s, "odd_digest_checks_total{{result=\"{r}\"}} {v}");
+    }
     if let Some(dir) = m.cache_dir {
         if let Ok(u) = Usage::of(dir) {
             cache_usage(&mut s, &u, &m.limits);
@@ -287,6 +300,9 @@ mod tests {
         stats::inc(&st.reads);
         stats::inc(&st.reads_ok);
         stats::inc(&st.opens);
+        stats::inc(&st.digest_ok);
+        stats::inc(&st.digest_ok);
+        stats::inc(&st.digest_mismatch);
         st.add_source_bytes("http://127.0.0.1:1/x", 8192);
         st.add_source_bytes("/blobs/x", 4096);
         st.read_latency.record(Duration::from_micros(300));
@@ -314,6 +330,8 @@ mod tests {
             "odd_request_duration_seconds_bucket{opcode=\"read\",le=\"+Inf\"} 2",
             "odd_request_duration_seconds_count{opcode=\"read\"} 2",
             "odd_cull_objects_total 3",
+            "odd_digest_checks_total{result=\"ok\"} 2",
+            "odd_digest_checks_total{result=\"mismatch\"} 1",
             "odd_cache_limit_percent{limit=\"bcull\"} 7",
             "# TYPE odd_request_duration_seconds histogram",
         ] {
