@@ -28,6 +28,9 @@
 static char opened[OD_MAX_OBJS][160];
 static int nopened;
 static unsigned long max_len;
+/* The object of the latest OPEN of blob.img, and the READs for it. */
+static unsigned int blob_obj = ~0U;
+static unsigned long blob_reads;
 
 static void seen(struct cachefiles_msg *msg)
 {
@@ -35,10 +38,17 @@ static void seen(struct cachefiles_msg *msg)
 	struct cachefiles_read *rd = (void *)msg->data;
 	char cookie[128];
 
-	if (msg->opcode == CACHEFILES_OP_OPEN && nopened < OD_MAX_OBJS)
-		snprintf(opened[nopened++], sizeof(opened[0]), "%.*s/%s",
-			 (int)strnlen((char *)load->data, load->volume_key_size),
-			 (char *)load->data, open_cookie(msg, cookie, sizeof(cookie)));
+	if (msg->opcode == CACHEFILES_OP_OPEN) {
+		open_cookie(msg, cookie, sizeof(cookie));
+		if (nopened < OD_MAX_OBJS)
+			snprintf(opened[nopened++], sizeof(opened[0]), "%.*s/%s",
+				 (int)strnlen((char *)load->data, load->volume_key_size),
+				 (char *)load->data, cookie);
+		if (!strcmp(cookie, "blob.img"))
+			blob_obj = msg->object_id;
+	}
+	if (msg->opcode == CACHEFILES_OP_READ && msg->object_id == blob_obj)
+		blob_reads++;
 	if (msg->opcode == CACHEFILES_OP_READ && rd->len > max_len)
 		max_len = rd->len;
 }
@@ -337,17 +347,26 @@ int main(void)
 	      "core: meta.img without device=: its slot has no tag, erofs refuses it: EINVAL (status %d)",
 	      st);
 	check(make_tagged(), "a copy of meta.img whose device slot is tagged blob.img (checksum redone)");
+	/*
+	 * Mounted in domain dom: blob.img's object there committed its cache
+	 * file at the unmounts above, with every chunk the trees use, so the
+	 * blob the table names is opened (an OPEN) and read from that file
+	 * (no READ for it), and only meta-tag.img, new, is fetched. (Served
+	 * on demand, the blob's 1280 chunk READs cost minutes under TCG; the
+	 * READ path for it is the first part's.)
+	 */
 	n0 = nopened;
 	reads = s.reads;
-	st = serve_tagged(&s, start_mount("fsid=" TAGGED, MF), 60000);
-	check(st == 0 && nopened == n0 + 2 && was_opened(n0, "erofs," TAGGED "/" TAGGED) &&
-	      was_opened(n0, "erofs," TAGGED "/blob.img"),
+	blob_reads = 0;
+	st = serve_tagged(&s, start_mount("fsid=" TAGGED ",domain_id=dom", MF), 60000);
+	check(st == 0 && nopened == n0 + 2 && was_opened(n0, "erofs,dom/" TAGGED) &&
+	      was_opened(n0, "erofs,dom/blob.img"),
 	      "device-table mount without device=: " TAGGED " and, from its table, blob.img opened (status %d)",
 	      st);
 	st = serve_tagged(&s, start_sh("diff -r " TREE " " MF " && umount " MF), 300000);
-	check(st == 0 && s.reads > reads,
-	      "device-table mount: every file byte-identical, served on demand (status %d, %lu READs)",
-	      st, s.reads - reads);
+	check(st == 0 && blob_reads == 0 && s.reads > reads,
+	      "device-table mount: every file byte-identical; no READ for blob.img (its cache file), %lu for " TAGGED " (status %d, %lu for blob.img)",
+	      s.reads - reads, st, blob_reads);
 	unlink(TAGGED_PATH);
 	od_close_all(&s);
 	close(dev);
