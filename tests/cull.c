@@ -13,12 +13,46 @@
 #define MNT "/mnt/cull"
 #define FILE_ "big/one.bin"
 
-static int served(struct od_server *s, const char *cmd)
+/* start_sh() without this process' fds (the anonymous fds lack CLOEXEC). */
+static pid_t start_cmd(const char *cmd)
 {
-	return od_serve_until(s, start_sh(cmd), 120000);
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		close_range(3, ~0U, 0);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
 }
 
-/* Unmount and answer the CLOSE that follows. */
+static int served(struct od_server *s, const char *cmd)
+{
+	return od_serve_until(s, start_cmd(cmd), 120000);
+}
+
+/* A dup of the anonymous fd of the last OPEN: it tells when the object is
+ * withdrawn (llseek then gets ENOBUFS). */
+static int watch_fd = -1;
+
+static void seen(struct cachefiles_msg *m)
+{
+	struct cachefiles_open *load = (void *)m->data;
+
+	if (m->opcode == CACHEFILES_OP_OPEN) {
+		if (watch_fd >= 0)
+			close(watch_fd);
+		watch_fd = dup(load->fd);
+	}
+}
+
+/*
+ * Unmount and answer the CLOSE that follows, then wait until the object is
+ * withdrawn: cachefiles sends the CLOSE before it commits the cache file and
+ * marks its inode unused, and the unmount may return before either. The
+ * object's anonymous fd gets ENOBUFS from llseek once cachefiles has let go
+ * of the file (after the commit and the unmarking). 0, or what went wrong.
+ */
 static int unmount(struct od_server *s)
 {
 	int st = served(s, "umount " MNT);
@@ -26,6 +60,14 @@ static int unmount(struct od_server *s)
 
 	while (s->closes < s->opens && now_ms() < end)
 		od_serve_for(s, 100);
+	if (st || s->closes < s->opens)
+		return st ? st : -2;
+	end += 20000;
+	while ((st = lseek(watch_fd, 0, SEEK_SET) < 0 ? -errno : 0) == 0 && now_ms() < end)
+		usleep(20000);
+	st = st == -ENOBUFS ? 0 : -3;
+	close(watch_fd);
+	watch_fd = -1;
 	return st;
 }
 
@@ -44,6 +86,7 @@ int main(void)
 		return 1;
 	}
 	s.dev = dev;
+	s.seen = seen;
 
 	st = od_serve_until(&s, start_mount("fsid=simple.img", MNT), 60000);
 	st = st ? st : served(&s, "cmp " MNT "/" FILE_ " " TREE "/" FILE_);
