@@ -97,7 +97,10 @@ race_ok=0
 if [ "$RACE" = 1 ]; then
 	if nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" race >"$CFOD_TOP/out/check-race-build.log" 2>&1; then
 		step "module builds for the race kernel" \
-			"$CFOD_TOP/scripts/build-module.sh" "$(kernel_build_dir race)" && race_ok=1
+			"$CFOD_TOP/scripts/build-module.sh" "$(kernel_build_dir race)" &&
+			step "the KCSAN canary builds" \
+				"$CFOD_TOP/scripts/build-kmod.sh" "$(kernel_build_dir race)" &&
+			race_ok=1
 	else
 		tail -n 30 "$CFOD_TOP/out/check-race-build.log"
 		point FAIL "race kernel builds"
@@ -107,6 +110,11 @@ boots_wait check
 if [ "$race_ok" = 1 ]; then
 	boots_start race race "$RACE_TESTS"
 	boots_wait race
+	# The KCSAN gate's self-test: a real report, gated only when its
+	# functions are in the gate.
+	"$CFOD_TOP/scripts/vm-run.sh" --kind race --name race-canary --tests kcsan_canary.sh \
+		--expect-kcsan cfod_canary_racy_write --timeout 900
+	count race-canary
 fi
 "$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat --timeout 600
 count selftest

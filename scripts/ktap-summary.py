@@ -74,9 +74,13 @@ def kcsan_reports(lines):
 def kcsan_gated(lines, report, gate):
     """Whether a KCSAN report's frames touch the gated code."""
     start, end, title = report
-    m = re.search(r"in (\S+) / (\S+)", title)
-    if m and (m.group(1) in gate or m.group(2) in gate):
-        return True
+    # "data-race in A / B" or "in A": each side a function, perhaps with
+    # its offset and its module ("f+0x1/0x2 [mod]").
+    m = re.search(r"data-race in (.*)$", title)
+    for side in (m.group(1).split(" / ") if m else []):
+        f = re.match(r"([A-Za-z_][A-Za-z0-9_.]*)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[(\w+)\])?", side)
+        if f and (f.group(1) in gate or f.group(2) == MODULE):
+            return True
     for line in lines[start:end + 1]:
         for m in KCSAN_FRAME.finditer(line):
             if m.group(3) == MODULE or m.group(1) in gate:
@@ -131,6 +135,9 @@ def main():
     ap.add_argument("--name", default="run")
     ap.add_argument("--totals", help="write 'passed failed skipped' here")
     ap.add_argument("--kcsan-gate", help="file of symbols whose KCSAN reports fail the run")
+    ap.add_argument("--expect-kcsan", metavar="SYM",
+                    help="self-test of the gate: a report naming SYM must be gated when SYM "
+                    "is added to the gate, and only listed when it is not")
     args = ap.parse_args()
 
     def read(path):
@@ -161,6 +168,14 @@ def main():
                 skip.update(range(report[0], report[1] + 1))
         host.append((not gated, f"{args.name}: no KCSAN report on the on-demand path "
                      f"({len(gated)} gated, {len(listed)} elsewhere)"))
+        if args.expect_kcsan:
+            sym = args.expect_kcsan
+            named = [r for r in kcsan_reports(lines) if sym in r[2]]
+            host.append((bool(named) and all(kcsan_gated(lines, r, gate | {sym}) for r in named),
+                         f"{args.name}: the gate fails the run on a real KCSAN report "
+                         f"when {sym} is gated ({len(named)} reports name it)"))
+            host.append((bool(named) and all(r in listed for r in named),
+                         f"{args.name}: the same report is only listed when {sym} is not gated"))
     lines, splats = find_splats(console, skip)
     if args.expect_splat:
         host.append((bool(splats), f"{args.name}: splat detector caught the provoked warning"))

@@ -4,7 +4,7 @@
 #   scripts/vm-run.sh [--kind test|race|bench] [--backend c|rust] [--tests "a b"]
 #                     [--name NAME] [--timeout SECONDS] [--expect-splat]
 #                     [--append "KERNEL PARAMS"] [--disk IMAGE] [--smp N]
-#                     [--ko PATH-IN-REPO]
+#                     [--ko PATH-IN-REPO] [--expect-kcsan SYMBOL]
 #
 # The guest gets SMP vCPUs (default 2; QEMU's multi-threaded TCG runs each on
 # a host thread of its own) and the test checks it brought up every one. The
@@ -21,7 +21,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 kind=test backend=c tests=all name= timeout=2400 expect_splat=0 test_timeout=420
-extra_append= extra_disk=() smp=${SMP:-2} ko=
+extra_append= extra_disk=() smp=${SMP:-2} ko= expect_kcsan=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kind) kind=$2; shift ;;
@@ -34,6 +34,8 @@ while [ $# -gt 0 ]; do
 	--append) extra_append=$2; shift ;;
 	--smp) smp=$2; shift ;;
 	--ko) ko=$2; shift ;;
+	# the gate's self-test (race kernel): a KCSAN report naming SYM is expected
+	--expect-kcsan) expect_kcsan=$2; shift ;;
 	# a read-only raw disk after the cache disk (/dev/vdb in the guest)
 	--disk) extra_disk=(-drive "file=$2,if=virtio,format=raw,readonly=on"); shift ;;
 	*) echo "vm-run: unknown argument $1" >&2; exit 2 ;;
@@ -114,6 +116,7 @@ if [ "$kind" = race ]; then
 		! -name '*.mod.o' -print0 | xargs -0 llvm-nm-19 --defined-only -j 2>/dev/null |
 		sort -u >"$out/kcsan-gate.syms"
 	gate=(--kcsan-gate "$out/kcsan-gate.syms")
+	[ -z "$expect_kcsan" ] || gate+=(--expect-kcsan "$expect_kcsan")
 fi
 python3 "$CFOD_TOP/scripts/ktap-summary.py" "${gate[@]}" --console "$out/console.log" \
 	--ktap "$out/ktap.log" --qemu-rc "$qrc" --expect-splat "$expect_splat" \
