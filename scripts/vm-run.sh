@@ -69,6 +69,9 @@ if [ -z "$ko" ]; then
 	[ "$kind" = test ] || ko=out/modules/$kind/cachefiles_ondemand_rs.ko
 fi
 append+=" cfod.ko=$ko"
+# The race kernel watches one access in KCSAN_SKIP_WATCH (its built-in
+# 4000 leaves short tests almost unwatched; 500 costs little under TCG).
+[ "$kind" != race ] || append+=" kcsan.skip_watch=${KCSAN_SKIP_WATCH:-500}"
 [ -z "$extra_append" ] || append+=" $extra_append"
 echo "# vm-run: kernel $kind, backend $backend, accel $accel, $smp vCPUs, tests $tests"
 : >"$out/ktap.log"

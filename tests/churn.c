@@ -41,6 +41,14 @@ static int failing_mounts(void)
 	 * refusing the blob.
 	 */
 	static const int want[3] = { EIO, EIO, EINVAL };
+	/* A devnode released with the OPEN read but unanswered: the OPEN
+	 * fails with EIO, and the mount sees EIO when its own read waited on
+	 * the lookup, or ENOBUFS from fscache when the cookie had already
+	 * failed by the time it asked (the core's choice, by timing; seen on
+	 * the race kernel with either backend).
+	 */
+	static const int also[3] = { 0, ENOBUFS, 0 };
+	int enobufs = 0;
 	int fds = own_fds(), failed = 0, hung = 0, opened = 0;
 
 	for (int i = 0; i < ROUNDS; i++) {
@@ -82,6 +90,9 @@ static int failing_mounts(void)
 			wait_child(m, 5000);
 		} else if (st == want[i % 3]) {
 			failed++;
+		} else if (st == also[i % 3]) {
+			failed++;
+			enobufs++;
 		} else {
 			diag("round %d: the mount got status %d, not %s", i, st,
 			     strerrorname_np(want[i % 3]));
@@ -92,8 +103,10 @@ static int failing_mounts(void)
 	}
 	check(opened == ROUNDS, "devnode opened and bound %d times (%d)", ROUNDS, opened);
 	check(hung == 0, "no mount hung (%d)", hung);
-	check(failed == ROUNDS, "every mount failed with its errno: EIO, EIO, EINVAL (%d of %d)",
+	check(failed == ROUNDS,
+	      "every mount failed with its errno: EIO, EIO or ENOBUFS, EINVAL (%d of %d)",
 	      failed, ROUNDS);
+	diag("ENOBUFS for the released devnode in %d of %d rounds", enobufs, ROUNDS / 3);
 	check(own_fds() == fds, "no fd leaked (%d, was %d)", own_fds(), fds);
 	return 0;
 }
@@ -102,6 +115,10 @@ struct waiter {
 	int fd;			/* epoll fd, or the devnode for poll() */
 	volatile int stop;
 	volatile int events, nval, errors;
+	/* Set once the release has run: the epoll_wait() calls begun after
+	 * it (counted) must report nothing.
+	 */
+	volatile int armed, armed_calls, late;
 };
 
 static void *epoll_waiter(void *arg)
@@ -110,12 +127,18 @@ static void *epoll_waiter(void *arg)
 	struct epoll_event ev;
 
 	while (!w->stop) {
+		int armed = __atomic_load_n(&w->armed, __ATOMIC_SEQ_CST);
 		int n = epoll_wait(w->fd, &ev, 1, 20);
 
 		if (n > 0)
 			w->events++;
 		else if (n < 0 && errno != EINTR)
 			w->errors++;
+		if (armed) {
+			if (n > 0)
+				w->late++;
+			__atomic_add_fetch(&w->armed_calls, 1, __ATOMIC_SEQ_CST);
+		}
 	}
 	return NULL;
 }
@@ -176,10 +199,19 @@ static int release_under_waiters(void)
 			diag("round %d: the mount got status %d, not EIO", i, st);
 		else
 			kill(m, SIGKILL), wait_child(m, 5000);
-		e.events = 0;
-		usleep(200000);
-		if (e.events == 0)
+		/* The mount's failure came from the release, and the VFS takes
+		 * the file off the epoll set before calling the release: every
+		 * epoll_wait() begun from now on must report nothing.
+		 */
+		__atomic_store_n(&e.armed, 1, __ATOMIC_SEQ_CST);
+		for (long end = now_ms() + 10000;
+		     e.armed_calls < 5 && now_ms() < end;)
+			usleep(5000);
+		if (e.armed_calls >= 5 && e.late == 0)
 			quiet++;
+		else
+			diag("round %d: %d epoll_wait() calls after the release, %d reported an event",
+			     i, e.armed_calls, e.late);
 		e.stop = p.stop = 1;
 		pthread_join(te, NULL);
 		pthread_join(tp, NULL);
@@ -192,7 +224,7 @@ static int release_under_waiters(void)
 	check(failed == POLL_ROUNDS, "the mount fails with EIO when the devnode is released (%d)", failed);
 	/* VFS behaviour on a closed fd, the same for any file. */
 	check(quiet == POLL_ROUNDS && errors == 0,
-	      "core: after the release, epoll reports nothing and no call failed (%d, %d errors)",
+	      "core: epoll_wait() begun after the release reports nothing, no call failed (%d, %d errors)",
 	      quiet, errors);
 	/* VFS behaviour, not cachefiles', and racy on SMP (the fd number can be
 	 * reused before the thread polls again): reported, not a point.
