@@ -4,17 +4,15 @@
 # (KASAN) kernel with the whole list and one of the data-race (KCSAN) kernel
 # with the concurrency tests, all on SMP vCPUs (default 2), and one boot for
 # the harness' self-test. Ends with "N passed, N failed".
-#   [SMP=N] [RACE=1] scripts/check.sh [c] [rust]
+#   [SMP=N] [RACE=0] scripts/check.sh [c] [rust]
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 backends=${*:-c rust}
 export SMP=${SMP:-2}
 # The concurrency tests, run again on the race kernel.
-RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn stress.sh race_umount race_kill race_release}
-# The race boot is opt-in (RACE=1) until it has passed once end to end:
-# its kernel has built, but no guest has run on it yet
-# (Documentation/tests.md, "SMP, preemption and the race boot").
-RACE=${RACE:-0}
+RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn stress.sh share race_umount race_kill race_release}
+# The race boot runs by default; RACE=0 leaves it out of a run.
+RACE=${RACE:-1}
 passed=0 failed=0 skipped=0
 point() { # point OK|FAIL description
 	if [ "$1" = OK ]; then passed=$((passed + 1)); echo "ok - $2"

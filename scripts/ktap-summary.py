@@ -11,7 +11,9 @@ N skipped]"; exits 1 if anything failed.
 With --kcsan-gate SYMS (the race kernel), a KCSAN report is a splat only if
 its stacks touch the on-demand path: a function listed in SYMS (the symbols
 of fs/cachefiles, fs/netfs with fscache, fs/erofs) or the Rust module. Such a
-report is printed whole; the others are listed, not gated.
+report is printed whole; the others are listed, not gated. Also listed: the
+harness' own 9p I/O (9p reads through netfs), and the known findings of
+--kcsan-known FILE (tests/kcsan-known.txt), printed whole when in the core.
 """
 
 import argparse
@@ -88,6 +90,55 @@ def kcsan_gated(lines, report, gate):
     return False
 
 
+# The harness' own file sharing (the host tree over 9p, which reads through
+# netfs): a report whose frames are 9p's and none of them the on-demand
+# path's own (cachefiles, fscache, erofs, the module) is harness I/O.
+HARNESS_PREFIXES = ("v9fs_", "p9_")
+ONDEMAND_PREFIXES = ("cachefiles_", "fscache_", "erofs_", "__fscache_")
+
+
+def kcsan_frames(lines, report):
+    """The function names (and modules) of a report's frames."""
+    start, end, _title = report
+    frames = []
+    for line in lines[start:end + 1]:
+        for m in KCSAN_FRAME.finditer(line):
+            frames.append((m.group(1), m.group(3)))
+    return frames
+
+
+def kcsan_harness(lines, report):
+    """Whether a report is the harness' 9p I/O, not the on-demand path."""
+    frames = kcsan_frames(lines, report)
+    return (any(f.startswith(HARNESS_PREFIXES) for f, _ in frames)
+            and not any(f.startswith(ONDEMAND_PREFIXES) or mod == MODULE for f, mod in frames))
+
+
+def read_known(path):
+    """Known findings: (title functions, frame prefixes, reason) each."""
+    known = []
+    try:
+        text = open(path).read()
+    except OSError:
+        return known
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        title, frames, reason = line.split("\t", 2)
+        known.append((title.strip(), [f for f in frames.split(",") if f], reason.strip()))
+    return known
+
+
+def kcsan_known(lines, report, known):
+    """The reason of the known finding a report is, or None."""
+    names = [f for f, _ in kcsan_frames(lines, report)]
+    for title, prefixes, reason in known:
+        if (report[2] == f"BUG: KCSAN: data-race in {title}"
+                and all(any(n.startswith(p) for n in names) for p in prefixes)):
+            return reason
+    return None
+
+
 def count_points(ktap):
     """Count leaf results: (passed, failed, skipped, failed names)."""
     passed = failed = skipped = 0
@@ -135,6 +186,7 @@ def main():
     ap.add_argument("--name", default="run")
     ap.add_argument("--totals", help="write 'passed failed skipped' here")
     ap.add_argument("--kcsan-gate", help="file of symbols whose KCSAN reports fail the run")
+    ap.add_argument("--kcsan-known", help="file of known KCSAN findings, listed not gated")
     ap.add_argument("--expect-kcsan", metavar="SYM",
                     help="self-test of the gate: a report naming SYM must be gated when SYM "
                     "is added to the gate, and only listed when it is not")
@@ -160,14 +212,18 @@ def main():
     skip, gated, listed = set(), [], []
     if args.kcsan_gate:
         gate = set(read(args.kcsan_gate).split())
+        known = read_known(args.kcsan_known) if args.kcsan_known else []
         for report in kcsan_reports(lines):
-            if kcsan_gated(lines, report, gate):
+            why = kcsan_known(lines, report, known)
+            if why is None and kcsan_harness(lines, report):
+                why = "harness I/O (9p), not the on-demand path"
+            if why is None and kcsan_gated(lines, report, gate):
                 gated.append(report)
             else:
-                listed.append(report)
+                listed.append(report + ((why,) if why else ()))
                 skip.update(range(report[0], report[1] + 1))
         host.append((not gated, f"{args.name}: no KCSAN report on the on-demand path "
-                     f"({len(gated)} gated, {len(listed)} elsewhere)"))
+                     f"({len(gated)} gated, {len(listed)} listed)"))
         if args.expect_kcsan:
             sym = args.expect_kcsan
             named = [r for r in kcsan_reports(lines) if sym in r[2]]
@@ -191,8 +247,12 @@ def main():
             failed += 1
             failed_names.append(what)
 
-    for start, end, title in listed:
-        print(f"# KCSAN elsewhere (not gated), console lines {start + 1}-{end + 1}: {title}")
+    for start, end, title, *why in listed:
+        kind = (why[0] if why and why[0].startswith("harness") else
+                f"known finding: {why[0]}" if why else "elsewhere, not gated")
+        print(f"# KCSAN ({kind}), console lines {start + 1}-{end + 1}: {title}")
+        if why and why[0].startswith("core"):
+            print("\n".join("#   " + l for l in lines[start:end + 1]))
     for start, end, _title in gated:
         print(f"# KCSAN report on the on-demand path (console lines {start + 1}-{end + 1}):")
         for j in range(start, end + 1):

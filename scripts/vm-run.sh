@@ -118,7 +118,7 @@ if [ "$kind" = race ]; then
 	find "$kdir/fs/cachefiles" "$kdir/fs/netfs" "$kdir/fs/erofs" -name '*.o' \
 		! -name '*.mod.o' -print0 | xargs -0 llvm-nm-19 --defined-only -j 2>/dev/null |
 		sort -u >"$out/kcsan-gate.syms"
-	gate=(--kcsan-gate "$out/kcsan-gate.syms")
+	gate=(--kcsan-gate "$out/kcsan-gate.syms" --kcsan-known "$CFOD_TOP/tests/kcsan-known.txt")
 	[ -z "$expect_kcsan" ] || gate+=(--expect-kcsan "$expect_kcsan")
 fi
 python3 "$CFOD_TOP/scripts/ktap-summary.py" "${gate[@]}" --console "$out/console.log" \

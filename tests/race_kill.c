@@ -75,30 +75,6 @@ static pid_t start_reader(off_t off, int *opened, int *go)
 	return pid;
 }
 
-/* Serve until the reader says it opened the file; 1 if it did. */
-static int serve_until_opened(struct od_server *s, int opened)
-{
-	char buf[CACHEFILES_MSG_MAX_SIZE];
-	long end = now_ms() + 30000;
-
-	do {
-		struct pollfd p[2] = {
-			{ .fd = s->dev, .events = POLLIN },
-			{ .fd = opened, .events = POLLIN },
-		};
-		char c;
-
-		if (poll(p, 2, 1000) < 0)
-			return 0;
-		if (p[1].revents)
-			return read(opened, &c, 1) == 1 && c == 'o';
-		if (p[0].revents & POLLIN)
-			while (dev_read(s->dev, buf, sizeof(buf)) > 0)
-				od_answer(s, (void *)buf);
-	} while (now_ms() < end);
-	return 0;
-}
-
 int main(void)
 {
 	static char data[1 << 20] __attribute__((aligned(4096)));
@@ -133,7 +109,7 @@ int main(void)
 
 		/* A page of its own per run: 96 KiB apart, never cached. */
 		r = start_reader((off_t)run * 96 * 1024, &opened, &go);
-		if (r < 0 || !serve_until_opened(&s, opened)) {
+		if (r < 0 || od_serve_until_signal(&s, opened, 30000) != 'o') {
 			diag("run %d: the reader did not open the file", run);
 			bad_status++;
 			break;
@@ -217,11 +193,6 @@ int main(void)
 	st = od_serve_until(&s, u, 60000);
 	check(st == 0, "unmount (status %d)", st);
 	od_close_all(&s);
-	close(dev);
-	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
-		usleep(100000);
-	check(dev >= 0, "the cache is freed: the devnode opens again");
-	if (dev >= 0)
-		close(dev);
+	od_check_freed(dev);
 	return od_race_end();
 }

@@ -98,30 +98,6 @@ static pid_t start_reader(const char *rel, int *opened, int *go)
 	return pid;
 }
 
-/* Serve until the reader says it opened its file; 1 if it did. */
-static int serve_until_opened(struct od_server *s, int opened)
-{
-	char buf[CACHEFILES_MSG_MAX_SIZE];
-	long end = now_ms() + 60000;
-
-	do {
-		struct pollfd p[2] = {
-			{ .fd = s->dev, .events = POLLIN },
-			{ .fd = opened, .events = POLLIN },
-		};
-		char c;
-
-		if (poll(p, 2, 1000) < 0)
-			return 0;
-		if (p[1].revents)
-			return read(opened, &c, 1) == 1 && c == 'o';
-		if (p[0].revents & POLLIN)
-			while (dev_read(s->dev, buf, sizeof(buf)) > 0)
-				od_answer(s, (void *)buf);
-	} while (now_ms() < end);
-	return 0;
-}
-
 static int knob_set(int ms)
 {
 	FILE *f = fopen(KNOB, "we");
@@ -131,20 +107,6 @@ static int knob_set(int ms)
 		return 0;
 	ok = fprintf(f, "%d\n", ms) > 0;
 	return fclose(f) == 0 && ok;
-}
-
-static int join_within(pthread_t t, int timeout_ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
 
 int main(void)
@@ -187,7 +149,7 @@ int main(void)
 			break;
 		/* The reader has its file open before the window opens. */
 		r = start_reader(files[round], &opened, &go);
-		if (!check(r > 0 && serve_until_opened(&s, opened),
+		if (!check(r > 0 && od_serve_until_signal(&s, opened, 60000) == 'o',
 			   "round %d: the reader opened %s", round, files[round]))
 			break;
 		/* Hand fd A to the closing thread; the server forgets it. */
@@ -207,7 +169,7 @@ int main(void)
 			      !__atomic_load_n(&close_done, __ATOMIC_SEQ_CST),
 			      "round %d: close(A) asleep in the release", round);
 		} else {
-			joined = join_within(th, 10000);
+			joined = od_join_within(th, 10000);
 			check(joined, "round %d: close(A) returned", round);
 		}
 
@@ -239,7 +201,7 @@ int main(void)
 			closes_in_window++;
 		check(st, "round %d: the unmount queued a request", round);
 		if (!joined)
-			joined = join_within(th, DELAY_MS + 20000);
+			joined = od_join_within(th, DELAY_MS + 20000);
 		check(joined, "round %d: close(A) returned (%ld ms)", round, now_ms() - t0);
 		n = dev_wait_msg(dev, buf, sizeof(buf), 5000);
 		check(n > 0 && msg->opcode == CACHEFILES_OP_CLOSE && msg->object_id == id_b,
@@ -255,7 +217,7 @@ int main(void)
 				od_answer(&s, msg);
 			dev_pollin(dev, 20);
 		}
-		st = join_within(ut, 10000);
+		st = od_join_within(ut, 10000);
 		check(st && umount_ret == 0, "round %d: unmount (%d, %ld ms since close(A))",
 		      round, umount_ret, now_ms() - t0);
 		od_close_all(&s);
@@ -275,11 +237,6 @@ int main(void)
 		      closes_in_window);
 		knob_set(0);
 	}
-	close(dev);
-	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
-		usleep(100000);
-	check(dev >= 0, "the cache is freed: the devnode opens again");
-	if (dev >= 0)
-		close(dev);
+	od_check_freed(dev);
 	return od_race_end();
 }

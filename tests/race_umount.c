@@ -119,20 +119,6 @@ static void *restorer(void *arg)
 	return NULL;
 }
 
-static int join_within(pthread_t t, int timeout_ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return pthread_timedjoin_np(t, NULL, &ts) == 0;
-}
-
 /* Wait (bounded) until *counter reaches at least want. */
 static int wait_count(volatile unsigned long *counter, unsigned long want, int timeout_ms)
 {
@@ -229,13 +215,13 @@ int main(void)
 		ok = wait_count(&h[0].ok, 1, 10000) && wait_count(&h[1].ok, 1, 10000);
 		pthread_create(&ut, NULL, unmounter, NULL);
 		ok = serve_until_umounted(&s, 0, &h[0].during) && ok;
-		ok = join_within(ut, 10000) && ok;
+		ok = od_join_within(ut, 10000) && ok;
 		check(ok && umount_ret == 0, "1.%d: unmount with the loops running (%d)",
 		      round, umount_ret);
-		if (!join_within(th[0], 30000) || !join_within(th[1], 30000)) {
+		if (!od_join_within(th[0], 30000) || !od_join_within(th[1], 30000)) {
 			stop = 1;
-			join_within(th[0], 10000);
-			join_within(th[1], 10000);
+			od_join_within(th[0], 10000);
+			od_join_within(th[1], 10000);
 		}
 		for (int j = 0; j < 2; j++) {
 			diag("1.%d %s: %lu calls, %lu ok, %lu ENOBUFS after ok, %lu of them during the unmount, %lu other (errno %d)",
@@ -280,11 +266,11 @@ int main(void)
 		ok = wait_count(&restores, r0 + 1, 10000);
 		pthread_create(&ut, NULL, unmounter, NULL);
 		ok = serve_until_umounted(&s, 20, NULL) && ok;
-		ok = join_within(ut, 10000) && ok;
+		ok = od_join_within(ut, 10000) && ok;
 		check(ok && umount_ret == 0, "2.%d: unmount with restore looping (%d)",
 		      round, umount_ret);
 		stop = 1;
-		check(join_within(th[0], 10000), "2.%d: the restore loop stopped", round);
+		check(od_join_within(th[0], 10000), "2.%d: the restore loop stopped", round);
 		diag("2.%d: %lu restores, %lu while umount2() was in flight, %lu CLOSEs answered",
 		     round, restores - r0, restores_during - d0, s.closes);
 		check(s.closes == NFD, "2.%d: both CLOSEs reached the daemon (%lu)", round, s.closes);
@@ -298,11 +284,6 @@ int main(void)
 	      "2: overlap: restores issued and returned while umount2() was in flight: %lu of %lu",
 	      tot_restores_during, tot_restores);
 
-	close(dev);
-	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
-		usleep(100000);
-	check(dev >= 0, "the cache is freed: the devnode opens again");
-	if (dev >= 0)
-		close(dev);
+	od_check_freed(dev);
 	return od_race_end();
 }

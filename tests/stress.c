@@ -184,20 +184,6 @@ static void *poller(void *arg)
 	return NULL;
 }
 
-static int join_within(pthread_t t, int timeout_ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return pthread_timedjoin_np(t, NULL, &ts) == 0;
-}
-
 static int run(const char *sh)
 {
 	pid_t p = fork();
@@ -278,7 +264,7 @@ int main(int argc, char **argv)
 		tot_chaos += chaos_during - c0;
 		stop = 1;
 		for (int i = 0; i < 4; i++)
-			joined = join_within(th[i], 30000) && joined;
+			joined = od_join_within(th[i], 30000) && joined;
 		if (!check(joined, "round %d: servers and chaos stopped", round))
 			break;	/* threads still use dev: do not close it */
 		for (int i = 0; i < MAXOBJ; i++) {
@@ -301,7 +287,7 @@ int main(int argc, char **argv)
 		if (!across && fcntl(dev, F_GETFD) >= 0)
 			close(dev);
 		poll_stop = 1;
-		check(join_within(th[4], 10000), "round %d: the poll in flight returned", round);
+		check(od_join_within(th[4], 10000), "round %d: the poll in flight returned", round);
 		check(across, "round %d: overlap: a poll in flight across close(devnode): %d",
 		      round, across);
 		tot_across += across;

@@ -549,9 +549,11 @@ static int own_fds(void)
 /*
  * Fork a child that reads len bytes at off of path with one pread(); it
  * exits with 0 if it got them all, the errno if the read failed, 255 on a
- * short read.
+ * short read. With random set, readahead is off (POSIX_FADV_RANDOM): one
+ * read_folio, no retry of a failed readahead folio, so the reader's errno
+ * is the one its own READ ended with.
  */
-static pid_t start_read(const char *path, off_t off, size_t len)
+static pid_t start_read_adv(const char *path, off_t off, size_t len, int random)
 {
 	pid_t pid = fork();
 
@@ -564,6 +566,8 @@ static pid_t start_read(const char *path, off_t off, size_t len)
 		fd = open(path, O_RDONLY);
 		if (fd < 0)
 			_exit(errno & 0xff);
+		if (random)
+			posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 		if (len > sizeof(rbuf))
 			len = sizeof(rbuf);
 		n = pread(fd, rbuf, len, off);
@@ -572,6 +576,11 @@ static pid_t start_read(const char *path, off_t off, size_t len)
 		_exit(n == (ssize_t)len ? 0 : 255);
 	}
 	return pid;
+}
+
+static pid_t start_read(const char *path, off_t off, size_t len)
+{
+	return start_read_adv(path, off, len, 0);
 }
 
 /*
@@ -648,33 +657,66 @@ static long pollwait_end(struct pollwait *w, long since_ms)
 	return w->revents & POLLIN ? w->woke_at - since_ms : -1;
 }
 
-/*
- * start_read() with readahead off (POSIX_FADV_RANDOM): one read_folio, no
- * retry of a failed readahead folio, so the reader's errno is the one its
- * own READ ended with.
- */
+/* start_read() with readahead off (see start_read_adv()). */
 static pid_t start_read_random(const char *path, off_t off, size_t len)
 {
-	pid_t pid = fork();
+	return start_read_adv(path, off, len, 1);
+}
 
-	if (pid == 0) {
-		static char rbuf[1 << 20];
-		int fd;
-		ssize_t n;
+/* Join a thread within timeout_ms; 1 if it ended. */
+static int od_join_within(pthread_t t, int timeout_ms)
+{
+	struct timespec ts;
 
-		close_range(3, ~0U, 0);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			_exit(errno & 0xff);
-		posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-		if (len > sizeof(rbuf))
-			len = sizeof(rbuf);
-		n = pread(fd, rbuf, len, off);
-		if (n < 0)
-			_exit(errno & 0xff);
-		_exit(n == (ssize_t)len ? 0 : 255);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
 	}
-	return pid;
+	return pthread_timedjoin_np(t, NULL, &ts) == 0;
+}
+
+/*
+ * Serve the daemon's requests until a byte arrives on signal_fd (a child
+ * saying it got somewhere) or timeout_ms pass; the byte, or -1.
+ */
+static int od_serve_until_signal(struct od_server *s, int signal_fd, int timeout_ms)
+{
+	char buf[CACHEFILES_MSG_MAX_SIZE];
+	long end = now_ms() + timeout_ms;
+
+	do {
+		struct pollfd p[2] = {
+			{ .fd = s->dev, .events = POLLIN },
+			{ .fd = signal_fd, .events = POLLIN },
+		};
+		unsigned char c;
+
+		if (poll(p, 2, 1000) < 0)
+			return -1;
+		if (p[1].revents)
+			return read(signal_fd, &c, 1) == 1 ? c : -1;
+		if (p[0].revents & POLLIN)
+			while (dev_read(s->dev, buf, sizeof(buf)) > 0)
+				od_answer(s, (void *)buf);
+	} while (now_ms() < end);
+	return -1;
+}
+
+/*
+ * Close the devnode and check that the cache it held is freed: the devnode
+ * opens again (EBUSY while the release is still running), within 5 s.
+ */
+static void od_check_freed(int dev)
+{
+	close(dev);
+	for (int i = 0; i < 50 && (dev = dev_open()) == -EBUSY; i++)
+		usleep(100000);
+	check(dev >= 0, "the cache is freed: the devnode opens again");
+	if (dev >= 0)
+		close(dev);
 }
 
 #endif /* ODTEST_H */
