@@ -12,7 +12,7 @@ use kernel::{
     types::{ForeignOwnable, Opaque},
 };
 
-use crate::helpers;
+use super::helpers;
 
 /// A search mark of an XArray.
 ///
