@@ -51,6 +51,7 @@ pub(crate) struct OndemandCache {
 }
 
 impl OndemandCache {
+    /// Creates the state of a cache being bound, with its counters.
     pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
         let stats = CacheStats::new()?;
         KBox::pin_init(
@@ -68,10 +69,12 @@ impl OndemandCache {
         )
     }
 
+    /// Returns the allocator of the object ids handed to the daemon.
     pub(crate) fn ids(&self) -> &IdAllocator {
         &self.ids
     }
 
+    /// Returns the cache's counters.
     pub(crate) fn stats(&self) -> &Stats {
         self.reqs.stats()
     }

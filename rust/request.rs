@@ -138,10 +138,12 @@ impl Request {
         )
     }
 
+    /// Returns the request's opcode.
     pub(crate) fn opcode(&self) -> Opcode {
         self.payload.opcode()
     }
 
+    /// Returns the object the request is about.
     pub(crate) fn object(&self) -> &ARef<Object> {
         &self.object
     }

@@ -140,6 +140,7 @@ impl<'a, D> QueueGuard<'a, D> {
     pub(crate) fn insert(&mut self, req: Arc<Request>) -> Result<Inserted<'_, 'a, D>> {
         let opcode = req.opcode();
         match self.q.alloc_cyclic(req, 0, u32::MAX) {
+            // INVARIANT: Stored under `id`, in this critical section.
             Ok(id) => Ok(Inserted {
                 guard: self,
                 id,
@@ -154,6 +155,11 @@ impl<'a, D> QueueGuard<'a, D> {
 /// A request just stored, in the current critical section, and seen by
 /// nobody yet: published or withdrawn (never completed) before the lock is
 /// released.
+///
+/// # Invariants
+///
+/// Entry `id` of the locked queue is the request [`QueueGuard::insert`]
+/// stored, not marked NEW, and `opcode` is its opcode.
 pub(crate) struct Inserted<'g, 'a, D> {
     guard: &'g mut QueueGuard<'a, D>,
     id: u32,
