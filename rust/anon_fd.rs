@@ -4,18 +4,18 @@
 //! the data of the cache file through them and completes READs with an ioctl.
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use kernel::{bindings, c_str, ioctl::_IOW, prelude::*, types::ARef};
+use kernel::{c_str, prelude::*, types::ARef};
 
 use crate::{
-    cachefiles::CachePin,
-    delay, errno,
-    file::{self, AnonFileOps, FdReservation, File, FileOperations, IovIter, Kiocb},
+    abstractions::{
+        anon_inode::{self, AnonFileOps, FileOperations},
+        cachefiles::{uapi::IOC_READ_COMPLETE, CachePin},
+        delay, error,
+        file::{flags, File, FileDescriptorReservation, IovIterSource, Kiocb},
+    },
     request::Opcode,
-    Obj, Ondemand,
+    Object, Ondemand,
 };
-
-/// `CACHEFILES_IOC_READ_COMPLETE`.
-const READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
 
 static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
 
@@ -34,7 +34,7 @@ pub(crate) static RELEASE_DELAY_MS: AtomicU32 = AtomicU32::new(0);
 pub(crate) struct AnonFd {
     /// Dropped before `_pin`: the last unpin may unbind the cache, which
     /// waits for every object to be freed.
-    object: ARef<Obj>,
+    object: ARef<Object>,
     object_id: u32,
     _pin: CachePin<Ondemand>,
 }
@@ -60,12 +60,12 @@ impl Drop for AnonFd {
 impl AnonFileOps for AnonFd {
     type Data = KBox<AnonFd>;
 
-    fn write_iter(this: &AnonFd, kiocb: &mut Kiocb, iter: &mut IovIter) -> Result<usize> {
-        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;
-        let pos = kiocb.pos();
-        let len = iter.count();
+    fn write_iter(this: &AnonFd, kiocb: &mut Kiocb, iter: &mut IovIterSource) -> Result<usize> {
+        let file = this.object.backing_file().ok_or_else(error::enobufs)?;
+        let pos = kiocb.ki_pos();
+        let len = iter.len();
         let written = this.object.write(&file, pos, iter)?;
-        kiocb.set_pos(pos.saturating_add(written as i64));
+        *kiocb.ki_pos_mut() = pos.saturating_add(written as i64);
         this.object.cache().data().stats().bytes_written(written);
         pr_debug!(
             "o={:08x} write {}@{}: {}\n",
@@ -78,12 +78,12 @@ impl AnonFileOps for AnonFd {
     }
 
     fn llseek(this: &AnonFd, pos: i64, whence: i32) -> Result<i64> {
-        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;
+        let file = this.object.backing_file().ok_or_else(error::enobufs)?;
         file.llseek(pos, whence)
     }
 
     fn ioctl(this: &AnonFd, cmd: u32, arg: usize) -> Result<i64> {
-        if cmd != READ_COMPLETE {
+        if cmd != IOC_READ_COMPLETE {
             return Err(EINVAL);
         }
         let state = this.object.cache().data();
@@ -105,14 +105,14 @@ impl AnonFileOps for AnonFd {
 /// A new anonymous fd for an OPEN: the file and its reserved number, not
 /// installed yet. Dropping it releases both (file first).
 pub(crate) struct OpenFd {
-    file: File,
-    fd: FdReservation,
+    file: ARef<File>,
+    fd: FileDescriptorReservation,
     object_id: u32,
 }
 
 impl OpenFd {
     pub(crate) fn fd(&self) -> u32 {
-        self.fd.fd()
+        self.fd.reserved_fd()
     }
 
     pub(crate) fn object_id(&self) -> u32 {
@@ -122,13 +122,13 @@ impl OpenFd {
     /// Makes the fd visible to the daemon: only once the message is copied.
     pub(crate) fn install(self) {
         let OpenFd { file, fd, .. } = self;
-        fd.install(file);
+        fd.fd_install(file);
     }
 }
 
 /// Makes the anonymous fd for an OPEN of `object`: allocates its object id,
 /// reserves an fd number and creates the file.
-pub(crate) fn open(object: &ARef<Obj>) -> Result<OpenFd> {
+pub(crate) fn open(object: &ARef<Object>) -> Result<OpenFd> {
     let cache = object.cache();
     let state = cache.data();
     let object_id = match state.ids().alloc() {
@@ -138,7 +138,7 @@ pub(crate) fn open(object: &ARef<Obj>) -> Result<OpenFd> {
             return Err(e);
         }
     };
-    let fd = match FdReservation::get(bindings::O_WRONLY) {
+    let fd = match FileDescriptorReservation::get_unused_fd_flags(flags::O_WRONLY) {
         Ok(fd) => fd,
         Err(e) => {
             state.ids().free(object_id);
@@ -157,7 +157,8 @@ pub(crate) fn open(object: &ARef<Obj>) -> Result<OpenFd> {
         _pin: cache.pin(),
     };
     let data = KBox::new(anon, GFP_KERNEL)?;
-    let file = file::anon_inode_getfile(c_str!("[cachefiles]"), &FOPS, data, bindings::O_WRONLY)?;
+    let file =
+        anon_inode::anon_inode_getfile(c_str!("[cachefiles]"), &FOPS, data, flags::O_WRONLY)?;
     Ok(OpenFd {
         file,
         fd,

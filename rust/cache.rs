@@ -2,10 +2,11 @@
 
 //! Per-cache state: the request queue and the allocator of object ids.
 //!
-//! The queue is an XArray indexed by msg_id. Requests the daemon has not read
-//! yet carry the NEW mark. Everything here that looks at the queue does it
-//! under the queue lock; requests taken out are completed after it is
-//! dropped (a [`Taken`] is only ever returned out of the critical section).
+//! The queue ([`Queue`]) is an XArray indexed by msg_id. Requests the daemon
+//! has not read yet carry the NEW mark. Everything here that looks at the
+//! queue does it under the queue lock; requests taken out are completed
+//! after it is dropped (a [`Taken`] is only ever returned out of the
+//! critical section).
 //!
 //! Failing many requests at once (the cache dies, an object is withdrawn, an
 //! anonymous fd is released) is one pass over the queue: each critical
@@ -15,20 +16,16 @@
 
 use kernel::{prelude::*, sync::Arc};
 
-/// How a cache's state is kept in the cache.
-pub(crate) type CacheData = Pin<KBox<CacheState>>;
-
 use crate::{
-    errno,
-    object::ObjectInfo,
-    request::{Opcode, Request, Taken},
+    abstractions::{error, xarray::IdAllocator},
+    object::OndemandObject,
+    request::{
+        queue::{Queue, QueueGuard},
+        Opcode, Request, Taken,
+    },
     stats::{CacheStats, Stats},
-    xarray::{Guard, IdAllocator, Mark, XArray},
-    CacheRef, Obj,
+    Cache, Object,
 };
-
-/// Requests not read by the daemon yet.
-const NEW: Mark = Mark::MARK_1;
 
 /// How many requests one critical section of a drain takes out at most.
 const DRAIN_BATCH: usize = 16;
@@ -41,42 +38,45 @@ pub(crate) struct QueueState {
     dead: bool,
 }
 
-type Queue<'a> = Guard<'a, Arc<Request>, QueueState>;
+type Guard<'a> = QueueGuard<'a, QueueState>;
 
-/// The backend state of a cache.
+/// The on-demand backend's state of a cache (the data of a [`Cache`]).
 #[pin_data]
-pub(crate) struct CacheState {
+pub(crate) struct OndemandCache {
     #[pin]
-    reqs: XArray<Arc<Request>, QueueState>,
+    reqs: Queue<QueueState>,
     /// Object ids handed to the daemon: 1..=INT_MAX, cyclic.
     #[pin]
     ids: IdAllocator,
-    /// This cache's statistics.
-    stats: CacheStats,
 }
 
-impl CacheState {
-    pub(crate) fn new() -> Result<CacheData> {
+impl OndemandCache {
+    /// Creates the state of a cache being bound, with its counters.
+    pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
         let stats = CacheStats::new()?;
         KBox::pin_init(
             pin_init!(Self {
-                reqs <- XArray::new(QueueState {
-                    read_next: 0,
-                    dead: false,
-                }),
+                reqs <- Queue::new(
+                    QueueState {
+                        read_next: 0,
+                        dead: false,
+                    },
+                    stats
+                ),
                 ids <- IdAllocator::new(1, i32::MAX as u32),
-                stats,
             }),
             GFP_KERNEL,
         )
     }
 
+    /// Returns the allocator of the object ids handed to the daemon.
     pub(crate) fn ids(&self) -> &IdAllocator {
         &self.ids
     }
 
+    /// Returns the cache's counters.
     pub(crate) fn stats(&self) -> &Stats {
-        self.stats.get()
+        self.reqs.stats()
     }
 
     /// Queues `req` under a new msg_id (cyclic, so a freed id is not reused
@@ -85,38 +85,36 @@ impl CacheState {
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
-    pub(crate) fn enqueue(&self, cache: &CacheRef, req: &Arc<Request>) -> Result<u32> {
+    pub(crate) fn enqueue(&self, cache: &Cache, req: &Arc<Request>) -> Result<u32> {
         let mut q = self.reqs.lock();
-        let id = match q.alloc_cyclic(req.clone(), 0, u32::MAX) {
-            Ok(id) => id,
-            // Not the last reference (the caller holds `req`): fine to drop here.
-            Err((_clone, e)) => return Err(e),
-        };
-        // `alloc_cyclic` may have dropped the lock before storing: check now,
-        // in the critical section of the store.
-        let refused = q.data().dead || cache.is_dead() || !req.object().data().accepts(req);
+        let inserted = q.insert(req.clone())?;
+        // `insert` may have dropped the lock before storing: check now, in
+        // the critical section of the store.
+        let refused = inserted.data().dead || cache.is_dead() || !req.object().data().accepts(req);
         if refused {
-            // Still ours: nobody saw it. Not the last reference either.
-            let _clone = q.remove(id as usize);
+            // Still ours: nobody saw it.
+            inserted.withdraw();
             return Err(EIO);
         }
-        q.set_mark(id as usize, NEW);
-        self.stats().request_queued(req.opcode());
-        Ok(id)
+        Ok(inserted.publish())
     }
 
     /// Takes request `id` out of the queue if it is still `req`.
-    pub(crate) fn take_if_same(&self, id: u32, req: &Arc<Request>) -> Option<Taken> {
+    pub(crate) fn take_if_same(&self, id: u32, req: &Arc<Request>) -> Option<Taken<'_>> {
         self.take_if(id as usize, |r| core::ptr::eq::<Request>(r, &**req))
     }
 
     /// Takes request `id` out of the queue if `pred` accepts it.
-    pub(crate) fn take_if(&self, id: usize, pred: impl FnOnce(&Request) -> bool) -> Option<Taken> {
+    pub(crate) fn take_if(
+        &self,
+        id: usize,
+        pred: impl FnOnce(&Request) -> bool,
+    ) -> Option<Taken<'_>> {
         let mut q = self.reqs.lock();
         if !q.get(id).is_some_and(|r| pred(&r)) {
             return None;
         }
-        q.remove(id).map(Taken::new)
+        q.take(id)
     }
 
     /// Takes out every request (only NEW ones if `only_new`) that `pred`
@@ -127,14 +125,13 @@ impl CacheState {
         &self,
         only_new: bool,
         pred: impl Fn(&Request) -> bool,
-        first: impl FnOnce(&mut Queue<'_>),
+        first: impl FnOnce(&mut Guard<'_>),
         result: i32,
     ) {
-        let mark = only_new.then_some(NEW);
         let mut first = Some(first);
         let mut start = Some(0usize);
         while let Some(from) = start {
-            let mut batch: [Option<Taken>; DRAIN_BATCH] = Default::default();
+            let mut batch: [Option<Taken<'_>>; DRAIN_BATCH] = Default::default();
             {
                 let mut q = self.reqs.lock();
                 if let Some(first) = first.take() {
@@ -143,14 +140,14 @@ impl CacheState {
                 start = None;
                 let mut at = from;
                 let mut n = 0;
-                while let Some((i, r)) = q.find(at, usize::MAX, mark) {
+                while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
                     if pred(&r) {
                         let Some(slot) = batch.get_mut(n) else {
                             // Full: the next critical section goes on from here.
                             start = Some(i);
                             break;
                         };
-                        *slot = q.remove(i).map(Taken::new);
+                        *slot = q.take(i);
                         n += 1;
                     }
                     let Some(next) = i.checked_add(1) else { break };
@@ -178,18 +175,18 @@ impl CacheState {
         };
         if req.msg_len() > buflen {
             // Not the last reference: the queue holds one.
-            return Err(errno::emsgsize());
+            return Err(error::emsgsize());
         }
-        q.clear_mark(id, NEW);
+        q.clear_new(id);
         q.data_mut().read_next = id.saturating_add(1);
         Ok(Some((id as u32, req)))
     }
 
-    /// Whether a daemon `read()` would find something (for `poll()`).
+    /// Returns whether a daemon `read()` would find something (for `poll()`).
     pub(crate) fn has_ready(&self) -> bool {
         let q = self.reqs.lock();
         let mut start = 0;
-        while let Some((i, r)) = q.find(start, usize::MAX, Some(NEW)) {
+        while let Some((i, r)) = q.find(start, usize::MAX, true) {
             if r.opcode() != Opcode::Read || !r.object().data().is_reopening() {
                 return true;
             }
@@ -203,14 +200,14 @@ impl CacheState {
     pub(crate) fn restore(&self) {
         let q = self.reqs.lock();
         let mut start = 0;
-        while let Some((i, _)) = q.find(start, usize::MAX, None) {
-            q.set_mark(i, NEW);
+        while let Some((i, _)) = q.find(start, usize::MAX, false) {
+            q.mark_new(i);
             let Some(next) = i.checked_add(1) else { break };
             start = next;
         }
     }
 
-    /// The cache is dead: refuse new requests, fail queued ones with `EIO`.
+    /// Refuses new requests and fails queued ones with `EIO`: the cache is dead.
     ///
     /// Never sleeps, and may be called any number of times, concurrently:
     /// the requests it completes are woken, and their waiters, not this,
@@ -224,9 +221,9 @@ impl CacheState {
         );
     }
 
-    /// `object` is withdrawn: refuse its new requests, fail its queued ones
-    /// with `EIO`.
-    pub(crate) fn drop_object(&self, object: &Obj) {
+    /// Refuses `object`'s new requests and fails its queued ones with `EIO`:
+    /// it is withdrawn.
+    pub(crate) fn drop_object(&self, object: &Object) {
         self.drain(
             false,
             |r| r.is_for(object),
@@ -235,11 +232,11 @@ impl CacheState {
         );
     }
 
-    /// The anonymous fd `object_id` of `object` is released: the object is
-    /// closed and the CLOSE made for that fd, if the daemon has not read it,
-    /// is complete, in one critical section; a CLOSE for a later fd of the
-    /// same object (after a reopen) is left alone.
-    pub(crate) fn release_fd(&self, object: &Obj, object_id: u32) {
+    /// Closes `object` and completes the CLOSE made for its anonymous fd
+    /// `object_id`, if the daemon has not read it, in one critical section:
+    /// that fd is released. A CLOSE for a later fd of the same object (after
+    /// a reopen) is left alone.
+    pub(crate) fn release_fd(&self, object: &Object, object_id: u32) {
         self.drain(
             true,
             |r| r.close_id() == Some(object_id) && r.is_for(object),
@@ -249,11 +246,11 @@ impl CacheState {
     }
 }
 
-/// The first NEW request in `start..=max` the daemon may be given.
-fn find_ready(q: &Queue<'_>, start: usize, max: usize) -> Option<(usize, Arc<Request>)> {
+/// Returns the first NEW request in `start..=max` the daemon may be given.
+fn find_ready(q: &Guard<'_>, start: usize, max: usize) -> Option<(usize, Arc<Request>)> {
     let mut at = start;
-    while let Some((i, r)) = q.find(at, max, Some(NEW)) {
-        if r.opcode() != Opcode::Read || ObjectInfo::ready_for_read(r.object()) {
+    while let Some((i, r)) = q.find(at, max, true) {
+        if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object()) {
             return Some((i, r.into()));
         }
         at = i.checked_add(1)?;

@@ -8,21 +8,25 @@
 //!
 //! # Layout
 //!
-//! - Abstractions (the only `unsafe` code): `helpers` (the C helpers),
-//!   `xarray`, `completion`, `work`, `file`, `kstrtox`, `debugfs` and
-//!   `cachefiles` (the backend API: [`cachefiles::Cache`],
-//!   [`cachefiles::Object`], the operations table).
-//! - On-demand logic: `request` (messages, completion), `cache` (the request
-//!   queue), `object` (object states, OPEN/READ/CLOSE), `daemon` (devnode
-//!   read/poll, copen, restore), `anon_fd` (the daemon's anonymous fds),
-//!   `stats`.
+//! - `abstractions`: the kernel APIs the 6.12 `kernel` crate lacks, shaped
+//!   like later kernels' where they have one (`xarray`, `completion`,
+//!   `workqueue`, `file`, `anon_inode`, `debugfs`, `kstrtox`, `delay`,
+//!   `error`), and the backend API of the kernel patch (`cachefiles`: the
+//!   [`Cache`] and [`Object`] wrappers, the operations table, the UAPI
+//!   messages). All of the crate's FFI is there.
+//! - The driver, the on-demand logic: `request` (messages, completion) and
+//!   its `queue` (the only place a request is completed), `cache` (the
+//!   per-cache state, [`OndemandCache`]), `object` (the per-object state,
+//!   [`OndemandObject`], and OPEN/READ/CLOSE), `daemon` (devnode read/poll,
+//!   copen, restore), `anon_fd` (the daemon's anonymous fds), `stats`.
 //!
 //! # Lifetimes
 //!
 //! - A request is an `Arc<Request>` held by its waiter, by the queue while
 //!   queued, and by a daemon `read()` while it is being delivered; it holds a
 //!   reference to its object. Only whoever removes it from the queue can
-//!   complete it (`request::Taken`), so it is completed exactly once. The
+//!   complete it (`request::queue::Taken`, which only the queue can make), so
+//!   it is completed exactly once. The
 //!   completer hands its reference over to the waiter, which drops the last
 //!   one: `flush` never drops an object.
 //! - An anonymous fd holds a reference to its object and pins the cache.
@@ -32,8 +36,8 @@
 //! # Locking order
 //!
 //! 1. the cache's daemon mutex (cachefiles, around `copen` and `restore`);
-//! 2. the request queue lock (the lock of `CacheState::reqs`);
-//! 3. an object's state lock (`ObjectInfo::inner`).
+//! 2. the request queue lock (the lock of `OndemandCache::reqs`);
+//! 3. an object's state lock (`OndemandObject::inner`).
 //!
 //! The object id allocator's lock and the C object's own lock (taken by
 //! `cachefiles_object_get_file`) are leaves, never held with another lock.
@@ -63,23 +67,20 @@
 
 use kernel::{c_str, prelude::*, types::ARef};
 
+mod abstractions;
 mod anon_fd;
 mod cache;
-mod cachefiles;
-mod completion;
 mod daemon;
-mod debugfs;
-mod delay;
-mod file;
-mod helpers;
-mod kstrtox;
 mod object;
 mod request;
 mod stats;
-mod work;
-mod xarray;
 
-use cachefiles::{Backend, OndemandOps, Registration};
+use abstractions::{
+    cachefiles::{self, OndemandOps, Operations, Registration},
+    debugfs,
+};
+use cache::OndemandCache;
+use object::OndemandObject;
 
 module! {
     type: CachefilesOndemand,
@@ -92,74 +93,58 @@ module! {
 /// The on-demand backend.
 pub(crate) struct Ondemand;
 
-/// An object of a cache using this backend.
-pub(crate) type Obj = cachefiles::Object<Ondemand>;
-/// A cache using this backend.
-pub(crate) type CacheRef = cachefiles::Cache<Ondemand>;
+/// A cachefiles object of a cache using this backend; its data is an [`OndemandObject`].
+pub(crate) type Object = cachefiles::Object<Ondemand>;
+/// A cachefiles cache using this backend; its data is an [`OndemandCache`].
+pub(crate) type Cache = cachefiles::Cache<Ondemand>;
 
-impl Backend for Ondemand {
-    type CacheData = cache::CacheData;
-    type ObjectData = object::ObjectInfo;
+#[vtable]
+impl Operations for Ondemand {
+    type CacheData = Pin<KBox<OndemandCache>>;
+    type ObjectData = OndemandObject;
 
     fn bind() -> Result<Self::CacheData> {
-        cache::CacheState::new()
+        OndemandCache::new()
     }
 
-    fn daemon_read(cache: &CacheRef, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
+    fn daemon_read(cache: &Cache, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
         daemon::daemon_read(cache, buf, len)
     }
 
-    fn daemon_poll(cache: &CacheRef) -> bool {
+    fn daemon_poll(cache: &Cache) -> bool {
         daemon::daemon_poll(cache)
     }
 
-    fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
+    fn copen(cache: &Cache, args: &mut [u8]) -> Result {
         daemon::copen(cache, args)
     }
 
-    fn restore(cache: &CacheRef) -> Result {
+    fn restore(cache: &Cache) -> Result {
         daemon::restore(cache)
     }
 
-    fn flush(cache: &CacheRef) {
+    fn flush(cache: &Cache) {
         daemon::flush(cache)
     }
 
     fn new_object_data() -> impl PinInit<Self::ObjectData, Error> {
-        object::ObjectInfo::new()
+        OndemandObject::new()
     }
 
-    fn init_object(object: &Obj) -> Result {
+    fn init_object(object: &Object) -> Result {
         object::init_object(object)
     }
 
-    fn clean_object(object: &Obj) {
+    fn clean_object(object: &Object) {
         object::clean_object(object)
     }
 
-    fn read(object: &Obj, pos: i64, len: usize) -> Result {
+    fn read(object: &Object, pos: i64, len: usize) -> Result {
         object::read(object, pos, len)
     }
 
-    fn object_work(object: ARef<Obj>) {
+    fn object_work(object: ARef<Object>) {
         object::reopen(object)
-    }
-}
-
-/// Error codes the kernel crate does not name.
-mod errno {
-    use kernel::{bindings, error::Error};
-
-    pub(crate) fn emsgsize() -> Error {
-        Error::from_errno(-(bindings::EMSGSIZE as i32))
-    }
-
-    pub(crate) fn enobufs() -> Error {
-        Error::from_errno(-(bindings::ENOBUFS as i32))
-    }
-
-    pub(crate) fn ebadfd() -> Error {
-        Error::from_errno(-(bindings::EBADFD as i32))
     }
 }
 

@@ -3,13 +3,16 @@
 //! The daemon's side of the devnode: `read()`, `poll()`, and the `copen` and
 //! `restore` commands.
 
-use kernel::{bindings, prelude::*, sync::Arc, uaccess::UserSlice};
+use kernel::{prelude::*, sync::Arc, uaccess::UserSlice};
 
 use crate::{
+    abstractions::{
+        error::MAX_ERRNO,
+        kstrtox::{kstrtol, kstrtoul},
+    },
     anon_fd,
-    kstrtox::{kstrtol, kstrtoul},
     request::{Opcode, Request},
-    CacheRef,
+    Cache,
 };
 
 /// `read()` on the devnode: hand one request to the daemon.
@@ -17,7 +20,7 @@ use crate::{
 /// Returns 0 if nothing is pending, `EMSGSIZE` if `buflen` is too small (the
 /// request stays pending). A failed delivery completes the request with the
 /// error; a CLOSE is complete once delivered.
-pub(crate) fn daemon_read(cache: &CacheRef, buf: UserSlice, buflen: usize) -> Result<usize> {
+pub(crate) fn daemon_read(cache: &Cache, buf: UserSlice, buflen: usize) -> Result<usize> {
     let state = cache.data();
     let Some((id, req)) = state.select(buflen)? else {
         return Ok(0);
@@ -55,7 +58,7 @@ fn deliver(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
 
 /// `poll()`: readable iff some NEW request is not a READ on an object being
 /// reopened.
-pub(crate) fn daemon_poll(cache: &CacheRef) -> bool {
+pub(crate) fn daemon_poll(cache: &Cache) -> bool {
     cache.data().has_ready()
 }
 
@@ -64,7 +67,7 @@ pub(crate) fn daemon_poll(cache: &CacheRef) -> bool {
 /// `args` is the argument string with its NUL. A size >= 0 opens the object;
 /// a negative errno fails the OPEN (and the command succeeds); anything else
 /// fails both.
-pub(crate) fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
+pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
     if args.first().copied().unwrap_or(0) == 0 {
         pr_err!("Empty id specified\n");
         return Err(EINVAL);
@@ -95,7 +98,7 @@ pub(crate) fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
     let (result, ret) = match kstrtol(size_str, 0) {
         Err(e) => (e.to_errno(), Err(e)),
         Ok(size) if size < 0 => {
-            if size < -(bindings::MAX_ERRNO as i64) {
+            if size < -(MAX_ERRNO as i64) {
                 (EINVAL.to_errno(), Err(EINVAL))
             } else {
                 (size as i32, Ok(()))
@@ -117,13 +120,13 @@ pub(crate) fn copen(cache: &CacheRef, args: &mut [u8]) -> Result {
 }
 
 /// `restore`: resend every pending request (daemon failover).
-pub(crate) fn restore(cache: &CacheRef) -> Result {
+pub(crate) fn restore(cache: &Cache) -> Result {
     cache.data().restore();
     cache.wake_daemon();
     Ok(())
 }
 
 /// The cache is dead: fail every pending request, refuse new ones.
-pub(crate) fn flush(cache: &CacheRef) {
+pub(crate) fn flush(cache: &Cache) {
     cache.data().flush();
 }

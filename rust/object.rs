@@ -11,8 +11,9 @@
 use kernel::{new_spinlock, prelude::*, sync::SpinLock, types::ARef};
 
 use crate::{
+    abstractions::error,
     request::{Opcode, Payload, Request},
-    Obj,
+    Object,
 };
 
 /// The object id of an object whose anonymous fd was released.
@@ -33,14 +34,14 @@ struct Inner {
     id: i32,
 }
 
-/// The backend state of an object.
+/// The on-demand backend's state of an object (the data of an [`Object`]).
 #[pin_data]
-pub(crate) struct ObjectInfo {
+pub(crate) struct OndemandObject {
     #[pin]
     inner: SpinLock<Inner>,
 }
 
-impl ObjectInfo {
+impl OndemandObject {
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inner <- new_spinlock!(
@@ -48,7 +49,7 @@ impl ObjectInfo {
                     state: ObjState::Close,
                     id: 0,
                 },
-                "ObjectInfo::inner"
+                "OndemandObject::inner"
             ),
         })
     }
@@ -100,7 +101,7 @@ impl ObjectInfo {
     /// Called under the queue lock when the daemon's read meets a READ for
     /// `object`: whether it may be handed out. A closed object is switched to
     /// reopening and its work queued to send a new OPEN.
-    pub(crate) fn ready_for_read(object: &ARef<Obj>) -> bool {
+    pub(crate) fn ready_for_read(object: &ARef<Object>) -> bool {
         let info = object.data();
         let mut s = info.inner.lock();
         match s.state {
@@ -109,7 +110,7 @@ impl ObjectInfo {
                 drop(s);
                 // The request holds a reference, so the one the queue attempt
                 // may drop here is never the last.
-                Obj::queue_work(object);
+                Object::queue_work(object);
                 false
             }
             ObjState::Reopening => false,
@@ -139,10 +140,10 @@ impl ObjectInfo {
 
     /// A successful copen: record the size and open the object, unless the
     /// anonymous fd was closed in the meantime (`EBADFD`).
-    pub(crate) fn copen(&self, object: &Obj, size: i64) -> Result {
+    pub(crate) fn copen(&self, object: &Object, size: i64) -> Result {
         let mut s = self.inner.lock();
         if s.id == ID_CLOSED {
-            return Err(crate::errno::ebadfd());
+            return Err(error::ebadfd());
         }
         object.set_size(size);
         if s.state != ObjState::Dropping {
@@ -166,7 +167,7 @@ impl ObjectInfo {
 /// A fatal signal ends the wait with `EINTR` if the request can still be
 /// taken back out of the queue; otherwise whoever took it is completing it,
 /// and its result is returned.
-fn send(object: &Obj, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
+fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
     let cache = object.cache();
     let state = cache.data();
     let queued = (|| {
@@ -214,7 +215,7 @@ fn send(object: &Obj, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) ->
 }
 
 /// `init_object`: send an OPEN and wait for the daemon's copen.
-pub(crate) fn init_object(object: &Obj) -> Result {
+pub(crate) fn init_object(object: &Object) -> Result {
     // A lookup that falls back to a new tmpfile keeps the open object.
     if object.data().is_open() {
         return Ok(());
@@ -230,7 +231,7 @@ pub(crate) fn init_object(object: &Obj) -> Result {
 
 /// `clean_object`: send a CLOSE if open, fail the object's requests, stop
 /// its reopen work.
-pub(crate) fn clean_object(object: &Obj) {
+pub(crate) fn clean_object(object: &Object) {
     if object.data().is_open() {
         // Only fails if the object or the cache is going away, or the
         // anonymous fd was released meanwhile: nothing to do.
@@ -244,17 +245,14 @@ pub(crate) fn clean_object(object: &Obj) {
 }
 
 /// `read`: cache miss on `[pos, pos + len)`.
-pub(crate) fn read(object: &Obj, pos: i64, len: usize) -> Result {
+pub(crate) fn read(object: &Object, pos: i64, len: usize) -> Result {
     send(object, Opcode::Read, || {
-        Ok(Payload::Read {
-            off: pos as u64,
-            len: len as u64,
-        })
+        Ok(Payload::read(pos as u64, len as u64))
     })
 }
 
 /// The reopen work: send a new OPEN for an object whose READs are waiting.
-pub(crate) fn reopen(object: ARef<Obj>) {
+pub(crate) fn reopen(object: ARef<Object>) {
     let result = init_object(&object);
     pr_debug!("o={:08x} reopen: {:?}\n", object.debug_id(), result);
 }

@@ -16,7 +16,7 @@ use core::{
 use kernel::{c_str, prelude::*, str::CString, sync::Arc, time::Ktime};
 
 use crate::{
-    debugfs::{DataDir, DataFops, SeqFile, ShowData},
+    abstractions::debugfs::{DataDir, DataFops, SeqFile, ShowData},
     request::Opcode,
 };
 

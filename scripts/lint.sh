@@ -7,8 +7,10 @@ set -euo pipefail
 kdir=${KDIR:-$(kernel_build_dir test)}
 case "${1:-all}" in
 fmt)
-	/usr/bin/rustfmt --check --edition 2021 \
-		--config-path "$CFOD_CACHE/src/.rustfmt.toml" "$CFOD_TOP"/rust/*.rs
+	# Every file of the crate, the abstractions' subfolders included.
+	find "$CFOD_TOP/rust" -name '*.rs' -print0 | sort -z |
+		xargs -0 /usr/bin/rustfmt --check --edition 2021 \
+			--config-path "$CFOD_CACHE/src/.rustfmt.toml"
 	if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
 		(cd "$CFOD_TOP/daemon" && "$CARGO" fmt --check)
 	fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deliberate breakage: the suite must notice. Each mutant is one text
-# replacement (it must apply exactly once) in the Rust backend (rust/*.rs)
+# replacement (it must apply exactly once) in the Rust backend (rust/, its
+# driver files)
 # or in the kernel patch's C code (a file of the patched kernel source).
 # A Rust mutant rebuilds the module, a C mutant the kernel (incrementally, in
 # a copy of the test kernel's tree); then one VM run of the tests that should
@@ -38,13 +39,13 @@ VMARGS=()
 MUTANTS=(
 	# Rust: state transitions
 	"r19|rust/object.rs|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Close;|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Open;|copen|copen_done leaves an object with a closed fd open"
-	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(crate::errno::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(crate::errno::ebadfd());|copen|copen on a closed fd opens the object"
+	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(error::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(error::ebadfd());|copen|copen on a closed fd opens the object"
 	"r14|rust/cache.rs|            \p_\p object.data().release_id(),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
 	# Rust: READ_COMPLETE and the anonymous fd
 	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read && r.is_for(&this.object)|r.is_for(&this.object)|copen|READ_COMPLETE accepts an OPEN's id"
-	"r13|rust/anon_fd.rs|        kiocb.set_pos(pos.saturating_add(written as i64));|        kiocb.set_pos(pos);|anonfd|write() does not advance the file position"
+	"r13|rust/anon_fd.rs|        *kiocb.ki_pos_mut() = pos.saturating_add(written as i64);|        *kiocb.ki_pos_mut() = pos;|anonfd|write() does not advance the file position"
 	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
-	"r16|rust/anon_fd.rs|        if cmd != READ_COMPLETE {|        if false {|anonfd|any ioctl is taken for READ_COMPLETE"
+	"r16|rust/anon_fd.rs|        if cmd != IOC_READ_COMPLETE {|        if false {|anonfd|any ioctl is taken for READ_COMPLETE"
 	"r20|rust/daemon.rs|        let open = anon_fd::open(req.object())?;\n        req.write_msg(\&mut w, id, open.object_id(), open.fd())?;\n        open.install();|        let open = anon_fd::open(req.object())?;\n        let (oid, fd) = (open.object_id(), open.fd());\n        open.install();\n        req.write_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
@@ -53,15 +54,15 @@ MUTANTS=(
 	# Rust: fairness
 	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
 	# Rust: boundaries
-	"r6|rust/daemon.rs|if size < -(bindings::MAX_ERRNO as i64) {|if size <= -(bindings::MAX_ERRNO as i64) {|copen|copen id,-4095 (the last errno) is refused"
+	"r6|rust/daemon.rs|if size < -(MAX_ERRNO as i64) {|if size <= -(MAX_ERRNO as i64) {|copen|copen id,-4095 (the last errno) is refused"
 	"r7|rust/cache.rs|if req.msg_len() > buflen {|if req.msg_len() >= buflen {|copen|a buffer of exactly the message's length gets EMSGSIZE"
-	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            // Not the last reference: the queue holds one.\n            return Err(errno::emsgsize());\n        }\n        q.clear_mark(id, NEW);|        q.clear_mark(id, NEW);\n        if req.msg_len() > buflen {\n            return Err(errno::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
+	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            // Not the last reference: the queue holds one.\n            return Err(error::emsgsize());\n        }\n        q.clear_new(id);|        q.clear_new(id);\n        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
 	# Rust: errnos
 	"r1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|copen|copen of an unknown or unread id gives ENOENT, not EINVAL"
 	"r2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen|copen id,<not an errno> is accepted"
 	"r3|rust/anon_fd.rs|            .ok_or(EINVAL)?;|            .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
-	"r4|rust/anon_fd.rs|        let file = this.object.backing_file().ok_or_else(errno::enobufs)?;\n        let pos|        let file = this.object.backing_file().ok_or(EIO)?;\n        let pos|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
-	"r5|rust/cache.rs|        q.set_mark(id as usize, NEW);\n        self.stats|        self.stats|copen|queued requests are never marked NEW"
+	"r4|rust/anon_fd.rs|        let file = this.object.backing_file().ok_or_else(error::enobufs)?;\n        let pos|        let file = this.object.backing_file().ok_or(EIO)?;\n        let pos|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
+	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch's dispatch (kernel source files)
 	"c2|fs/cachefiles/daemon.c|\t\tmask \p= cachefiles_ondemand_daemon_poll(cache);|\t\tmask \p= 0;|copen|poll is never readable in on-demand mode"
 	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_flush(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"

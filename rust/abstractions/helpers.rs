@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Declarations of the C helpers in `rust/helpers.c`.
+//! Declarations of the C helpers in `helpers.c`.
 //!
 //! They wrap static inline functions and macros of the kernel headers that
-//! `bindgen` cannot bind. Only the abstraction modules use them.
+//! `bindgen` cannot bind. Only the abstraction modules use them (the module
+//! is private to `abstractions`).
 
 use kernel::bindings;
 
@@ -33,6 +34,8 @@ extern "C" {
     pub(crate) fn cfod_file_set_pwrite_lseek(file: *mut bindings::file);
     /// `iov_iter_count(iter)`.
     pub(crate) fn cfod_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
+    /// `get_file(file)`.
+    pub(crate) fn cfod_get_file(file: *mut bindings::file) -> *mut bindings::file;
     /// `dget(dentry)`.
     pub(crate) fn cfod_dget(dentry: *mut bindings::dentry) -> *mut bindings::dentry;
     /// `msleep(msecs)`.

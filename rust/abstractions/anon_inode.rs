@@ -1,193 +1,50 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Files: anonymous-inode files with Rust file operations, fd reservations,
-//! and the I/O argument types of those operations.
+//! Anonymous-inode files whose file operations are written in Rust.
 //!
-//! C headers: [`include/linux/fs.h`](srctree/include/linux/fs.h),
-//! [`include/linux/file.h`](srctree/include/linux/file.h),
-//! [`include/linux/anon_inodes.h`](srctree/include/linux/anon_inodes.h)
+//! C header: [`include/linux/anon_inodes.h`](srctree/include/linux/anon_inodes.h)
 
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
     error::{from_err_ptr, Result},
     prelude::*,
-    types::{ForeignOwnable, Opaque},
+    types::{ARef, ForeignOwnable},
     ThisModule,
 };
 
-use crate::helpers;
-
-/// An owned reference to a `struct file`, dropped with `fput()`.
-///
-/// # Invariants
-///
-/// `0` points to a file on which this value owns a reference.
-pub(crate) struct File(NonNull<bindings::file>);
-
-// SAFETY: File references may be used and released from any thread.
-unsafe impl Send for File {}
-// SAFETY: The operations offered through `&File` are thread-safe.
-unsafe impl Sync for File {}
-
-impl File {
-    /// Takes over a file reference.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a file on which the caller owns a reference, which
-    /// is transferred to the returned value.
-    pub(crate) unsafe fn from_raw(ptr: NonNull<bindings::file>) -> Self {
-        // INVARIANT: Guaranteed by the caller.
-        Self(ptr)
-    }
-
-    /// The raw file pointer.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::file {
-        self.0.as_ptr()
-    }
-
-    /// Repositions the file with `vfs_llseek()`.
-    pub(crate) fn llseek(&self, pos: i64, whence: i32) -> Result<i64> {
-        // SAFETY: The file is valid while `self` holds a reference.
-        let ret = unsafe { bindings::vfs_llseek(self.as_ptr(), pos, whence) };
-        if ret < 0 {
-            return Err(Error::from_errno(ret as i32));
-        }
-        Ok(ret)
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        // SAFETY: We own a reference (type invariant).
-        unsafe { bindings::fput(self.as_ptr()) };
-    }
-}
-
-/// An fd number reserved in the current task's fd table, not yet installed.
-///
-/// Dropping it releases the number with `put_unused_fd()`.
-///
-/// # Invariants
-///
-/// `fd` was returned by `get_unused_fd_flags()` in the current task and has
-/// been neither installed nor put.
-pub(crate) struct FdReservation {
-    fd: u32,
-    // The reservation belongs to the current task's fd table.
-    _not_send: PhantomData<*mut ()>,
-}
-
-impl FdReservation {
-    /// Reserves an fd number with `flags` (e.g. `O_WRONLY`).
-    pub(crate) fn get(flags: u32) -> Result<Self> {
-        // SAFETY: No safety requirements.
-        let fd = unsafe { bindings::get_unused_fd_flags(flags) };
-        if fd < 0 {
-            return Err(Error::from_errno(fd));
-        }
-        // INVARIANT: Just reserved.
-        Ok(Self {
-            fd: fd as u32,
-            _not_send: PhantomData,
-        })
-    }
-
-    /// The reserved fd number.
-    pub(crate) fn fd(&self) -> u32 {
-        self.fd
-    }
-
-    /// Installs `file` at the reserved number, handing both over to the fd table.
-    pub(crate) fn install(self, file: File) {
-        let me = core::mem::ManuallyDrop::new(self);
-        let file = core::mem::ManuallyDrop::new(file);
-        // SAFETY: `fd` is reserved in this task (type invariant) and we own a
-        // reference on the file; `fd_install` consumes both.
-        unsafe { bindings::fd_install(me.fd, file.as_ptr()) };
-    }
-}
-
-impl Drop for FdReservation {
-    fn drop(&mut self) {
-        // SAFETY: `fd` is reserved in this task and was not installed.
-        unsafe { bindings::put_unused_fd(self.fd) };
-    }
-}
-
-/// The `struct kiocb` of a `write_iter` call.
-///
-/// # Invariants
-///
-/// Only handed out by reference, for the duration of the call, wrapping the
-/// valid kiocb the VFS passed.
-#[repr(transparent)]
-pub(crate) struct Kiocb(Opaque<bindings::kiocb>);
-
-impl Kiocb {
-    /// The file position of the I/O.
-    pub(crate) fn pos(&self) -> i64 {
-        // SAFETY: `self` wraps a valid kiocb for the duration of the call.
-        unsafe { (*self.0.get()).ki_pos }
-    }
-
-    /// Sets the file position of the I/O.
-    pub(crate) fn set_pos(&mut self, pos: i64) {
-        // SAFETY: As above; we have exclusive access during the call.
-        unsafe { (*self.0.get()).ki_pos = pos };
-    }
-}
-
-/// The `struct iov_iter` of a `write_iter` call.
-///
-/// # Invariants
-///
-/// Only handed out by reference, for the duration of the call, wrapping the
-/// valid iterator the VFS passed.
-#[repr(transparent)]
-pub(crate) struct IovIter(Opaque<bindings::iov_iter>);
-
-impl IovIter {
-    /// The number of bytes left in the iterator.
-    pub(crate) fn count(&self) -> usize {
-        // SAFETY: `self` wraps a valid iterator for the duration of the call.
-        unsafe { helpers::cfod_iov_iter_count(self.0.get()) }
-    }
-
-    /// The raw iterator pointer.
-    pub(crate) fn as_ptr(&mut self) -> *mut bindings::iov_iter {
-        self.0.get()
-    }
-}
+use super::{
+    file::{File, IovIterSource, Kiocb},
+    helpers,
+};
 
 /// The operations of an anonymous-inode file whose private data is a `Data`.
 pub(crate) trait AnonFileOps: Sized + 'static {
     /// The private data of a file; given back to [`AnonFileOps::release`].
     type Data: ForeignOwnable + Send + Sync;
 
-    /// `write_iter`: write `iter` at `kiocb`'s position.
+    /// Writes `iter` at `kiocb`'s position (`write_iter`).
     fn write_iter(
         data: <Self::Data as ForeignOwnable>::Borrowed<'_>,
         kiocb: &mut Kiocb,
-        iter: &mut IovIter,
+        iter: &mut IovIterSource,
     ) -> Result<usize>;
 
-    /// `llseek`.
+    /// Repositions the file (`llseek`).
     fn llseek(
         data: <Self::Data as ForeignOwnable>::Borrowed<'_>,
         pos: i64,
         whence: i32,
     ) -> Result<i64>;
 
-    /// `unlocked_ioctl`.
+    /// Handles an ioctl (`unlocked_ioctl`).
     fn ioctl(
         data: <Self::Data as ForeignOwnable>::Borrowed<'_>,
         cmd: u32,
         arg: usize,
     ) -> Result<i64>;
 
-    /// `release`: the last reference to the file is gone.
+    /// Releases the file's data: the last reference to the file is gone.
     fn release(data: Self::Data);
 }
 
@@ -218,7 +75,7 @@ impl<T: AnonFileOps> FileOperations<T> {
     }
 }
 
-/// The private data of `file`, borrowed.
+/// Borrows the private data of `file`.
 ///
 /// # Safety
 ///
@@ -232,7 +89,7 @@ unsafe fn file_data<'a, T: AnonFileOps>(
     unsafe { T::Data::borrow((*file).private_data) }
 }
 
-/// `write_iter`.
+/// Calls [`AnonFileOps::write_iter`] for `write_iter`.
 ///
 /// # Safety
 ///
@@ -243,17 +100,17 @@ unsafe extern "C" fn write_iter_tramp<T: AnonFileOps>(
     iter: *mut bindings::iov_iter,
 ) -> isize {
     // SAFETY: The VFS passes a valid kiocb and iterator, exclusively ours for
-    // the call; `Kiocb` and `IovIter` are transparent wrappers.
-    let (kiocb, iter) = unsafe { (&mut *kiocb.cast::<Kiocb>(), &mut *iter.cast::<IovIter>()) };
+    // the call.
+    let (kiocb, iter) = unsafe { (Kiocb::from_raw(kiocb), IovIterSource::from_raw(iter)) };
     // SAFETY: The kiocb's file is live and uses our table.
-    let data = unsafe { file_data::<T>((*kiocb.0.get()).ki_filp) };
+    let data = unsafe { file_data::<T>(kiocb.file_ptr()) };
     match T::write_iter(data, kiocb, iter) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
 }
 
-/// `llseek`.
+/// Calls [`AnonFileOps::llseek`] for `llseek`.
 ///
 /// # Safety
 ///
@@ -271,7 +128,7 @@ unsafe extern "C" fn llseek_tramp<T: AnonFileOps>(
     }
 }
 
-/// `unlocked_ioctl`.
+/// Calls [`AnonFileOps::ioctl`] for `unlocked_ioctl`.
 ///
 /// # Safety
 ///
@@ -289,7 +146,7 @@ unsafe extern "C" fn ioctl_tramp<T: AnonFileOps>(
     }
 }
 
-/// `release`.
+/// Calls [`AnonFileOps::release`] for `release`.
 ///
 /// # Safety
 ///
@@ -315,7 +172,7 @@ pub(crate) fn anon_inode_getfile<T: AnonFileOps>(
     fops: &'static FileOperations<T>,
     data: T::Data,
     flags: u32,
-) -> Result<File> {
+) -> Result<ARef<File>> {
     let priv_ = data.into_foreign();
     // SAFETY: `name` and `fops` are static; `priv_` is handed to the file,
     // whose `release` gives it back to `T`.
@@ -333,5 +190,5 @@ pub(crate) fn anon_inode_getfile<T: AnonFileOps>(
     // SAFETY: The new file is not visible to anybody else yet.
     unsafe { helpers::cfod_file_set_pwrite_lseek(file) };
     // SAFETY: `anon_inode_getfile` returned a new file with one reference.
-    Ok(unsafe { File::from_raw(NonNull::new_unchecked(file)) })
+    Ok(unsafe { File::from_raw_owned(NonNull::new_unchecked(file)) })
 }

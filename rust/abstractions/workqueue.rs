@@ -3,11 +3,16 @@
 //! A raw work item, for abstractions that manage the lifetime of what the
 //! work refers to themselves.
 //!
+//! Later kernels' `kernel::workqueue` offers typed work items (`Work`,
+//! `WorkItem`) for `Arc` and `KBox` owners; a work item embedded in a C
+//! object's private data and owning a reference to that object, cancelled
+//! with `cancel_work_sync`, needs this lower-level one.
+//!
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h)
 
 use kernel::{bindings, prelude::*, types::Opaque};
 
-use crate::helpers;
+use super::helpers;
 
 /// A `struct work_struct` with a fixed function.
 ///

@@ -2,9 +2,12 @@
 
 //! Sleeping for a while.
 //!
+//! Later kernels have `kernel::time::delay::fsleep`; the backend keeps
+//! `msleep`'s exact behaviour.
+//!
 //! C header: [`include/linux/delay.h`](srctree/include/linux/delay.h)
 
-use crate::helpers;
+use super::helpers;
 
 /// Sleeps for at least `ms` milliseconds. Process context only.
 pub(crate) fn msleep(ms: u32) {

@@ -2,13 +2,16 @@
 
 //! debugfs directories, read-only `seq_file` files and `u32` settings.
 //!
+//! Later kernels' `kernel::debugfs` has a [`Dir`] too, with files that own
+//! or borrow their data; [`DataDir`] is the owning kind for 6.12.
+//!
 //! C headers: [`include/linux/debugfs.h`](srctree/include/linux/debugfs.h),
 //! [`include/linux/seq_file.h`](srctree/include/linux/seq_file.h)
 
 use core::{fmt, marker::PhantomData, sync::atomic::AtomicU32};
 use kernel::{bindings, prelude::*, sync::Arc, types::Opaque, ThisModule};
 
-use crate::helpers;
+use super::helpers;
 
 /// A `struct seq_file` being filled by a `show` function.
 ///

@@ -2,6 +2,10 @@
 
 //! Completions: one-shot "done" events a thread can wait for.
 //!
+//! Mirrors later kernels' `kernel::sync::Completion` (`new`,
+//! `wait_for_completion`), with the single-waiter `complete`, the killable
+//! wait, and a hand-over of the completer's reference the backend needs.
+//!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 
 use kernel::{
@@ -12,7 +16,7 @@ use kernel::{
     types::Opaque,
 };
 
-use crate::helpers;
+use super::helpers;
 
 /// A `struct completion`.
 ///
@@ -39,7 +43,7 @@ impl Completion {
         })
     }
 
-    /// Marks the completion done, waking a waiter.
+    /// Marks the completion done, waking one waiter (`complete()`).
     pub(crate) fn complete(&self) {
         // SAFETY: `inner` is initialised (type invariant).
         unsafe { bindings::complete(self.inner.get()) };
@@ -48,7 +52,7 @@ impl Completion {
     /// Waits until the completion is done or a fatal signal is pending.
     ///
     /// Returns `Err(ERESTARTSYS)` if interrupted.
-    pub(crate) fn wait_killable(&self) -> Result {
+    pub(crate) fn wait_for_completion_killable(&self) -> Result {
         // SAFETY: `inner` is initialised (type invariant).
         let ret = unsafe { bindings::wait_for_completion_killable(self.inner.get()) };
         if ret == 0 {
@@ -59,7 +63,7 @@ impl Completion {
     }
 
     /// Waits, uninterruptibly, until the completion is done.
-    pub(crate) fn wait(&self) {
+    pub(crate) fn wait_for_completion(&self) {
         // SAFETY: `inner` is initialised (type invariant).
         unsafe { bindings::wait_for_completion(self.inner.get()) };
     }

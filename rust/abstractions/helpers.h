@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Prototypes of the C helpers in rust/helpers.c. They are called from Rust
- * only (declared there again, in rust/helpers.rs); this header keeps the C
- * side warning-free with -Wmissing-prototypes.
+ * Prototypes of the C helpers in helpers.c. They are called from Rust only
+ * (declared there again, in helpers.rs); this header keeps the C side
+ * warning-free with -Wmissing-prototypes.
  */
 #ifndef CFOD_HELPERS_H
 #define CFOD_HELPERS_H
@@ -24,6 +24,7 @@ void cfod_init_completion(struct completion *x);
 void cfod_init_work(struct work_struct *work, void (*func)(struct work_struct *work));
 bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 void cfod_file_set_pwrite_lseek(struct file *file);
+struct file *cfod_get_file(struct file *file);
 size_t cfod_iov_iter_count(const struct iov_iter *iter);
 struct dentry *cfod_dget(struct dentry *dentry);
 void cfod_msleep(unsigned int msecs);

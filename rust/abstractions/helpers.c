@@ -4,7 +4,7 @@
  * static inline functions and macros that Rust cannot call directly.
  *
  * Each helper does exactly what the wrapped inline function or macro does;
- * their Rust declarations live in one place, rust/helpers.rs.
+ * their Rust declarations live in one place, rust/abstractions/helpers.rs.
  */
 #include <linux/completion.h>
 #include <linux/dcache.h>
@@ -52,6 +52,11 @@ bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work)
 void cfod_file_set_pwrite_lseek(struct file *file)
 {
 	file->f_mode |= FMODE_PWRITE | FMODE_LSEEK;
+}
+
+struct file *cfod_get_file(struct file *file)
+{
+	return get_file(file);
 }
 
 size_t cfod_iov_iter_count(const struct iov_iter *iter)

@@ -2,6 +2,9 @@
 
 //! The kernel's integer parsers, with their exact semantics.
 //!
+//! Later kernels parse in Rust (`kernel::str::parse_int`); copen must accept
+//! exactly what `kstrtoul`/`kstrtol` accept, so the C functions are called.
+//!
 //! C header: [`include/linux/kstrtox.h`](srctree/include/linux/kstrtox.h)
 
 use kernel::{bindings, error::to_result, prelude::*};

@@ -2,6 +2,12 @@
 
 //! XArray: an allocating array of owned pointers, and an id allocator.
 //!
+//! Shaped like later kernels' `kernel::xarray` (an `XArray` of
+//! `ForeignOwnable` values, `lock` giving a `Guard` with `get` and `remove`),
+//! plus what the backend's queue needs and upstream does not offer yet:
+//! marks, `find`, cyclic allocation, and data of the user's kept under the
+//! array's own lock.
+//!
 //! C header: [`include/linux/xarray.h`](srctree/include/linux/xarray.h)
 
 use core::{cell::UnsafeCell, marker::PhantomData, ptr};
@@ -12,7 +18,7 @@ use kernel::{
     types::{ForeignOwnable, Opaque},
 };
 
-use crate::helpers;
+use super::helpers;
 
 /// A search mark of an XArray.
 ///

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A cachefiles cache, as seen by its on-demand backend, and pins on it.
+
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{
+    bindings,
+    types::{ForeignOwnable, Opaque},
+};
+
+use super::Operations;
+
+/// A cache bound to backend `B`.
+///
+/// # Invariants
+///
+/// A `&Cache<B>` only exists while the cache is bound to `B` and its backend
+/// private data is a `B::CacheData` from `into_foreign` (between the `bind`
+/// and `unbind` operations).
+#[repr(transparent)]
+pub(crate) struct Cache<B: Operations>(Opaque<bindings::cachefiles_cache>, PhantomData<B>);
+
+// SAFETY: The accessors used through `&Cache` are thread-safe.
+unsafe impl<B: Operations> Sync for Cache<B> {}
+// SAFETY: As above.
+unsafe impl<B: Operations> Send for Cache<B> {}
+
+impl<B: Operations> Cache<B> {
+    /// Wraps a cache pointer given by cachefiles.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a cache bound to `B`, with its data set, that stays so
+    /// for `'a`.
+    pub(super) unsafe fn from_raw<'a>(ptr: *const bindings::cachefiles_cache) -> &'a Self {
+        // SAFETY: `Cache` is a transparent wrapper; the caller guarantees validity.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_ptr(&self) -> *mut bindings::cachefiles_cache {
+        self.0.get()
+    }
+
+    /// Returns the backend's data of this cache.
+    pub(crate) fn data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'_> {
+        // Only a backend with `bind` gives its caches data.
+        kernel::build_assert!(B::HAS_BIND);
+        // SAFETY: By the type invariant the private data is a `B::CacheData`,
+        // which stays until `unbind`, which cannot happen while `self` lives.
+        unsafe { B::CacheData::borrow(bindings::cachefiles_cache_backend_priv(self.as_ptr())) }
+    }
+
+    /// Returns whether the devnode was released or an I/O error killed the cache.
+    pub(crate) fn is_dead(&self) -> bool {
+        // SAFETY: The cache is valid.
+        unsafe { bindings::cachefiles_cache_is_dead(self.as_ptr()) }
+    }
+
+    /// Wakes the daemon's `poll()`.
+    pub(crate) fn wake_daemon(&self) {
+        // SAFETY: The cache is valid.
+        unsafe { bindings::cachefiles_cache_wake_daemon(self.as_ptr()) };
+    }
+
+    /// Keeps the cache bound until the returned pin is dropped.
+    pub(crate) fn pin(&self) -> CachePin<B> {
+        // SAFETY: The cache is valid.
+        unsafe { bindings::cachefiles_cache_pin(self.as_ptr()) };
+        // INVARIANT: We just took a pin.
+        CachePin {
+            cache: NonNull::from(&self.0).cast(),
+            _p: PhantomData,
+        }
+    }
+}
+
+/// A pin on a cache: it stays bound (and so alive) while this exists.
+///
+/// Dropping the last pin may unbind the cache and call the backend's unbind:
+/// the borrow checker ensures no `&Cache` obtained from the pin survives it;
+/// callers must also not hold an object reference or a backend lock then.
+///
+/// # Invariants
+///
+/// `cache` is a cache bound to `B` on which this value owns a pin.
+pub(crate) struct CachePin<B: Operations> {
+    cache: NonNull<bindings::cachefiles_cache>,
+    _p: PhantomData<B>,
+}
+
+// SAFETY: Pins may be dropped from any thread.
+unsafe impl<B: Operations> Send for CachePin<B> {}
+// SAFETY: `&CachePin` only gives `&Cache`, which is `Sync`.
+unsafe impl<B: Operations> Sync for CachePin<B> {}
+
+impl<B: Operations> core::ops::Deref for CachePin<B> {
+    type Target = Cache<B>;
+
+    fn deref(&self) -> &Cache<B> {
+        // SAFETY: The pin keeps the cache bound with its data (type invariant).
+        unsafe { Cache::from_raw(self.cache.as_ptr()) }
+    }
+}
+
+impl<B: Operations> Drop for CachePin<B> {
+    fn drop(&mut self) {
+        // SAFETY: We own a pin (type invariant).
+        unsafe { bindings::cachefiles_cache_unpin(self.cache.as_ptr()) };
+    }
+}

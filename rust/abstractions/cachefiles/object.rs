@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A cachefiles object, as seen by its on-demand backend: reference counted,
+//! with the backend's data and a work item in its private data.
+
+use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
+use kernel::{
+    bindings,
+    error::Result,
+    prelude::*,
+    types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
+};
+
+use super::{Cache, Operations};
+use crate::abstractions::{
+    file::{File, IovIterSource},
+    workqueue::RawWork,
+};
+
+/// What the backend keeps in an object's private data.
+///
+/// # Invariants
+///
+/// `object` is the object whose private data this slot is; `work` runs
+/// [`object_work_fn`] for `B`.
+#[pin_data]
+pub(super) struct ObjectSlot<B: Operations> {
+    object: *mut bindings::cachefiles_object,
+    #[pin]
+    work: RawWork,
+    #[pin]
+    data: B::ObjectData,
+}
+
+// SAFETY: `object` is only used to rebuild the reference a queued work owns,
+// which may happen on any thread; the rest is `Send`/`Sync` by the bounds.
+unsafe impl<B: Operations> Send for ObjectSlot<B> {}
+// SAFETY: As above.
+unsafe impl<B: Operations> Sync for ObjectSlot<B> {}
+
+impl<B: Operations> ObjectSlot<B> {
+    /// Initialises the slot of `object`, with the backend's data from `data`.
+    pub(super) fn new(
+        object: *mut bindings::cachefiles_object,
+        data: impl PinInit<B::ObjectData, Error>,
+    ) -> impl PinInit<Self, Error> {
+        // INVARIANT: The slot is `object`'s; its work runs `object_work_fn::<B>`.
+        try_pin_init!(Self {
+            object,
+            work <- RawWork::new(object_work_fn::<B>),
+            data <- data,
+        })
+    }
+}
+
+/// A cachefiles object of a cache bound to backend `B`.
+///
+/// # Invariants
+///
+/// A `&Object<B>` only exists while the object is alive (someone holds a
+/// reference) and its private data is a `Pin<KBox<ObjectSlot<B>>>` from
+/// `into_foreign`. Objects are all freed before their cache is unbound.
+#[repr(transparent)]
+pub(crate) struct Object<B: Operations>(Opaque<bindings::cachefiles_object>, PhantomData<B>);
+
+// SAFETY: The accessors used through `&Object` are thread-safe.
+unsafe impl<B: Operations> Sync for Object<B> {}
+// SAFETY: Object references may be dropped on any thread.
+unsafe impl<B: Operations> Send for Object<B> {}
+
+// SAFETY: `cachefiles_object_get`/`put` manage the object's reference count;
+// the last put frees it (after the backend's `deinit_obj_info`).
+unsafe impl<B: Operations> AlwaysRefCounted for Object<B> {
+    fn inc_ref(&self) {
+        // SAFETY: The object is alive, so its count is not zero.
+        unsafe { bindings::cachefiles_object_get(self.as_ptr()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The caller owns a reference.
+        unsafe { bindings::cachefiles_object_put(obj.as_ptr().cast()) };
+    }
+}
+
+/// The type of `cachefiles_object_volume_key` and `cachefiles_object_cookie_key`.
+type KeyFn = unsafe extern "C" fn(
+    *const bindings::cachefiles_object,
+    *mut usize,
+) -> *const kernel::ffi::c_void;
+
+impl<B: Operations> Object<B> {
+    /// Wraps an object pointer given by cachefiles.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be an object of a cache bound to `B`, with its private data
+    /// set, on which the caller holds a reference for `'a`.
+    pub(super) unsafe fn from_raw<'a>(ptr: *const bindings::cachefiles_object) -> &'a Self {
+        // SAFETY: `Object` is a transparent wrapper; the caller guarantees validity.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn as_ptr(&self) -> *mut bindings::cachefiles_object {
+        self.0.get()
+    }
+
+    fn slot(&self) -> Pin<&ObjectSlot<B>> {
+        // SAFETY: By the type invariant the private data is a pinned
+        // `ObjectSlot<B>`, freed only when the object is.
+        unsafe {
+            <Pin<KBox<ObjectSlot<B>>>>::borrow(bindings::cachefiles_object_backend_priv(
+                self.as_ptr(),
+            ))
+        }
+    }
+
+    /// Returns the backend's data of this object.
+    pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
+        let slot = self.slot();
+        // SAFETY: Projection of a structurally pinned field.
+        unsafe { slot.map_unchecked(|s| &s.data) }
+    }
+
+    /// Returns the cache of this object (alive: objects go before their cache).
+    pub(crate) fn cache(&self) -> &Cache<B> {
+        // SAFETY: The object is alive, so its cache is bound with its data
+        // set, and stays so at least as long as the object.
+        unsafe { Cache::from_raw(bindings::cachefiles_object_cache(self.as_ptr())) }
+    }
+
+    /// Returns the object's debug id.
+    pub(crate) fn debug_id(&self) -> u32 {
+        // SAFETY: The object is alive.
+        unsafe { bindings::cachefiles_object_get_debug_id(self.as_ptr()) }
+    }
+
+    fn key(&self, f: KeyFn) -> &[u8] {
+        let mut len = 0usize;
+        // SAFETY: The object is alive; `len` is valid for writes.
+        let p = unsafe { f(self.as_ptr(), &mut len) };
+        if p.is_null() || len == 0 {
+            return &[];
+        }
+        // SAFETY: The key is `len` bytes owned by the object's cookie/volume,
+        // which live at least as long as the object.
+        unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len) }
+    }
+
+    /// Returns the volume key, NUL-terminated (the length counts the NUL).
+    pub(crate) fn volume_key(&self) -> &[u8] {
+        self.key(bindings::cachefiles_object_volume_key)
+    }
+
+    /// Returns the cookie key (binary).
+    pub(crate) fn cookie_key(&self) -> &[u8] {
+        self.key(bindings::cachefiles_object_cookie_key)
+    }
+
+    /// Returns whether the netfs asked for `FSCACHE_ADV_WANT_CACHE_SIZE`.
+    pub(crate) fn wants_cache_size(&self) -> bool {
+        // SAFETY: The object is alive.
+        unsafe { bindings::cachefiles_object_wants_cache_size(self.as_ptr()) }
+    }
+
+    /// Records the object size given by the daemon (0: nothing to read).
+    pub(crate) fn set_size(&self, size: i64) {
+        // SAFETY: The object is alive.
+        unsafe { bindings::cachefiles_object_set_size(self.as_ptr(), size) };
+    }
+
+    /// Returns the backing file, if the object has one.
+    pub(crate) fn backing_file(&self) -> Option<ARef<File>> {
+        // SAFETY: The object is alive.
+        let file = unsafe { bindings::cachefiles_object_get_file(self.as_ptr()) };
+        // SAFETY: `cachefiles_object_get_file` gave us a reference.
+        NonNull::new(file).map(|f| unsafe { File::from_raw_owned(f) })
+    }
+
+    /// Writes `iter` into the backing `file` at `pos` (page aligned).
+    pub(crate) fn write(&self, file: &File, pos: i64, iter: &mut IovIterSource) -> Result<usize> {
+        // SAFETY: The object is alive, `file` is a referenced file and `iter`
+        // a valid iterator.
+        let ret = unsafe {
+            bindings::cachefiles_object_write(self.as_ptr(), file.as_ptr(), pos, iter.as_raw())
+        };
+        if ret < 0 {
+            return Err(Error::from_errno(ret as i32));
+        }
+        Ok(ret as usize)
+    }
+
+    /// Queues the object's work on the backend workqueue; the work owns a
+    /// reference to the object until it runs or is cancelled.
+    ///
+    /// Returns `false` if the work was already pending.
+    pub(crate) fn queue_work(this: &ARef<Self>) -> bool {
+        let slot = this.slot();
+        let leaked = ARef::into_raw(this.clone());
+        // SAFETY: The leaked reference keeps the object, hence its private
+        // data and the work in it, alive until `object_work_fn` or
+        // `cancel_work_sync` takes the reference back.
+        let queued = unsafe { slot.work.queue(bindings::cachefiles_backend_wq()) };
+        if !queued {
+            // SAFETY: The work was not queued: the leaked reference is still ours.
+            drop(unsafe { ARef::from_raw(leaked) });
+        }
+        queued
+    }
+
+    /// Cancels the object's work if queued and waits for it if running.
+    pub(crate) fn cancel_work_sync(&self) {
+        if self.slot().work.cancel_sync() {
+            // SAFETY: The work was pending, so it owned a reference (taken in
+            // `queue_work`) that nobody will take back now. It is not the last
+            // one: our caller holds one.
+            drop(unsafe { ARef::from_raw(NonNull::from(self)) });
+        }
+    }
+}
+
+/// Runs [`Operations::object_work`]: the function of every object's work item.
+///
+/// # Safety
+///
+/// Only called by the workqueue for the `work` of an `ObjectSlot<B>` queued
+/// by [`Object::queue_work`].
+unsafe extern "C" fn object_work_fn<B: Operations>(work: *mut bindings::work_struct) {
+    // SAFETY: `work` is the `work` field of an `ObjectSlot<B>` (the only user
+    // of this function); `RawWork` is a transparent wrapper of the work_struct.
+    let slot = unsafe { kernel::container_of!(work.cast::<RawWork>(), ObjectSlot<B>, work) };
+    // SAFETY: The slot is alive: the queued work owns a reference to its
+    // object (see `Object::queue_work`), which we take back here.
+    let object =
+        unsafe { ARef::from_raw(NonNull::new_unchecked((*slot).object.cast::<Object<B>>())) };
+    B::object_work(object);
+}

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The operations table of an on-demand backend, and its registration.
+
+use core::{marker::PhantomData, pin::Pin};
+use kernel::{
+    bindings,
+    error::{to_result, Result},
+    prelude::*,
+    types::{ARef, ForeignOwnable},
+    uaccess::UserSlice,
+    ThisModule,
+};
+
+use super::{object::ObjectSlot, Cache, Object};
+
+/// An on-demand backend: the operations of `struct cachefiles_ondemand_ops`.
+///
+/// `bind` and `unbind` are optional, as in C; the others are required.
+#[vtable]
+pub(crate) trait Operations: Sized + Send + Sync + 'static {
+    /// Per-cache data, created by `bind` and dropped at unbind.
+    type CacheData: ForeignOwnable + Send + Sync;
+    /// Per-object data, pinned in the object for the object's lifetime.
+    type ObjectData: Send + Sync;
+
+    /// Creates the data of a cache being bound.
+    ///
+    /// Without it, caches have no data and [`Cache::data`] must not be used.
+    fn bind() -> Result<Self::CacheData> {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// Takes back the data of a cache about to be freed (by default, drops it).
+    fn unbind(_data: Self::CacheData) {
+        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+    /// Hands one request to the daemon: `read()` on the devnode.
+    fn daemon_read(cache: &Cache<Self>, buf: UserSlice, len: usize) -> Result<usize>;
+    /// Returns whether the devnode is readable.
+    fn daemon_poll(cache: &Cache<Self>) -> bool;
+    /// Runs the `copen` command; `args` is the argument string with its trailing NUL.
+    fn copen(cache: &Cache<Self>, args: &mut [u8]) -> Result;
+    /// Runs the `restore` command.
+    fn restore(cache: &Cache<Self>) -> Result;
+    /// Fails everything pending: the cache is dead.
+    fn flush(cache: &Cache<Self>);
+    /// Initialises the data of a new object.
+    fn new_object_data() -> impl PinInit<Self::ObjectData, Error>;
+    /// Looks the object up (sends the OPEN).
+    fn init_object(object: &Object<Self>) -> Result;
+    /// Withdraws the object.
+    fn clean_object(object: &Object<Self>);
+    /// Fetches `[pos, pos + len)`: a cache miss.
+    fn read(object: &Object<Self>, pos: i64, len: usize) -> Result;
+    /// Runs the object's work item, queued with [`Object::queue_work`].
+    fn object_work(object: ARef<Object<Self>>);
+}
+
+/// A `struct cachefiles_ondemand_ops` table calling into `B`.
+///
+/// # Invariants
+///
+/// Every required operation is set, to the trampoline for `B`; `bind` and
+/// `unbind` are set if and only if `B` has `bind`.
+#[repr(transparent)]
+pub(crate) struct OndemandOps<B: Operations>(bindings::cachefiles_ondemand_ops, PhantomData<B>);
+
+// SAFETY: The table is immutable.
+unsafe impl<B: Operations> Sync for OndemandOps<B> {}
+
+impl<B: Operations> OndemandOps<B> {
+    /// Builds the table for `owner`, shown as `name`.
+    pub(crate) const fn new(owner: &'static ThisModule, name: &'static CStr) -> Self {
+        let (bind, unbind) = if B::HAS_BIND {
+            (
+                Some(bind_tramp::<B> as unsafe extern "C" fn(_) -> _),
+                Some(unbind_tramp::<B> as unsafe extern "C" fn(_)),
+            )
+        } else {
+            (None, None)
+        };
+        Self(
+            bindings::cachefiles_ondemand_ops {
+                owner: owner.as_ptr(),
+                name: name.as_char_ptr(),
+                bind,
+                unbind,
+                daemon_read: Some(daemon_read_tramp::<B>),
+                daemon_poll: Some(daemon_poll_tramp::<B>),
+                copen: Some(copen_tramp::<B>),
+                restore: Some(restore_tramp::<B>),
+                flush: Some(flush_tramp::<B>),
+                init_obj_info: Some(init_obj_info_tramp::<B>),
+                deinit_obj_info: Some(deinit_obj_info_tramp::<B>),
+                init_object: Some(init_object_tramp::<B>),
+                clean_object: Some(clean_object_tramp::<B>),
+                read: Some(read_tramp::<B>),
+            },
+            PhantomData,
+        )
+    }
+}
+
+fn to_c_int(r: Result) -> kernel::ffi::c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Calls [`Operations::bind`] and stores the cache's data.
+///
+/// # Safety
+///
+/// Called by cachefiles with a cache being bound to `B`.
+unsafe extern "C" fn bind_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+) -> kernel::ffi::c_int {
+    match B::bind() {
+        Ok(data) => {
+            // SAFETY: The cache is being bound to `B`; nothing else uses its
+            // private data. From now on it is a `B::CacheData` (see `Cache`).
+            unsafe {
+                bindings::cachefiles_cache_set_backend_priv(cache, data.into_foreign() as *mut _)
+            };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Takes the cache's data back and gives it to [`Operations::unbind`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a cache bound to `B` that is being freed.
+unsafe extern "C" fn unbind_tramp<B: Operations>(cache: *mut bindings::cachefiles_cache) {
+    // SAFETY: The cache is being freed: no `&Cache` exists any more.
+    let priv_ = unsafe { bindings::cachefiles_cache_backend_priv(cache) };
+    if priv_.is_null() {
+        return;
+    }
+    // SAFETY: As above.
+    unsafe { bindings::cachefiles_cache_set_backend_priv(cache, core::ptr::null_mut()) };
+    // SAFETY: The private data came from `into_foreign` in `bind_tramp` and no
+    // borrow of it remains.
+    let data = unsafe { B::CacheData::from_foreign(priv_) };
+    if B::HAS_UNBIND {
+        B::unbind(data);
+    } else {
+        drop(data);
+    }
+}
+
+/// Calls [`Operations::daemon_read`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a bound cache and a user buffer of `buflen` bytes.
+unsafe extern "C" fn daemon_read_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+    buffer: *mut kernel::ffi::c_char,
+    buflen: usize,
+) -> isize {
+    // SAFETY: cachefiles calls us on a bound cache, which the devnode keeps alive.
+    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    let buf = UserSlice::new(buffer as usize, buflen);
+    match B::daemon_read(cache, buf, buflen) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// Calls [`Operations::daemon_poll`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a bound cache.
+unsafe extern "C" fn daemon_poll_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+) -> bindings::__poll_t {
+    // SAFETY: As in `daemon_read_tramp`.
+    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    /// `EPOLLIN` (UAPI, `include/uapi/linux/eventpoll.h`).
+    const EPOLLIN: bindings::__poll_t = 0x1;
+    if B::daemon_poll(cache) {
+        EPOLLIN
+    } else {
+        0
+    }
+}
+
+/// Calls [`Operations::copen`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a bound cache and a writable NUL-terminated string.
+unsafe extern "C" fn copen_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+    args: *mut kernel::ffi::c_char,
+) -> kernel::ffi::c_int {
+    // SAFETY: As in `daemon_read_tramp`.
+    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    // SAFETY: `args` is a NUL-terminated string owned by the caller for the call.
+    let len = unsafe { bindings::strlen(args) };
+    let Some(len) = len.checked_add(1) else {
+        return EINVAL.to_errno();
+    };
+    // SAFETY: The `len` bytes (with the NUL) are writable and ours for the call.
+    let args = unsafe { core::slice::from_raw_parts_mut(args.cast::<u8>(), len) };
+    to_c_int(B::copen(cache, args))
+}
+
+/// Calls [`Operations::restore`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a bound cache.
+unsafe extern "C" fn restore_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+    _args: *mut kernel::ffi::c_char,
+) -> kernel::ffi::c_int {
+    // SAFETY: As in `daemon_read_tramp`.
+    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    to_c_int(B::restore(cache))
+}
+
+/// Calls [`Operations::flush`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a bound cache.
+unsafe extern "C" fn flush_tramp<B: Operations>(cache: *mut bindings::cachefiles_cache) {
+    // SAFETY: `flush` is called on a bound cache that its caller keeps alive.
+    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    B::flush(cache);
+}
+
+/// Creates the object's slot, with [`Operations::new_object_data`].
+///
+/// # Safety
+///
+/// Called by cachefiles with an object being created in a cache bound to `B`.
+unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
+    object: *mut bindings::cachefiles_object,
+    _volume: *mut bindings::cachefiles_volume,
+) -> kernel::ffi::c_int {
+    let slot = KBox::pin_init(
+        ObjectSlot::<B>::new(object, B::new_object_data()),
+        GFP_KERNEL,
+    );
+    match slot {
+        Ok(slot) => {
+            // SAFETY: The object is being created; nobody else uses its private
+            // data. From now on it is our slot (see `Object`).
+            unsafe {
+                bindings::cachefiles_object_set_backend_priv(object, slot.into_foreign() as *mut _)
+            };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Frees the object's slot.
+///
+/// # Safety
+///
+/// Called by cachefiles with an object being freed, whose data `init_obj_info_tramp` set.
+unsafe extern "C" fn deinit_obj_info_tramp<B: Operations>(
+    object: *mut bindings::cachefiles_object,
+) {
+    // SAFETY: The object is being freed: no `&Object` exists any more.
+    let priv_ = unsafe { bindings::cachefiles_object_backend_priv(object) };
+    if priv_.is_null() {
+        return;
+    }
+    // SAFETY: As above.
+    unsafe { bindings::cachefiles_object_set_backend_priv(object, core::ptr::null_mut()) };
+    // SAFETY: The private data came from `into_foreign` in
+    // `init_obj_info_tramp`, and no borrow of it remains. Its work is not
+    // pending: a pending work owns a reference to the object.
+    drop(unsafe { <Pin<KBox<ObjectSlot<B>>>>::from_foreign(priv_) });
+}
+
+/// Calls [`Operations::init_object`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a referenced object of a cache bound to `B`.
+unsafe extern "C" fn init_object_tramp<B: Operations>(
+    object: *mut bindings::cachefiles_object,
+) -> kernel::ffi::c_int {
+    // SAFETY: cachefiles holds a reference for the call; the object has data.
+    let object = unsafe { Object::<B>::from_raw(object) };
+    to_c_int(B::init_object(object))
+}
+
+/// Calls [`Operations::clean_object`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a referenced object of a cache bound to `B`.
+unsafe extern "C" fn clean_object_tramp<B: Operations>(object: *mut bindings::cachefiles_object) {
+    // SAFETY: As in `init_object_tramp`.
+    let object = unsafe { Object::<B>::from_raw(object) };
+    B::clean_object(object);
+}
+
+/// Calls [`Operations::read`].
+///
+/// # Safety
+///
+/// Called by cachefiles with a referenced object of a cache bound to `B`.
+unsafe extern "C" fn read_tramp<B: Operations>(
+    object: *mut bindings::cachefiles_object,
+    pos: bindings::loff_t,
+    len: usize,
+) -> kernel::ffi::c_int {
+    // SAFETY: As in `init_object_tramp`.
+    let object = unsafe { Object::<B>::from_raw(object) };
+    to_c_int(B::read(object, pos, len))
+}
+
+/// The registration of backend `B` with cachefiles.
+///
+/// # Invariants
+///
+/// `ops` is registered.
+pub(crate) struct Registration<B: Operations> {
+    ops: &'static OndemandOps<B>,
+}
+
+impl<B: Operations> Registration<B> {
+    /// Registers `ops`: caches bound in on-demand mode from now on use `B`.
+    pub(crate) fn register(ops: &'static OndemandOps<B>) -> Result<Self> {
+        // SAFETY: `ops` is a complete, static table.
+        to_result(unsafe { bindings::cachefiles_register_ondemand_backend(&ops.0) })?;
+        // INVARIANT: Just registered.
+        Ok(Self { ops })
+    }
+}
+
+impl<B: Operations> Drop for Registration<B> {
+    fn drop(&mut self) {
+        // SAFETY: `ops` is registered (type invariant). Caches still using it
+        // pin the module, so this only runs when none is.
+        unsafe { bindings::cachefiles_unregister_ondemand_backend(&self.ops.0) };
+    }
+}

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The messages of the on-demand protocol, as laid out by the UAPI.
+//!
+//! bindgen binds `uapi/linux/cachefiles.h` (`bindings::cachefiles_msg` and
+//! friends), but those types end in flexible arrays and cannot be given
+//! [`AsBytes`] outside the `kernel` crate, so they are mirrored here without
+//! the flexible arrays; the `const` assertions below check that every field
+//! has the bound type's offset and that the sizes match. A message is one of
+//! these headers, then the opcode's structure, then (for an OPEN) the keys.
+//!
+//! C header: [`include/uapi/linux/cachefiles.h`](srctree/include/uapi/linux/cachefiles.h)
+
+use core::mem::{offset_of, size_of};
+use kernel::{bindings, ioctl::_IOW, types::AsBytes};
+
+/// The largest message (`CACHEFILES_MSG_MAX_SIZE`).
+pub(crate) const MSG_MAX_SIZE: usize = bindings::CACHEFILES_MSG_MAX_SIZE as usize;
+
+/// The ioctl that completes a READ on an anonymous fd (`CACHEFILES_IOC_READ_COMPLETE`).
+pub(crate) const IOC_READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
+
+/// `enum cachefiles_opcode`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub(crate) enum Opcode {
+    /// `CACHEFILES_OP_OPEN`.
+    Open = bindings::cachefiles_opcode_CACHEFILES_OP_OPEN,
+    /// `CACHEFILES_OP_CLOSE`.
+    Close = bindings::cachefiles_opcode_CACHEFILES_OP_CLOSE,
+    /// `CACHEFILES_OP_READ`.
+    Read = bindings::cachefiles_opcode_CACHEFILES_OP_READ,
+}
+
+/// The header of every message (`struct cachefiles_msg` without `data[]`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Msg {
+    /// The id the daemon answers with (`copen`, `READ_COMPLETE`).
+    pub(crate) msg_id: u32,
+    /// An [`Opcode`].
+    pub(crate) opcode: u32,
+    /// The length of the whole message.
+    pub(crate) len: u32,
+    /// The object's id: its anonymous fd's id.
+    pub(crate) object_id: u32,
+}
+
+/// The body of an OPEN (`struct cachefiles_open` without `data[]`, which
+/// holds the volume key then the cookie key).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Open {
+    /// The volume key's length, its NUL included.
+    pub(crate) volume_key_size: u32,
+    /// The cookie key's length.
+    pub(crate) cookie_key_size: u32,
+    /// The anonymous fd installed for the daemon.
+    pub(crate) fd: u32,
+    /// Flags: none defined.
+    pub(crate) flags: u32,
+}
+
+/// The body of a READ (`struct cachefiles_read`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Read {
+    /// Where the range to fetch starts.
+    pub(crate) off: u64,
+    /// How long it is.
+    pub(crate) len: u64,
+}
+
+// SAFETY: `Msg`, `Open` and `Read` are `repr(C)` structures of integers with
+// no padding (their sizes are the sums of their fields', asserted below), so
+// all their bytes are initialised.
+unsafe impl AsBytes for Msg {}
+// SAFETY: As above.
+unsafe impl AsBytes for Open {}
+// SAFETY: As above.
+unsafe impl AsBytes for Read {}
+
+const _: () = {
+    assert!(size_of::<Msg>() == 16 && size_of::<Msg>() == size_of::<bindings::cachefiles_msg>());
+    assert!(offset_of!(Msg, msg_id) == offset_of!(bindings::cachefiles_msg, msg_id));
+    assert!(offset_of!(Msg, opcode) == offset_of!(bindings::cachefiles_msg, opcode));
+    assert!(offset_of!(Msg, len) == offset_of!(bindings::cachefiles_msg, len));
+    assert!(offset_of!(Msg, object_id) == offset_of!(bindings::cachefiles_msg, object_id));
+    assert!(offset_of!(bindings::cachefiles_msg, data) == size_of::<Msg>());
+
+    assert!(size_of::<Open>() == 16 && size_of::<Open>() == size_of::<bindings::cachefiles_open>());
+    assert!(
+        offset_of!(Open, volume_key_size) == offset_of!(bindings::cachefiles_open, volume_key_size)
+    );
+    assert!(
+        offset_of!(Open, cookie_key_size) == offset_of!(bindings::cachefiles_open, cookie_key_size)
+    );
+    assert!(offset_of!(Open, fd) == offset_of!(bindings::cachefiles_open, fd));
+    assert!(offset_of!(Open, flags) == offset_of!(bindings::cachefiles_open, flags));
+    assert!(offset_of!(bindings::cachefiles_open, data) == size_of::<Open>());
+
+    assert!(size_of::<Read>() == 16 && size_of::<Read>() == size_of::<bindings::cachefiles_read>());
+    assert!(offset_of!(Read, off) == offset_of!(bindings::cachefiles_read, off));
+    assert!(offset_of!(Read, len) == offset_of!(bindings::cachefiles_read, len));
+};

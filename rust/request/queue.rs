@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A cache's request queue: an XArray of requests indexed by msg_id, the NEW
+//! mark on those the daemon has not read yet, data of the cache's own under
+//! the same lock, and the cache's counters.
+//!
+//! A request leaves the queue only as a [`Taken`], which completes it, and
+//! only this module can make one: [`QueueGuard::take`] when it is removed,
+//! and the queue's `drop` for those still queued then.
+
+use kernel::{
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    types::ARef,
+};
+
+use super::{Opcode, Request, Stats};
+use crate::{
+    abstractions::xarray::{Guard, Mark, XArray},
+    stats::CacheStats,
+    Object,
+};
+
+/// Requests not read by the daemon yet.
+const NEW: Mark = Mark::MARK_1;
+
+/// The requests of a cache, with the cache's data `D` under the queue lock.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Queue<D> {
+    #[pin]
+    reqs: XArray<Arc<Request>, D>,
+    /// The cache's counters: requests queued and completed here.
+    stats: CacheStats,
+}
+
+impl<D> Queue<D> {
+    /// Creates an empty queue, counting in `stats`.
+    pub(crate) fn new(data: D, stats: CacheStats) -> impl PinInit<Self> {
+        pin_init!(Self {
+            reqs <- XArray::new(data),
+            stats,
+        })
+    }
+
+    /// Returns the counters of the cache.
+    pub(crate) fn stats(&self) -> &Stats {
+        self.stats.get()
+    }
+
+    /// Takes the queue lock.
+    pub(crate) fn lock(&self) -> QueueGuard<'_, D> {
+        QueueGuard {
+            q: self.reqs.lock(),
+            stats: self.stats.get(),
+        }
+    }
+}
+
+#[pinned_drop]
+impl<D> PinnedDrop for Queue<D> {
+    /// Completes with `EIO` whatever is still queued (nothing, in practice:
+    /// a request holds its object, and a cache outlives its objects), one at
+    /// a time, outside the lock, so that no waiter is left asleep.
+    fn drop(self: Pin<&mut Self>) {
+        loop {
+            let taken = {
+                let mut q = self.lock();
+                let first = q.find(0, usize::MAX, false).map(|(i, _)| i);
+                first.and_then(|i| q.take(i))
+            };
+            match taken {
+                Some(taken) => taken.finish(EIO.to_errno()),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The queue lock, held.
+pub(crate) struct QueueGuard<'a, D> {
+    q: Guard<'a, Arc<Request>, D>,
+    stats: &'a Stats,
+}
+
+impl<'a, D> QueueGuard<'a, D> {
+    /// Returns the cache's data under the lock.
+    pub(crate) fn data(&self) -> &D {
+        self.q.data()
+    }
+
+    /// Returns the cache's data under the lock, mutably.
+    pub(crate) fn data_mut(&mut self) -> &mut D {
+        self.q.data_mut()
+    }
+
+    /// Returns request `id`, if queued.
+    pub(crate) fn get(&self, id: usize) -> Option<ArcBorrow<'_, Request>> {
+        self.q.get(id)
+    }
+
+    /// Returns the first request with an id in `start..=max` (NEW only if
+    /// `only_new`).
+    pub(crate) fn find(
+        &self,
+        start: usize,
+        max: usize,
+        only_new: bool,
+    ) -> Option<(usize, ArcBorrow<'_, Request>)> {
+        self.q.find(start, max, only_new.then_some(NEW))
+    }
+
+    /// Marks request `id` NEW: the daemon is to read it (again).
+    pub(crate) fn mark_new(&self, id: usize) {
+        self.q.set_mark(id, NEW);
+    }
+
+    /// Marks request `id` read by the daemon.
+    pub(crate) fn clear_new(&self, id: usize) {
+        self.q.clear_mark(id, NEW);
+    }
+
+    /// Takes request `id` out of the queue: the returned handle completes it.
+    pub(crate) fn take(&mut self, id: usize) -> Option<Taken<'a>> {
+        let req = self.q.remove(id)?;
+        // INVARIANT: `req` was just removed from its queue; nobody else has it
+        // as a `Taken`.
+        Some(Taken {
+            req: Some(req),
+            result: EIO.to_errno(),
+            stats: self.stats,
+        })
+    }
+
+    /// Stores `req` under a new msg_id (cyclic, so a freed id is not reused
+    /// at once), not visible to the daemon until [`Inserted::publish`].
+    ///
+    /// This may drop and retake the lock to allocate memory: anything checked
+    /// under the lock before this call must be checked again after it, with
+    /// [`Inserted::data`].
+    pub(crate) fn insert(&mut self, req: Arc<Request>) -> Result<Inserted<'_, 'a, D>> {
+        let opcode = req.opcode();
+        match self.q.alloc_cyclic(req, 0, u32::MAX) {
+            // INVARIANT: Stored under `id`, in this critical section.
+            Ok(id) => Ok(Inserted {
+                guard: self,
+                id,
+                opcode,
+            }),
+            // Not the last reference (the caller holds one): fine to drop here.
+            Err((_req, e)) => Err(e),
+        }
+    }
+}
+
+/// A request just stored, in the current critical section, and seen by
+/// nobody yet: published or withdrawn (never completed) before the lock is
+/// released.
+///
+/// # Invariants
+///
+/// Entry `id` of the locked queue is the request [`QueueGuard::insert`]
+/// stored, not marked NEW, and `opcode` is its opcode.
+pub(crate) struct Inserted<'g, 'a, D> {
+    guard: &'g mut QueueGuard<'a, D>,
+    id: u32,
+    opcode: Opcode,
+}
+
+impl<D> Inserted<'_, '_, D> {
+    /// Returns the cache's data under the lock.
+    pub(crate) fn data(&self) -> &D {
+        self.guard.data()
+    }
+
+    /// Marks the request NEW and counts it; returns its msg_id.
+    pub(crate) fn publish(self) -> u32 {
+        self.guard.mark_new(self.id as usize);
+        self.guard.stats.request_queued(self.opcode);
+        self.id
+    }
+
+    /// Takes the request back out; it was never queued, so it is not
+    /// completed.
+    pub(crate) fn withdraw(self) {
+        // Not the last reference either: the caller holds one.
+        let _req = self.guard.q.remove(self.id as usize);
+    }
+}
+
+/// A request taken out of its queue: completed when dropped, with `EIO`
+/// unless [`Taken::finish`] says otherwise.
+///
+/// # Invariants
+///
+/// `req` was removed from its queue by the code that made this handle, the
+/// only handle for it, and is `Some` until the request is completed, in
+/// `drop`; `stats` are the counters of that queue.
+pub(crate) struct Taken<'a> {
+    req: Option<Arc<Request>>,
+    result: i32,
+    stats: &'a Stats,
+}
+
+impl Taken<'_> {
+    /// Returns the request's object.
+    pub(crate) fn object(&self) -> Option<&ARef<Object>> {
+        self.req.as_ref().map(|r| &r.object)
+    }
+
+    /// Completes the request with `result`: 0 or a negative errno.
+    pub(crate) fn finish(mut self, result: i32) {
+        self.result = result;
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(req) = self.req.take() {
+            Request::complete(req, self.result, self.stats);
+        }
+    }
+}
