@@ -116,7 +116,10 @@ build_module() {	# into the mirror, against $1
 # recompiles only what the mutant touched.
 prepare_kernel_copy() {
 	[ -f "$KDIR/.cfod-key" ] || { echo "# no test kernel at $KDIR" >&2; return 1; }
-	if [ "$(cat "$MSRC/.cfod-applied" 2>/dev/null)" != "$(cat "$KSRC/.cfod-applied")" ]; then
+	# The patches are applied in the working tree (the tree's git holds the
+	# pristine source): the copy must carry the same changes.
+	if [ "$(cat "$MSRC/.cfod-applied" 2>/dev/null)" != "$(cat "$KSRC/.cfod-applied")" ] ||
+		[ "$(git -C "$MSRC" diff | sha256sum)" != "$(git -C "$KSRC" diff | sha256sum)" ]; then
 		echo "# copying $KSRC to $MSRC"
 		rm -rf "$MSRC" && cp -a "$KSRC" "$MSRC" || return 1
 	fi
@@ -130,8 +133,12 @@ build_kernel_copy() {
 		src=$2 && mount --bind "$1" "$src" && shift 2 && make -s -C "$src" "$@"' _ \
 		"$MSRC" "$KSRC" O="$MBUILD" "${KMAKE_ARGS[@]}" -j"$(nproc)" all
 }
+# Undo the last C mutant: its file back from the patched tree (a plain copy,
+# so its time is new and make rebuilds it for the next mutant).
+mutated=
 restore_kernel_copy() {
-	[ -d "$MSRC/.git" ] && git -C "$MSRC" checkout -q -- .
+	[ -z "$mutated" ] || cp "$KSRC/$mutated" "$MSRC/$mutated"
+	mutated=
 }
 
 # The verdict on one mutant from the KTAP its tests printed: "killed by
@@ -257,6 +264,7 @@ for m in "${MUTANTS[@]}"; do
 		kernel_ready=1
 	fi
 	restore_kernel_copy
+	mutated=$file
 	if ! apply_once "$MSRC/$file" "$old" "$new" 2>"$OUT/$id.apply.log"; then
 		verdict "$id" "inconclusive: $(cat "$OUT/$id.apply.log")"; continue
 	fi
