@@ -12,7 +12,7 @@ mkdir -p "$RES"
 TO=${CFOD_TIMEOUT:-300}
 
 if [ -z "$CFOD_TESTS" ] || [ "$CFOD_TESTS" = all ]; then
-	list=$(grep -v '^#' "$T/list" | grep -v '^$')
+	list=$(grep -v '^#' "$T/list" | grep -v '^$' | awk '{print $1}')
 else
 	list=$(echo "$CFOD_TESTS" | tr ',' ' ')
 fi
@@ -35,7 +35,10 @@ for t in $list; do
 	backend_setup || echo "# cannot set up backend $CFOD_BACKEND"
 	prog=$T/$t
 	[ -f "$prog" ] || prog=$BIN/$t	# C tests are built into out/bin
-	timeout -s KILL "$TO" "$prog" >"$log" 2>&1
+	# A test's own limit from tests/list ("NAME SECONDS"), if above the run's.
+	to=$(awk -v t="$t" '$1 == t && $2 ~ /^[0-9]+$/ {print $2}' "$T/list")
+	[ -n "$to" ] && [ "$to" -gt "$TO" ] || to=$TO
+	timeout -s KILL "$to" "$prog" >"$log" 2>&1
 	rc=$?
 	sed 's/^/  /' "$log"
 	echo "cfod: end $t rc=$rc" >/dev/kmsg
