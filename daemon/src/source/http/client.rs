@@ -230,7 +230,9 @@ impl HttpClient {
                 // More than byte 0 from byte 0: busybox httpd reads the end
                 // 0 as "to the end". It honours other ranges; the total is
                 // the size. The body is not read (the connection is dropped).
-                Some(Some(ContentRange::Bytes { start: 0, total, .. })) => Ok(Some(Probed {
+                Some(Some(ContentRange::Bytes {
+                    start: 0, total, ..
+                })) => Ok(Some(Probed {
                     size: total,
                     etag,
                     ranges: true,

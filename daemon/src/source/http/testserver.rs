@@ -329,7 +329,11 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
                 &data[..0],
             ),
             Some((a, e)) => {
-                let e = if b.busybox && e == 0 { len - 1 } else { e.min(len - 1) };
+                let e = if b.busybox && e == 0 {
+                    len - 1
+                } else {
+                    e.min(len - 1)
+                };
                 let (mut sa, mut total) = (a, len);
                 if !probe && b.wrong_start {
                     sa = (a + 4096).min(e);
