@@ -32,7 +32,7 @@ static long long img_size;
 static int next_of(int op)
 {
 	for (;;) {
-		if (dev_wait_msg(s.dev, buf, sizeof(buf), 30000) <= 0)
+		if (dev_wait_msg(s.dev, buf, sizeof(buf), 60000) <= 0)
 			return 0;
 		if ((int)msg->opcode == op)
 			return 1;
@@ -66,7 +66,7 @@ static pid_t start_cmd(const char *cmd)
 
 static void expect_fails(pid_t m, int want, const char *what)
 {
-	int st = wait_child(m, 30000);
+	int st = wait_child(m, 120000);
 
 	check(st == want, "%s: the mount fails with %s (status %d)", what,
 	      strerrorname_np(want), st);
@@ -90,7 +90,7 @@ static void phase_a(int dev)
 
 	check(dev_read(dev, buf, sizeof(buf)) == 0, "read with nothing pending: 0");
 	m = start_mount("fsid=simple.img", MNT);
-	check(dev_pollin(dev, 20000), "OPEN makes the devnode readable");
+	check(dev_pollin(dev, 120000), "OPEN makes the devnode readable");
 	check(dev_read(dev, buf, 8) == -EMSGSIZE, "short read: EMSGSIZE");
 	check(dev_pollin(dev, 0), "still readable after EMSGSIZE");
 	check(dev_cmd(dev, "copen") == -EINVAL, "copen: EINVAL");
@@ -119,7 +119,7 @@ static void phase_b(int dev)
 
 	/* Anonymous fd closed before copen. The OPEN is unread at first. */
 	m = start_mount("fsid=simple.img", MNT);
-	check(dev_pollin(dev, 30000), "B: unread OPEN pending");
+	check(dev_pollin(dev, 120000), "B: unread OPEN pending");
 	for (i = 0; i < 64; i++)
 		if (dev_cmd(dev, "copen %d,%lld", i, img_size) != -EINVAL)
 			tried_ok++;
@@ -243,14 +243,14 @@ static void phase_g(int dev)
 	check(next_of(CACHEFILES_OP_READ), "G: READ read");
 	close_fds_of_daemon();
 	check(dev_cmd(dev, "restore") == 0, "G: restore");
-	ok = dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0 && msg->opcode == CACHEFILES_OP_OPEN;
+	ok = dev_wait_msg(dev, buf, sizeof(buf), 60000) > 0 && msg->opcode == CACHEFILES_OP_OPEN;
 	check(ok, "G: the READ sends a reopen OPEN (msg %u)", msg->msg_id);
 	open_id = msg->msg_id;
 	fd = load->fd;
 	kill(p, SIGKILL);
 	st = wait_child(p, 10000);
 	check(st == 128 + SIGKILL, "G: killed reader exits (status %d)", st);
-	st = wait_child(start_cmd("umount " MNT), 30000);
+	st = wait_child(start_cmd("umount " MNT), 60000);
 	check(st == 0, "G: umount with the reopen OPEN pending (status %d)", st);
 	check(dev_cmd(dev, "copen %u,%lld", open_id, img_size) == -EINVAL,
 	      "G: the unmount failed the pending OPEN: its copen gets EINVAL");
@@ -265,11 +265,11 @@ static void phase_g(int dev)
 	check(st == 0, "G2: remount served (status %d)", st);
 	close_fds_of_daemon();
 	p = start_read(MNT "/mid/m2.bin", 0, 4096);
-	ok = dev_wait_msg(dev, buf, sizeof(buf), 30000) > 0 && msg->opcode == CACHEFILES_OP_OPEN;
+	ok = dev_wait_msg(dev, buf, sizeof(buf), 60000) > 0 && msg->opcode == CACHEFILES_OP_OPEN;
 	check(ok, "G2: the READ on the closed object sends a reopen OPEN (msg %u)", msg->msg_id);
 	open_id = msg->msg_id;
 	fd = load->fd;
-	st = wait_child(start_cmd("umount -l " MNT), 30000);
+	st = wait_child(start_cmd("umount -l " MNT), 60000);
 	check(st == 0 && wait_child(p, 0) == -1,
 	      "G2: lazy unmount while the READ and the OPEN are pending (status %d)", st);
 	kill(p, SIGKILL);
@@ -341,7 +341,7 @@ static void phase_e(int dev)
 	if (st < 0)
 		kill(r, SIGKILL);
 	close_fds_of_daemon();
-	st = wait_child(start_cmd("umount " MNT), 30000);
+	st = wait_child(start_cmd("umount " MNT), 60000);
 	check(st == 0, "E: umount (status %d)", st);
 }
 

@@ -124,8 +124,8 @@ int main(void)
 
 	/* Two mounts in one domain: volume erofs,fl; objects simple.img,
 	 * meta.img, blob.img. */
-	st = od_serve_until(&s, start_mount("fsid=simple.img,domain_id=fl", MA), 60000);
-	n = od_serve_until(&s, start_mount("fsid=meta.img,device=blob.img,domain_id=fl", MB), 60000);
+	st = od_serve_until(&s, start_mount("fsid=simple.img,domain_id=fl", MA), 180000);
+	n = od_serve_until(&s, start_mount("fsid=meta.img,device=blob.img,domain_id=fl", MB), 180000);
 	check(st == 0 && n == 0 && s.opens == 3,
 	      "two mounts in domain fl served (status %d, %d; %lu OPENs)", st, n, s.opens);
 
@@ -140,7 +140,7 @@ int main(void)
 	for (int i = 0; i < 2; i++) {
 		st = od_serve_until(&s, start_read_random(rpaths[i], 0, 4096), 60000);
 		readers[i] = start_read_random(rpaths[i], 8192, 4096);
-		n = dev_wait_msg(dev, buf, sizeof(buf), 30000);
+		n = dev_wait_msg(dev, buf, sizeof(buf), 60000);
 		if (st == 0 && n > 0 && msg->opcode == CACHEFILES_OP_READ &&
 		    od_find(&s, msg->object_id) && !strcmp(name_of(msg->object_id), data_of[i])) {
 			held[i] = msg->msg_id;
@@ -156,12 +156,12 @@ int main(void)
 
 	/* An OPEN left unread: a mount in a volume of its own. */
 	md = start_mount("fsid=junk.img", MD);
-	check(dev_pollin(dev, 30000) && wait_child(md, 0) == -1,
+	check(dev_pollin(dev, 120000) && wait_child(md, 0) == -1,
 	      "a third mount waits for its OPEN, queued and unread");
 
 	check(system("echo 2 > /proc/sys/cachefiles/error_injection") == 0, "inject I/O errors");
 	mc = start_mount("fsid=meta2.img,domain_id=fl", MC);
-	st = wait_child(mc, 30000);
+	st = wait_child(mc, 60000);
 	check(st == ENOBUFS, "a new cookie in domain fl: its lookup hits the error, the mount fails in fscache: ENOBUFS (status %d)",
 	      st);
 	if (st < 0)
@@ -179,7 +179,7 @@ int main(void)
 		 * fscache refuses that on the stopped cache: ENOBUFS (as in
 		 * edge phase I). A READ left pending keeps its reader waiting.
 		 */
-		st = wait_child(readers[i], 30000);
+		st = wait_child(readers[i], 60000);
 		got += st == ENOBUFS;
 		if (st != ENOBUFS)
 			diag("reader %d: status %d", i, st);
@@ -196,7 +196,7 @@ int main(void)
 			got++;
 	}
 	check(got == 2, "the held READs were flushed: READ_COMPLETE of each gets EINVAL (%d of 2)", got);
-	st = wait_child(md, 30000);
+	st = wait_child(md, 60000);
 	/* A failed OPEN gives the mount EIO whatever its error (churn). */
 	check(st == EIO, "the unread OPEN was flushed: its mount fails, EIO (status %d)", st);
 	if (st < 0)
@@ -211,8 +211,8 @@ int main(void)
 	 */
 	ua = start_cmd("umount " MA);
 	ub = start_cmd("umount " MB);
-	st = wait_child(ua, 30000);
-	n = wait_child(ub, 30000);
+	st = wait_child(ua, 60000);
+	n = wait_child(ub, 60000);
 	check(st == 0 && n == 0, "both mounts unmount, at once (status %d, %d)", st, n);
 	n = logged_at_least("Failed to set xattr with error -5 \\[o=", 3);
 	check(n == 3, "each of the 3 objects withdrawn reports an I/O error: 3 more flushes (%d)", n);
