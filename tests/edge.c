@@ -64,12 +64,21 @@ static pid_t start_cmd(const char *cmd)
 	return pid;
 }
 
+/*
+ * A failed OPEN fails the mount with EIO when the mount's first read was
+ * already waiting on the lookup, or with ENOBUFS from fscache when the
+ * cookie had failed before that read asked: the core's choice by timing
+ * (copen.c, seen under load). Either is the failure; a hang or success is
+ * not.
+ */
 static void expect_fails(pid_t m, int want, const char *what)
 {
 	int st = wait_child(m, 120000);
 
-	check(st == want, "%s: the mount fails with %s (status %d)", what,
-	      strerrorname_np(want), st);
+	if (want == EIO && st == ENOBUFS)
+		diag("%s: ENOBUFS (the cookie had failed before the mount's read)", what);
+	check(st == want || (want == EIO && st == ENOBUFS), "%s: the mount fails with %s (status %d)",
+	      what, want == EIO ? "EIO or ENOBUFS" : strerrorname_np(want), st);
 	if (st < 0) {
 		kill(m, SIGKILL);
 		wait_child(m, 5000);
