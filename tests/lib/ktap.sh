@@ -9,8 +9,8 @@ ktap_fail() { _ktap_n=$((_ktap_n + 1)); _ktap_fail=$((_ktap_fail + 1)); echo "no
 ktap_skip() { _ktap_n=$((_ktap_n + 1)); _ktap_skip=$((_ktap_skip + 1)); echo "ok $_ktap_n $* # SKIP"; }
 # ktap_check "description" command...: a test point from a command's status.
 ktap_check() {
-	_d=$1; shift
-	if "$@"; then ktap_ok "$_d"; else ktap_fail "$_d"; fi
+	_kd=$1; shift
+	if "$@"; then ktap_ok "$_kd"; else ktap_fail "$_kd"; fi
 }
 ktap_diag() { echo "# $*"; }
 ktap_finish() {
@@ -66,11 +66,11 @@ killmatch() {
 # waits (a reader waiting for a READ is one): this does not.
 d_state_scan() {
 	for _i in 1 2 3 4 5 6 7 8 9 10; do
-		_d=$(grep -l '^State:.*(disk sleep)' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null)
-		[ -z "$_d" ] && return 0
+		_ds=$(grep -l '^State:.*(disk sleep)' /proc/[0-9]*/task/[0-9]*/status 2>/dev/null)
+		[ -z "$_ds" ] && return 0
 		sleep 0.2
 	done
-	for _f in $_d; do
+	for _f in $_ds; do
 		ktap_diag "in D state: $(sed -n 's/^Name:[[:space:]]*//p' "$_f" 2>/dev/null) (${_f%/status})"
 	done
 	return 1
