@@ -13,19 +13,6 @@
 #define MNT "/mnt/cull"
 #define FILE_ "big/one.bin"
 
-/* start_sh() without this process' fds (the anonymous fds lack CLOEXEC). */
-static pid_t start_cmd(const char *cmd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		close_range(3, ~0U, 0);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
 static int served(struct od_server *s, const char *cmd)
 {
 	return od_serve_until(s, start_cmd(cmd), 120000);

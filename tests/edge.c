@@ -46,25 +46,6 @@ static int served(pid_t p)
 }
 
 /*
- * start_sh() without this process' fds. The anonymous fds come without
- * O_CLOEXEC, so a command started by start_sh() holds every object the
- * test has open: closing the daemon's fd then releases nothing, the object
- * stays open, and its READs are handed out for an fd the daemon no longer
- * has (phase F waited forever for a reopen that could not happen).
- */
-static pid_t start_cmd(const char *cmd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		close_range(3, ~0U, 0);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
-/*
  * A failed OPEN fails the mount with EIO when the mount's first read was
  * already waiting on the lookup, or with ENOBUFS from fscache when the
  * cookie had failed before that read asked: the core's choice by timing

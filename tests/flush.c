@@ -79,19 +79,6 @@ static int logged_at_least(const char *what, int n)
 	return got;
 }
 
-/* start_sh() without this process' fds (the anonymous fds lack CLOEXEC). */
-static pid_t start_cmd(const char *cmd)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		close_range(3, ~0U, 0);
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* Never leave the injection on for the tests after this one. */
 static void injection_off(void)
 {

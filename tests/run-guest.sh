@@ -53,7 +53,7 @@ for t in $list; do
 	case $rc in
 	0) echo "ok $i $t" ;;
 	4) echo "ok $i $t # SKIP" ;;
-	137) echo "not ok $i $t # TIMEOUT after ${TO}s" ;;
+	137) echo "not ok $i $t # TIMEOUT after ${to}s" ;;
 	*) echo "not ok $i $t # exit $rc" ;;
 	esac
 done

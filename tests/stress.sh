@@ -3,7 +3,7 @@
 # mounts while a chaos thread closes anonymous fds (forcing reopens) and
 # writes "restore" at random and another hammers poll(), over several
 # bind/unbind rounds (2 by default; STRESS_ROUNDS sets more); every round's
-# tree must read back identical. The chaos runs through the unmount and a
+# tree must read back identical outside big/. The chaos runs through the unmount and a
 # poll is in flight when the devnode is closed, both counted (see stress.c).
 # With the Rust backend, its statistics must end with nothing in flight.
 . "$T/lib/ktap.sh"

@@ -202,6 +202,23 @@ static pid_t start_sh(const char *cmd)
 }
 
 /*
+ * start_sh() without this process' fds: the anonymous fds come without
+ * O_CLOEXEC, so a command started by start_sh() holds every object the
+ * test has open, and closing the daemon's own fd then releases nothing.
+ */
+static pid_t start_cmd(const char *cmd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		close_range(3, ~0U, 0);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/*
  * The child's exit code, 128 + signal if killed, or -1 if it is still
  * running after timeout_ms (it is then left running).
  */
