@@ -67,54 +67,98 @@ count() { # count NAME: add a finished boot's totals
 		point FAIL "$1: no result"
 	fi
 }
-# The backends' boots run side by side: the guests spend much of their
-# time waiting (on the daemon, on timers), so two share the two cores well.
-# Each boot's output is kept and printed whole once both are done.
-boot_pids=()
-boots_start() { # boots_start PREFIX KIND TESTS
-	local b
-	boot_pids=()
-	for b in $backends; do
-		rm -f "$CFOD_TOP/out/$1-$b/totals"
-		"$CFOD_TOP/scripts/vm-run.sh" --kind "$2" --name "$1-$b" --backend "$b" \
-			--tests "$3" --test-timeout 600 --timeout 3600 \
-			>"$CFOD_TOP/out/$1-$b.log" 2>&1 &
-		boot_pids+=($!)
-	done
+# The race kernel is built beside the test kernel's boots, niced below them
+# (those guests often wait on timers and daemons, leaving a core free). Its
+# host points go to a file, printed in order once the boots are done.
+race_state=$CFOD_TOP/out/check-race.state
+rm -f "$race_state" "$race_state.points"
+race_job() {
+	local kd
+	if ! nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" race >"$CFOD_TOP/out/check-race-build.log" 2>&1; then
+		echo "FAIL race kernel builds" >>"$race_state.points"
+		echo fail >"$race_state"
+		return
+	fi
+	kd=$(kernel_build_dir race)
+	if "$CFOD_TOP/scripts/build-module.sh" "$kd" >>"$CFOD_TOP/out/check-race-build.log" 2>&1; then
+		echo "OK module builds for the race kernel" >>"$race_state.points"
+	else
+		echo "FAIL module builds for the race kernel" >>"$race_state.points"
+		echo fail >"$race_state"
+		return
+	fi
+	if "$CFOD_TOP/scripts/build-kmod.sh" "$kd" >>"$CFOD_TOP/out/check-race-build.log" 2>&1; then
+		echo "OK the KCSAN canary builds" >>"$race_state.points"
+		echo ok >"$race_state"
+	else
+		echo "FAIL the KCSAN canary builds" >>"$race_state.points"
+		echo fail >"$race_state"
+	fi
 }
-boots_wait() { # boots_wait PREFIX
-	local b
-	wait "${boot_pids[@]}"
-	for b in $backends; do
-		cat "$CFOD_TOP/out/$1-$b.log"
-		count "$1-$b"
-	done
-}
-boots_start check test all
-race_ok=0
+race_pid=
 if [ "$RACE" = 1 ]; then
-	if nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" race >"$CFOD_TOP/out/check-race-build.log" 2>&1; then
-		step "module builds for the race kernel" \
-			"$CFOD_TOP/scripts/build-module.sh" "$(kernel_build_dir race)" &&
-			step "the KCSAN canary builds" \
-				"$CFOD_TOP/scripts/build-kmod.sh" "$(kernel_build_dir race)" &&
-			race_ok=1
+	race_job &
+	race_pid=$!
+fi
+# One pipeline per backend, side by side (the guests spend much of their
+# time waiting, so two share the two cores well): its boot of the test
+# kernel with the whole list, then, once the race kernel is there, its boot
+# of the race kernel with the concurrency tests. Each boot's output is kept
+# and printed whole at the end.
+boot() { # boot NAME KIND BACKEND TESTS
+	rm -f "$CFOD_TOP/out/$1/totals"
+	"$CFOD_TOP/scripts/vm-run.sh" --kind "$2" --name "$1" --backend "$3" \
+		--tests "$4" --test-timeout 600 --timeout 3600 >"$CFOD_TOP/out/$1.log" 2>&1
+}
+pipeline() { # pipeline BACKEND
+	boot "check-$1" test "$1" all
+	[ "$RACE" = 1 ] || return 0
+	while [ ! -f "$race_state" ]; do sleep 5; done
+	[ "$(cat "$race_state")" = ok ] && boot "race-$1" race "$1" "$RACE_TESTS"
+}
+pids=()
+for b in $backends; do
+	pipeline "$b" &
+	pids+=($!)
+done
+wait "${pids[@]}"
+for b in $backends; do
+	cat "$CFOD_TOP/out/check-$b.log"
+	count "check-$b"
+done
+race_ok=0
+if [ -n "$race_pid" ]; then
+	wait "$race_pid"
+	while read -r r d; do
+		point "$r" "$d"
+	done <"$race_state.points"
+	if [ "$(cat "$race_state")" = ok ]; then
+		race_ok=1
+		for b in $backends; do
+			cat "$CFOD_TOP/out/race-$b.log"
+			count "race-$b"
+		done
 	else
 		tail -n 30 "$CFOD_TOP/out/check-race-build.log"
-		point FAIL "race kernel builds"
 	fi
 fi
-boots_wait check
+# The harness' self-tests, side by side: the splat detector on the test
+# kernel and, with the race kernel, the KCSAN gate on a real report (gated
+# only when its functions are in the gate).
+canary_pid=
 if [ "$race_ok" = 1 ]; then
-	boots_start race race "$RACE_TESTS"
-	boots_wait race
-	# The KCSAN gate's self-test: a real report, gated only when its
-	# functions are in the gate.
 	"$CFOD_TOP/scripts/vm-run.sh" --kind race --name race-canary --tests kcsan_canary.sh \
-		--expect-kcsan cfod_canary_racy_write --timeout 900
+		--expect-kcsan cfod_canary_racy_write --timeout 900 >"$CFOD_TOP/out/race-canary.log" 2>&1 &
+	canary_pid=$!
+fi
+"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat --timeout 600 \
+	>"$CFOD_TOP/out/selftest.log" 2>&1
+if [ -n "$canary_pid" ]; then
+	wait "$canary_pid"
+	cat "$CFOD_TOP/out/race-canary.log"
 	count race-canary
 fi
-"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat --timeout 600
+cat "$CFOD_TOP/out/selftest.log"
 count selftest
 
 tail=""
