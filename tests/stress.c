@@ -15,6 +15,8 @@
  * counted, and must be 1; the devnode's release then runs when that poll
  * returns, and the next round's open must succeed.
  *   stress CACHEDIR BLOBDIR TREEDIR ROUNDS
+ * (each round binds a fresh /cache/stress-<round>-<backend>; CACHEDIR is
+ * unused)
  */
 #include "odtest.h"
 #include <pthread.h>
@@ -230,11 +232,11 @@ int main(int argc, char **argv)
 		if (!check(dev >= 0, "round %d: open devnode (%s)", round,
 			   dev < 0 ? strerror(errno) : "ok"))
 			continue;
-		snprintf(c, sizeof(c), "dir %s-%d", argv[1], round);
-		mkdir(c + 4, 0700);
-		command(c);
-		command("tag stress");
-		command("bind ondemand");
+		char name[16];
+
+		snprintf(name, sizeof(name), "stress-%d", round % 100);
+		check(dev_cmd(dev, "tag stress") == 0 && dev_bind(dev, name) == 0,
+		      "round %d: bind ondemand (backend %s)", round, backend());
 		for (int i = 0; i < 3; i++)
 			pthread_create(&th[i], NULL, server, NULL);
 		pthread_create(&th[3], NULL, chaos, NULL);
