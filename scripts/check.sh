@@ -55,6 +55,7 @@ if [ -n "$daemon_pid" ]; then
 	tail -n 3 "$CFOD_TOP/out/check-daemon-test.log"
 	step "daemon unit tests" test -f "$CFOD_TOP/out/check-daemon-test.rc" ||
 		tail -n 40 "$CFOD_TOP/out/check-daemon-test.log"
+	step "daemon/odd.service passes systemd-analyze verify" "$CFOD_TOP/scripts/verify-unit.sh"
 fi
 step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
 step "clippy clean" sh -c "'$CFOD_TOP/scripts/lint.sh' clippy >/dev/null"

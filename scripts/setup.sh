@@ -11,7 +11,7 @@ DEBS=(
 	flex bison bc libelf-dev libssl-dev cpio xz-utils zstd
 	make gcc libc6-dev git python3 kmod file
 	squashfs-tools squashfuse python3-matplotlib linux-perf
-	docker-registry apache2-utils openssl
+	docker-registry apache2-utils openssl systemd
 )
 
 missing=()
