@@ -10,7 +10,7 @@ set -uo pipefail
 backends=${*:-c rust}
 export SMP=${SMP:-2}
 # The concurrency tests, run again on the race kernel.
-RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn stress.sh share race_umount race_kill race_release soak.sh}
+RACE_TESTS=${RACE_TESTS:-boot.sh lifetime churn stress.sh share race_umount race_kill race_release soak.sh odd_failover.sh}
 # The race boot runs by default; RACE=0 leaves it out of a run.
 RACE=${RACE:-1}
 passed=0 failed=0 skipped=0
