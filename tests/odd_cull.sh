@@ -1,22 +1,27 @@
 #!/bin/sh
-# Culling: odd's cache on a 24 MiB ext filesystem (a loop device) while
-# images worth twice that and more are read through it, one mount at a time.
+# Culling: odd's cache on a 32 MiB ext filesystem (a loop device) while
+# 11 images of 5 MiB are read through it, one mount at a time.
 # Every read succeeds with identical bytes; free space never falls to the
 # stop limit and ends above the cull limit; culling ran (EPOLLOUT from the
 # kernel, cull commands from odd) but did not empty the cache; an object
 # in use (an image kept mounted, its cache file already on disk and the
 # oldest there) is asked about, kept, and still reads identically.
+# Sizing: fscache keeps a relinquished cookie in its LRU for about 10 s, its
+# cache file in use for `inuse` meanwhile, so the image unmounted last cannot
+# be culled yet while the next one is read: the pinned image, that one and
+# the one being read (15 MiB) must fit above the stop limit. With 24 MiB and
+# limits 40/30/10 the free space fell to 9% and writes failed (ENOBUFS).
 . "$T/lib/ktap.sh"
 . "$T/lib/odd.sh"
 DATA=/host/out/data
 N=${N:-10}			# images read; each is simple.img (about 5 MiB)
-RUN=40 CULL=30 STOP=10		# limits, % of free blocks
+RUN=50 CULL=40 STOP=10		# limits, % of free blocks
 ktap_plan 10
 backend_setup || exit 1
 fs=/mnt/cullfs sock=/tmp/odd-cull.sock
 mkdir -p $fs /mnt/cpin /mnt/codd /tmp/cb
 img=/cache/odd-cull.img
-rm -f $img && dd if=/dev/zero of=$img bs=1M count=24 2>/dev/null
+rm -f $img && dd if=/dev/zero of=$img bs=1M count=32 2>/dev/null
 mke2fs -F -m 0 $img >/dev/null 2>&1
 mount -t ext4 -o loop $img $fs || { ktap_diag "cannot loop-mount $img"; exit 1; }
 # N+1 names for one image (hard links: each is its own cache object).

@@ -12,7 +12,7 @@ backend_setup || exit 1
 mkdir -p /mnt/odd
 rm -rf /cache/odd-fo && mkdir -p /cache/odd-fo
 "$BIN/odd" supervise --dir /cache/odd-fo --source "dir:$DATA/blobs" \
-	--persona delay:400 2>/tmp/odd-fo.err &
+	--persona delay:400 --max-backoff-ms 500 2>/tmp/odd-fo.err &
 sup=$!
 ktap_check "supervisor bound the cache" wait_bound
 mkdir -p /mnt/odd2
@@ -27,7 +27,8 @@ ktap_check "mount both images" sh -c "mount -t erofs none -o fsid=simple.img /mn
 # worker writes it before serving).
 restores() { grep -c "wrote 'restore' (worker restarted)" /tmp/odd-fo.err; }
 # wait_restores N: until N restarted workers have written restore (the
-# back-off grows to 5 s, a TCG worker start takes a few more).
+# back-off grows to 0.5 s here, --max-backoff-ms; a TCG worker start takes
+# a few seconds more).
 wait_restores() {
 	for i in $(seq 300); do
 		[ "$(restores)" -ge "$1" ] && return 0
@@ -42,7 +43,7 @@ no_d_state() ( d_state_scan )
 kills=0 killed=0 files=0 failed_reads=0 differ=0 stuck=0 hung=0
 # Files as MOUNT/PATH: the large ones of both images first (a kill lands
 # during a read only if the read outlasts the supervisor's back-off, up to
-# 5 s, and each READ takes 0.4 s here), then the smaller ones.
+# 0.5 s here, and each READ takes 0.4 s), then the smaller ones.
 for mf in odd/big/two.bin odd/big/one.bin odd2/big/two.bin odd2/big/one.bin \
 	odd/mid/m4.bin odd2/mid/m4.bin odd/mid/m3.bin odd2/mid/m3.bin \
 	$(cd "$DATA/tree" && ls many/* | sed 's|^|odd/|'); do

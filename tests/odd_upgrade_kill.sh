@@ -5,7 +5,10 @@
 # supervise` takes the fd back, its worker writes `restore`, and the read
 # completes with identical bytes. Without a holder the devnode closes with
 # the supervisor: the waiting reader, and a reader after it, fail at once
-# with EIO, and nothing hangs.
+# with ENOBUFS, and nothing hangs. (The release fails the pending READ with
+# EIO; the page is read again and meets the withdrawn cache, which fscache
+# refuses with ENOBUFS, as in lifetime; a read begun afterwards gets ENOBUFS
+# at once. Seen on 6.12.118 with the Rust backend, run odd15-rust.)
 . "$T/lib/ktap.sh"
 . "$T/lib/odd.sh"
 DATA=/host/out/data
@@ -75,12 +78,12 @@ ktap_check "no holder: the worker died with its supervisor" c_died
 ktap_check "no holder: the waiting reader failed within 5 s" gone $reader
 wait $reader
 sed 's/^/# reader: /' /tmp/k2.err
-c_eio() { [ "$(cat /tmp/k2.rc)" != 0 ] && grep -q "Input/output error\|I/O error" /tmp/k2.err; }
-ktap_check "no holder: with EIO" c_eio
+c_nobufs() { [ "$(cat /tmp/k2.rc)" != 0 ] && grep -q "No buffer space" /tmp/k2.err; }
+ktap_check "no holder: with ENOBUFS (the cache withdrawn)" c_nobufs
 timeout 10 cat /mnt/odd/mid/m4.bin >/dev/null 2>/tmp/k3.err
 rc=$?
 sed 's/^/# later reader: /' /tmp/k3.err
-c_later() { [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 143 ] && grep -q "Input/output error\|I/O error\|No buffer space" /tmp/k3.err; }
-ktap_check "no holder: a later reader fails at once too (EIO, no hang)" c_later
+c_later() { [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 143 ] && grep -q "No buffer space" /tmp/k3.err; }
+ktap_check "no holder: a later reader fails at once too (ENOBUFS, no hang)" c_later
 umount /mnt/odd
 ktap_finish

@@ -179,6 +179,11 @@ pub struct SuperviseArgs {
     /// How long the worker gets to exit after SIGTERM before SIGKILL.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub stop_timeout_ms: u64,
+    /// The longest wait before restarting a worker: the back-off starts
+    /// at 100 ms and doubles after each early death, up to this.
+    #[arg(long, value_name = "MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub max_backoff_ms: u64,
     /// An `odd hold` socket: the devnode fd is stored there after bind and
     /// fetched from there at start (then `restore` is written).
     #[arg(long, value_name = "PATH")]

@@ -49,6 +49,7 @@ pub struct LimitsCfg {
 pub struct SuperviseCfg {
     pub max_restarts: Option<u32>,
     pub stop_timeout_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
     pub fd_holder: Option<PathBuf>,
 }
 
@@ -215,6 +216,16 @@ impl Config {
                 a.stop_timeout_ms = v;
             }
         }
+        if unset("max_backoff_ms") {
+            if let Some(v) = s.max_backoff_ms {
+                if !(100..=3_600_000).contains(&v) {
+                    return Err(format!(
+                        "supervise.max_backoff_ms: {v} is not in 100..=3600000"
+                    ));
+                }
+                a.max_backoff_ms = v;
+            }
+        }
         if unset("fd_holder") && s.fd_holder.is_some() {
             a.fd_holder = s.fd_holder.clone();
         }
@@ -350,7 +361,7 @@ mod tests {
                     "brun" | "bcull" | "bstop" | "frun" | "fcull" | "fstop" => {
                         format!("limits.{id}")
                     }
-                    "max_restarts" | "stop_timeout_ms" | "fd_holder"
+                    "max_restarts" | "stop_timeout_ms" | "max_backoff_ms" | "fd_holder"
                         if sub.get_name() == "supervise" =>
                     {
                         format!("supervise.{id}")

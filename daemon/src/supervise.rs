@@ -31,7 +31,6 @@ use crate::sys::{self, Epoll, SignalFd};
 use crate::{exitcode, hold, open_and_bind, upgrade, validate_serve_args};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A worker that ran this long is considered healthy: back-off resets.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// The name of the devnode in systemd's fd store.
@@ -265,6 +264,7 @@ pub fn run(args: &SuperviseArgs, cli: &Cli) -> i32 {
 impl Supervisor<'_> {
     fn run(&self) -> i32 {
         let mut restarts = 0u32;
+        let max_backoff = Duration::from_millis(self.args.max_backoff_ms).max(MIN_BACKOFF);
         let mut backoff = MIN_BACKOFF;
         let mut restore = self.restore_first;
         loop {
@@ -282,7 +282,7 @@ impl Supervisor<'_> {
                     if self.sleep(backoff) {
                         return self.finish(exitcode::OK);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(max_backoff);
                     continue;
                 }
             };
@@ -333,7 +333,7 @@ impl Supervisor<'_> {
                 info!("stopping");
                 return self.finish(exitcode::OK);
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(max_backoff);
         }
     }
 
