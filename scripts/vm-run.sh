@@ -99,6 +99,10 @@ while :; do
 	sleep 2
 done
 [ $((SECONDS - waited)) -lt 2 ] || echo "# vm-run: waited $((SECONDS - waited))s for a VM slot"
+# The host CPU the guest used (its QEMU's user and system time, from the
+# children this script has waited for), beside its wall-clock time.
+child_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
+ticks0=$(child_ticks)
 start=$SECONDS
 timeout -s KILL "$timeout" "${qemu_cmd[@]}" &
 qpid=$!
@@ -109,7 +113,8 @@ wait $qpid || qrc=$?
 sleep 0.5
 kill $tpid 2>/dev/null || true
 wait $tpid 2>/dev/null || true
-echo "# vm-run: guest ran for $(( SECONDS - start ))s (qemu exit $qrc)"
+cpu_s=$(( ($(child_ticks) - ticks0) / $(getconf CLK_TCK) ))
+echo "# vm-run: guest ran for $(( SECONDS - start ))s (qemu exit $qrc; host CPU ${cpu_s}s)"
 
 # On the race kernel, a KCSAN report fails the run only if it touches the
 # on-demand path: the module, or a function of these directories.
