@@ -67,8 +67,8 @@ MUTANTS=(
 	"c2|fs/cachefiles/daemon.c|\t\tmask \p= cachefiles_ondemand_daemon_poll(cache);|\t\tmask \p= 0;|copen|poll is never readable in on-demand mode"
 	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_flush(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"
 	"c1|fs/cachefiles/daemon.c|\t\treturn -EOPNOTSUPP;\n\treturn cache->ondemand_ops->copen(cache, args);|\t\treturn -EINVAL;\n\treturn cache->ondemand_ops->copen(cache, args);|devnode|copen before bind ondemand gives EINVAL, not EOPNOTSUPP"
-	"c3|fs/cachefiles/backend.c|\tif (cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|\tif (0 \&\& cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|backend_select|bind ignores the registered module"
-	"c4|fs/cachefiles/backend.c|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);\n\tmodule_put(ops->owner);|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);|backend_select|unbind does not unpin the module"
+	"c3|fs/cachefiles/backend.c|\tif (cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|\tif (0 \&\& cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|backend_select.sh|bind ignores the registered module"
+	"c4|fs/cachefiles/backend.c|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);\n\tmodule_put(ops->owner);|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);|backend_select.sh|unbind does not unpin the module"
 	"c5|fs/cachefiles/internal.h|\tif (!cachefiles_in_ondemand_mode(cache))\n\t\treturn 0;\n\treturn cache->ondemand_ops->init_object(object);|\treturn cache->ondemand_ops->init_object(object);|devnode|init_object is dispatched when the cache is not on-demand"
 )
 
@@ -184,6 +184,15 @@ PY
 
 want=" ${*:-} "
 killed=0 bad=0 kernel_ready=0
+# Every test a mutant names must exist (a missing one ran as "exit 127"
+# and made c3 and c4 inconclusive).
+for m in "${MUTANTS[@]}"; do
+	IFS='|' read -r id _ _ _ tests _ <<<"$m"
+	for t in $tests; do
+		[ -f "$CFOD_TOP/tests/$t" ] || [ -f "$CFOD_TOP/tests/$t.c" ] ||
+			{ echo "not ok - mutant $id names no test: $t"; exit 1; }
+	done
+done
 trap 'restore_kernel_copy; restore_rust 2>/dev/null' EXIT
 OUT=$CFOD_TOP/out/mutants
 mkdir -p "$OUT"
