@@ -8,7 +8,7 @@
 # kill it (Rust mutants on the Rust backend, C mutants on the C backend).
 #
 # A mutant is KILLED only when a named leaf test point ("not ok N label" in
-# a test's own KTAP) fails in a guest that ran to the end. A mutant whose
+# a test's own KTAP) fails (a run that did not finish after it is noted). A mutant whose
 # tests all pass SURVIVED. One that does not apply or build, whose guest did
 # not finish, or whose tests failed only by a timeout or a crash of the test
 # program (no failed point) is INCONCLUSIVE. Survivors and inconclusive
@@ -171,10 +171,14 @@ for l in lines:
     m = re.match(r"^\s+not ok \d+ (.+)$", l)
     if m and "# SKIP" not in m.group(1) and norm(m.group(1)) not in clean_fails:
         leaf.append(f"{test}: {m.group(1).strip()}")
-if "# end" not in lines:
+# A named point that failed kills the mutant even when the run did not
+# finish afterwards (a mutant that oopses can leave the test stuck once it
+# has failed its point); without one, an unfinished run is inconclusive.
+if leaf:
+    print(f"killed by {leaf[0]}" + (f" (+{len(leaf) - 1} more failed)" if len(leaf) > 1 else "")
+          + ("" if "# end" in lines else "; the run did not finish after it"))
+elif "# end" not in lines:
     print("inconclusive: its run did not finish")
-elif leaf:
-    print(f"killed by {leaf[0]}" + (f" (+{len(leaf) - 1} more failed)" if len(leaf) > 1 else ""))
 elif bad_rc:
     print("inconclusive: no point failed, but " + ", ".join(bad_rc))
 else:
