@@ -186,6 +186,18 @@ else:
 PY
 }
 
+# collect GUESTLOG OUT: a mutant's KTAP, with the output of a test that
+# never ended (mutants_guest.sh appends a test's output only when it
+# ends; a mutant that hangs the kernel leaves it in GUESTLOG.TEST).
+collect() {
+	local f
+	cp "$1" "$2" 2>/dev/null || : >"$2"
+	for f in "$1".*; do
+		[ -f "$f" ] || continue
+		echo "# ${f##*.}"
+		sed 's/^/  /' "$f"
+	done >>"$2"
+}
 want=" ${*:-} "
 killed=0 bad=0 kernel_ready=0
 # Every test a mutant names must exist (a missing one ran as "exit 127"
@@ -258,8 +270,7 @@ if [ ${#rust[@]} -gt 0 ]; then
 	   grep '^ *not ok' "$OUT/clean.ktap.log" | sed 's/^ */#   /' ;;
 	esac
 	for id in "${rust[@]}"; do
-		cp "$MUT/out/mutants-rust/results/mutant-$id.log" "$OUT/$id.ktap.log" 2>/dev/null ||
-			: >"$OUT/$id.ktap.log"
+		collect "$MUT/out/mutants-rust/results/mutant-$id.log" "$OUT/$id.ktap.log"
 		verdict "$id" "$(judge "$OUT/$id.ktap.log" "$OUT/clean.ktap.log")"
 	done
 fi
@@ -295,8 +306,7 @@ for m in "${MUTANTS[@]}"; do
 	echo "$id $tests" >"$MUT/out/mutants/plan"
 	flock "$VMLOCK" "$MUT/scripts/vm-run.sh" "${VMARGS[@]}" --kind mutant --backend c --tests mutants_guest.sh \
 		--name "mutant-$id" --timeout 2400 >"$OUT/$id.vm.log" 2>&1
-	cp "$MUT/out/mutant-$id/results/mutant-$id.log" "$OUT/$id.ktap.log" 2>/dev/null ||
-		: >"$OUT/$id.ktap.log"
+	collect "$MUT/out/mutant-$id/results/mutant-$id.log" "$OUT/$id.ktap.log"
 	verdict "$id" "$(judge "$OUT/$id.ktap.log")"
 done
 echo "$killed passed, $bad failed"
