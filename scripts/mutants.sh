@@ -186,6 +186,12 @@ else:
 PY
 }
 
+# One make mutants at a time on a machine: the C mutants' kernel copy is
+# shared whatever the mirror.
+if [ "${1:-}" != --list ]; then
+	exec 7>"$CFOD_CACHE/.mutants.lock"
+	flock -n 7 || { echo "not ok - another make mutants is running (the kernel copy is shared)"; exit 1; }
+fi
 # collect GUESTLOG OUT: a mutant's KTAP, with the output of a test that
 # never ended (mutants_guest.sh appends a test's output only when it
 # ends; a mutant that hangs the kernel leaves it in GUESTLOG.TEST).
