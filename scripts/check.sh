@@ -2,10 +2,9 @@
 # The whole suite from a fresh machine: set-up, kernels (cached), modules,
 # test programs and data, lint, then per backend one boot of the debug
 # (KASAN) kernel with the whole list and one of the data-race (KCSAN) kernel
-# with the concurrency tests, all on SMP vCPUs (default 2), and the
-# harness' self-tests, in three lanes of guests (CHECK_LANES). Ends with
-# "N passed, N failed".
-#   [SMP=N] [RACE=0] [CHECK_LANES=N] scripts/check.sh [c] [rust]
+# with the concurrency tests, all on SMP vCPUs (default 2), and one boot for
+# the harness' self-test. Ends with "N passed, N failed".
+#   [SMP=N] [RACE=0] scripts/check.sh [c] [rust]
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 backends=${*:-c rust}
@@ -75,8 +74,9 @@ count() { # count NAME: add a finished boot's totals
 		point FAIL "$1: no result"
 	fi
 }
-# The race kernel is built beside the test kernel's boots, niced below them.
-# Its host points go to a file, printed in order once the boots are done.
+# The race kernel is built beside the test kernel's boots, niced below them
+# (those guests often wait on timers and daemons, leaving a core free). Its
+# host points go to a file, printed in order once the boots are done.
 race_state=$CFOD_TOP/out/check-race.state
 rm -f "$race_state" "$race_state.points"
 race_job() {
@@ -107,63 +107,64 @@ if [ "$RACE" = 1 ]; then
 	race_job &
 	race_pid=$!
 fi
-# Three lanes of boots, side by side (the guests spend much of their time
-# waiting on timers, delays and daemons: a third guest uses what two leave
-# idle; VM_SLOTS is set to the lanes): the test kernel's boot with the whole
-# list for each backend, and a lane for the rest: the splat detector's
-# self-test (test kernel), then, once the race kernel is there, its boot
-# with the concurrency tests for each backend and the KCSAN gate's
-# self-test (a real report, gated only when its function is in the gate).
-# Each boot's output is kept and printed whole at the end.
-export VM_SLOTS=${CHECK_LANES:-3}
+# One pipeline per backend, side by side (the guests spend much of their
+# time waiting, so two share the two cores well): its boot of the test
+# kernel with the whole list, then, once the race kernel is there, its boot
+# of the race kernel with the concurrency tests. Each boot's output is kept
+# and printed whole at the end.
 boot() { # boot NAME KIND BACKEND TESTS
 	rm -f "$CFOD_TOP/out/$1/totals"
 	"$CFOD_TOP/scripts/vm-run.sh" --kind "$2" --name "$1" --backend "$3" \
 		--tests "$4" --test-timeout 600 --timeout 3600 >"$CFOD_TOP/out/$1.log" 2>&1
 }
-other_lane() {
-	local b
-	rm -f "$CFOD_TOP/out/selftest/totals"
-	"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat \
-		--timeout 600 >"$CFOD_TOP/out/selftest.log" 2>&1
+pipeline() { # pipeline BACKEND
+	boot "check-$1" test "$1" all
 	[ "$RACE" = 1 ] || return 0
 	while [ ! -f "$race_state" ]; do sleep 5; done
-	[ "$(cat "$race_state")" = ok ] || return 0
-	for b in $backends; do
-		boot "race-$b" race "$b" "$RACE_TESTS"
-	done
-	rm -f "$CFOD_TOP/out/race-canary/totals"
-	"$CFOD_TOP/scripts/vm-run.sh" --kind race --name race-canary --tests kcsan_canary.sh \
-		--expect-kcsan cfod_canary_racy_write --timeout 900 >"$CFOD_TOP/out/race-canary.log" 2>&1
+	[ "$(cat "$race_state")" = ok ] && boot "race-$1" race "$1" "$RACE_TESTS"
 }
 pids=()
 for b in $backends; do
-	boot "check-$b" test "$b" all &
+	pipeline "$b" &
 	pids+=($!)
 done
-other_lane &
-pids+=($!)
 host_checks
 wait "${pids[@]}"
 for b in $backends; do
 	cat "$CFOD_TOP/out/check-$b.log"
 	count "check-$b"
 done
+race_ok=0
 if [ -n "$race_pid" ]; then
 	wait "$race_pid"
 	while read -r r d; do
 		point "$r" "$d"
 	done <"$race_state.points"
 	if [ "$(cat "$race_state")" = ok ]; then
+		race_ok=1
 		for b in $backends; do
 			cat "$CFOD_TOP/out/race-$b.log"
 			count "race-$b"
 		done
-		cat "$CFOD_TOP/out/race-canary.log"
-		count race-canary
 	else
 		tail -n 30 "$CFOD_TOP/out/check-race-build.log"
 	fi
+fi
+# The harness' self-tests, side by side: the splat detector on the test
+# kernel and, with the race kernel, the KCSAN gate on a real report (gated
+# only when its functions are in the gate).
+canary_pid=
+if [ "$race_ok" = 1 ]; then
+	"$CFOD_TOP/scripts/vm-run.sh" --kind race --name race-canary --tests kcsan_canary.sh \
+		--expect-kcsan cfod_canary_racy_write --timeout 900 >"$CFOD_TOP/out/race-canary.log" 2>&1 &
+	canary_pid=$!
+fi
+"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat --timeout 600 \
+	>"$CFOD_TOP/out/selftest.log" 2>&1
+if [ -n "$canary_pid" ]; then
+	wait "$canary_pid"
+	cat "$CFOD_TOP/out/race-canary.log"
+	count race-canary
 fi
 cat "$CFOD_TOP/out/selftest.log"
 count selftest
