@@ -168,6 +168,9 @@ pub struct ServeArgs {
     pub ready_fd: Option<i32>,
 }
 
+/// The values `--max-backoff-ms` and `supervise.max_backoff_ms` accept.
+pub const MAX_BACKOFF_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
 /// Options of `odd supervise`.
 #[derive(Args, Debug, Clone)]
 pub struct SuperviseArgs {
@@ -182,7 +185,7 @@ pub struct SuperviseArgs {
     /// The longest wait before restarting a worker: the back-off starts
     /// at 100 ms and doubles after each early death, up to this.
     #[arg(long, value_name = "MS", default_value_t = 5_000,
-          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+          value_parser = clap::value_parser!(u64).range(MAX_BACKOFF_MS_RANGE))]
     pub max_backoff_ms: u64,
     /// An `odd hold` socket: the devnode fd is stored there after bind and
     /// fetched from there at start (then `restore` is written).

@@ -218,9 +218,12 @@ impl Config {
         }
         if unset("max_backoff_ms") {
             if let Some(v) = s.max_backoff_ms {
-                if !(100..=3_600_000).contains(&v) {
+                let range = crate::cli::MAX_BACKOFF_MS_RANGE;
+                if !range.contains(&v) {
                     return Err(format!(
-                        "supervise.max_backoff_ms: {v} is not in 100..=3600000"
+                        "supervise.max_backoff_ms: {v} is not in {}..={}",
+                        range.start(),
+                        range.end()
                     ));
                 }
                 a.max_backoff_ms = v;
