@@ -5,11 +5,15 @@
  * and another hammers poll(); the trees must read back identical (outside
  * big/, whose 1100 chunk READs a tree add time, not concurrency).
  *
- * The chaos keeps running through the unmount (umount2() from the main
- * thread, so "during" is exact): while it is in flight, chaos goes without
- * pauses, and a server that sees a request pending lets one more chaos
- * action happen before reading it. The chaos actions issued and returned
- * while umount2() was in flight are counted, and must not be 0. Then the
+ * The chaos keeps running through the unmount. "The unmount" is its whole
+ * teardown: from before umount2() (called from the main thread) until the
+ * daemon read the CLOSE of meta.img's object, an object whose anonymous fd
+ * the chaos never closes, so its CLOSE always comes (fscache withdraws the
+ * cookies from a worker, after umount2() may have returned). Before the
+ * unmount starts, the chaos is seen going without pauses; a server that
+ * sees a request pending in the teardown lets two more chaos actions
+ * happen before reading it. The chaos actions issued and returned in the
+ * teardown are counted, and must not be 0. Then the
  * devnode is closed while the poll thread is blocked in poll() on it (seen
  * asleep in /proc): the poll that was in flight when close() returned is
  * counted, and must be 1; the devnode's release then runs when that poll
@@ -25,12 +29,14 @@
 #define MAXOBJ 4096
 static int dev;
 static const char *blobdir;
-static volatile int stop, chaos_on, umount_running, poll_stop, poll_long;
+static volatile int stop, chaos_on, teardown, poll_stop, poll_long;
 static pthread_rwlock_t fdlock = PTHREAD_RWLOCK_INITIALIZER;
 static int anon_of[MAXOBJ], blob_of[MAXOBJ];
 static unsigned long n_open, n_read, n_close, n_restore, n_kill, n_badfd;
 /* Counted by the chaos thread and the servers during the unmount. */
 static volatile unsigned long chaos_actions, chaos_during, opens_during, closes_during;
+/* meta.img's object: the chaos leaves its fd alone; its CLOSE ends the teardown. */
+static volatile int keeper = -1, keeper_closed;
 /* The poll thread: in poll() now, polls completed, its thread id. */
 static volatile int in_poll;
 static volatile unsigned long polls_done, polls_during;
@@ -54,14 +60,15 @@ static void *server(void *arg)
 
 		if (poll(&p, 1, 50) <= 0)
 			continue;
-		if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST)) {
-			/* A request is pending in the unmount: one more chaos
-			 * action goes first (bounded).
+		if (__atomic_load_n(&teardown, __ATOMIC_SEQ_CST)) {
+			/* A request is pending in the unmount: two more chaos
+			 * actions go first, so one is issued and returns while
+			 * it is (bounded).
 			 */
 			unsigned long c0 = chaos_actions;
-			long end = now_ms() + 2000;
+			long end = now_ms() + 5000;
 
-			while (chaos_actions == c0 && now_ms() < end)
+			while (chaos_actions < c0 + 2 && now_ms() < end)
 				usleep(200);
 		}
 		ssize_t len = read(dev, mb, sizeof(mb));
@@ -80,6 +87,8 @@ static void *server(void *arg)
 
 			memcpy(name, o->data + o->volume_key_size, o->cookie_key_size);
 			name[o->cookie_key_size] = 0;
+			if (!strcmp(name, "meta.img"))
+				keeper = m->object_id;
 			snprintf(path, sizeof(path), "%s/%s", blobdir, name);
 			if (anon_of[m->object_id] > 0)
 				close(anon_of[m->object_id]);
@@ -92,7 +101,7 @@ static void *server(void *arg)
 			snprintf(c, sizeof(c), "copen %u,%lld", m->msg_id, (long long)st.st_size);
 			command(c);
 			n_open++;
-			if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+			if (__atomic_load_n(&teardown, __ATOMIC_SEQ_CST))
 				opens_during++;
 			pthread_rwlock_unlock(&fdlock);
 			continue;
@@ -101,8 +110,10 @@ static void *server(void *arg)
 			if (anon_of[m->object_id] > 0)
 				close(anon_of[m->object_id]);
 			anon_of[m->object_id] = -1;
+			if ((int)m->object_id == keeper)
+				__atomic_store_n(&keeper_closed, 1, __ATOMIC_SEQ_CST);
 			n_close++;
-			if (__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+			if (__atomic_load_n(&teardown, __ATOMIC_SEQ_CST))
 				closes_during++;
 			pthread_rwlock_unlock(&fdlock);
 			continue;
@@ -138,15 +149,15 @@ static void *chaos(void *arg)
 		int before;
 
 		/* No pauses while the unmount is in flight. */
-		if (!__atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+		if (!__atomic_load_n(&teardown, __ATOMIC_SEQ_CST))
 			usleep(20000 + rand_r(&seed) % 150000);
 		if (!chaos_on)
 			continue;
-		before = __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST);
+		before = __atomic_load_n(&teardown, __ATOMIC_SEQ_CST);
 		if (rand_r(&seed) % 3 == 0) {
 			pthread_rwlock_wrlock(&fdlock);
 			for (int i = 0; i < MAXOBJ; i++) {
-				if (anon_of[i] > 0 && rand_r(&seed) % 2) {
+				if (anon_of[i] > 0 && i != keeper && rand_r(&seed) % 2) {
 					close(anon_of[i]);
 					anon_of[i] = -1;
 					n_kill++;
@@ -156,7 +167,7 @@ static void *chaos(void *arg)
 		}
 		command("restore");
 		n_restore++;
-		if (before && __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+		if (before && __atomic_load_n(&teardown, __ATOMIC_SEQ_CST))
 			chaos_during++;
 		__atomic_add_fetch(&chaos_actions, 1, __ATOMIC_SEQ_CST);
 	}
@@ -173,7 +184,7 @@ static void *poller(void *arg)
 	poller_tid = syscall(SYS_gettid);
 	while (!poll_stop) {
 		struct pollfd p = { .fd = dev, .events = POLLIN };
-		int before = __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST);
+		int before = __atomic_load_n(&teardown, __ATOMIC_SEQ_CST);
 		int slow = poll_long;
 
 		/* 2: a blocking poll, 1: a hammering one. */
@@ -181,7 +192,7 @@ static void *poller(void *arg)
 		poll(&p, 1, slow ? 1000 : 1);
 		__atomic_store_n(&in_poll, 0, __ATOMIC_SEQ_CST);
 		__atomic_add_fetch(&polls_done, 1, __ATOMIC_SEQ_CST);
-		if (before && __atomic_load_n(&umount_running, __ATOMIC_SEQ_CST))
+		if (before && __atomic_load_n(&teardown, __ATOMIC_SEQ_CST))
 			polls_during++;
 	}
 	return NULL;
@@ -220,7 +231,9 @@ int main(int argc, char **argv)
 		unsigned long k0 = closes_during, done0;
 		int across = 0, joined = 1;
 
-		stop = chaos_on = umount_running = poll_stop = poll_long = 0;
+		stop = chaos_on = teardown = poll_stop = poll_long = 0;
+		keeper = -1;
+		keeper_closed = 0;
 		memset(anon_of, 0, sizeof(anon_of));
 		memset(blob_of, 0, sizeof(blob_of));
 		for (int i = 0; i < 50; i++) {
@@ -260,18 +273,25 @@ int main(int argc, char **argv)
 			 argv[3], argv[3]);
 		rc = run(c);
 		check(!rc, "round %d: trees identical outside big/ under chaos", round);
-		/* The unmount, chaos still on. */
-		__atomic_store_n(&umount_running, 1, __ATOMIC_SEQ_CST);
+		/* The unmount, chaos still on and seen going without pauses. */
+		__atomic_store_n(&teardown, 1, __ATOMIC_SEQ_CST);
+		done0 = chaos_actions;
+		for (long end = now_ms() + 5000; chaos_actions < done0 + 2 && now_ms() < end;)
+			usleep(200);
 		rc = umount2("/mnt/stress", 0) < 0 ? errno : 0;
 		if (!rc)
 			rc = umount2("/mnt/stress2", 0) < 0 ? errno : 0;
-		__atomic_store_n(&umount_running, 0, __ATOMIC_SEQ_CST);
-		chaos_on = 0;
 		check(!rc, "round %d: umount with chaos running (%s)", round, strerror(rc));
+		for (long end = now_ms() + 30000; !keeper_closed && now_ms() < end;)
+			usleep(1000);
+		__atomic_store_n(&teardown, 0, __ATOMIC_SEQ_CST);
+		chaos_on = 0;
+		check(keeper_closed, "round %d: meta.img's CLOSE came after the unmount", round);
 		diag("round %d: during the unmount: %lu chaos actions, %lu polls, %lu CLOSEs, %lu copens",
 		     round, chaos_during - c0, polls_during - p0, closes_during - k0,
 		     opens_during - o0);
-		check(chaos_during > c0, "round %d: overlap: chaos actions in flight across the unmount: %lu",
+		check(chaos_during > c0,
+		      "round %d: overlap: chaos actions in flight across the unmount (umount2() to meta.img's CLOSE): %lu",
 		      round, chaos_during - c0);
 		tot_chaos += chaos_during - c0;
 		stop = 1;

@@ -146,7 +146,9 @@ impl Worker {
                 }
             }
         }
-        stats::inc(&self.stats.prefetch_done);
+        // The digest's verdict is counted before the blob counts as done
+        // (Release below), so whoever sees prefetch_done move (Acquire) also
+        // sees the verdict.
         if let (Some(want), Some(h)) = (&digest, hasher) {
             let got = format!("sha256:{:x}", h.finalize());
             if got == *want {
@@ -169,6 +171,7 @@ impl Worker {
                 obj.blob_name, obj.id
             );
         }
+        self.stats.prefetch_done.fetch_add(1, Ordering::Release);
         info!(
             "prefetched {:?} (object {}): {} of {} bytes fetched in {:?}",
             obj.blob_name,
