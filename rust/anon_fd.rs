@@ -19,12 +19,16 @@ use crate::{
 
 static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
 
-/// Test hook (debugfs `release_delay_ms`, 0 by default): how long the
-/// release of an anonymous fd sleeps once its object is closed, so that a
-/// test can make a reopen overlap the release. The object is closed and its
-/// unread CLOSE swept in one critical section, so the sleep falls after
-/// both (before the id is freed).
+/// Test hook (debugfs `release_delay_ms`, 0 by default): the release of an
+/// anonymous fd, once its object is closed, waits while this is not 0, for
+/// at most this many milliseconds, so that a test can make a reopen overlap
+/// the release and end the window by writing 0 once its events happened.
+/// The object is closed and its unread CLOSE swept in one critical section,
+/// so the wait falls after both (before the id is freed).
 pub(crate) static RELEASE_DELAY_MS: AtomicU32 = AtomicU32::new(0);
+
+/// The step in which the release re-reads [`RELEASE_DELAY_MS`].
+const RELEASE_DELAY_STEP_MS: u32 = 20;
 
 /// The state of an anonymous fd.
 ///
@@ -44,9 +48,10 @@ impl Drop for AnonFd {
         let object = &self.object;
         let state = object.cache().data();
         state.release_fd(object, self.object_id);
-        let delay_ms = RELEASE_DELAY_MS.load(Ordering::Relaxed);
-        if delay_ms > 0 {
-            delay::msleep(delay_ms);
+        let mut waited = 0;
+        while waited < RELEASE_DELAY_MS.load(Ordering::Relaxed) {
+            delay::msleep(RELEASE_DELAY_STEP_MS);
+            waited += RELEASE_DELAY_STEP_MS;
         }
         state.ids().free(self.object_id);
         pr_debug!(

@@ -15,9 +15,10 @@
  * the devnode (read, and POLLIN) while close(A) has not returned, and the
  * devnode is read only after close(A) returned. The reader opens its file
  * before the window and is let go by a pipe, and the unmount is umount2()
- * in a thread, so the window (12 s, under the hung-task detector's 20 s)
- * holds only the reopen, the read and the unmount's CLOSE. Without the knob the Rust
- * variant fails. The C backend (no knob) runs the same sequence with
+ * in a thread, so the window holds only the reopen, the read and the
+ * unmount's CLOSE; once that CLOSE is queued the test writes 0 to the knob,
+ * which ends the window (at the latest it ends after 12 s, under the
+ * hung-task detector's 20 s). Without the knob the Rust variant fails. The C backend (no knob) runs the same sequence with
  * close(A) finished before the reader starts.
  */
 #include "odtest.h"
@@ -158,6 +159,8 @@ int main(void)
 		close(o->blob_fd);
 		o->anon_fd = 0;
 		close_started = close_done = 0;
+		if (knob && round > 0)
+			knob = knob_set(DELAY_MS);
 		t0 = now_ms();
 		pthread_create(&th, NULL, closer, NULL);
 		if (knob) {
@@ -200,6 +203,9 @@ int main(void)
 		if (st && !__atomic_load_n(&close_done, __ATOMIC_SEQ_CST))
 			closes_in_window++;
 		check(st, "round %d: the unmount queued a request", round);
+		/* The window's events happened: close(A) may go on. */
+		if (knob)
+			knob_set(0);
 		if (!joined)
 			joined = od_join_within(th, DELAY_MS + 20000);
 		check(joined, "round %d: close(A) returned (%ld ms)", round, now_ms() - t0);
