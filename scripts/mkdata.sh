@@ -8,6 +8,10 @@
 #   meta2.img       a copy of meta.img: a second image using blob.img, to
 #                   share it under one domain_id
 #   junk.img        8 KiB of random bytes: a blob that is not an image
+#   tree.list       every name in the tree (find ., sorted)
+#   tree.md5        every file's MD5 (md5sum format, sorted by name): the
+#                   guests check a mounted tree against these instead of
+#                   reading the host's copy over 9p (24 s a tree under TCG)
 #   oci/            a registry and its TLS/auth set-up (mkdata-oci.sh)
 # Images are uncompressed: 6.12 erofs has a known bug when a compressed
 # read is split between cached and uncached data.
@@ -40,6 +44,8 @@ put("a/b/c/d/deep.bin", 12345)
 for i in range(40):
     put(f"many/f{i:03d}.txt", rng.randrange(0, 9000))
 PY
+(cd "$data/tree" && find . | LC_ALL=C sort) >"$data/tree.list"
+(cd "$data/tree" && find . -type f | LC_ALL=C sort | xargs md5sum) >"$data/tree.md5"
 mkfs.erofs --quiet -T0 --all-root "$data/blobs/simple.img" "$data/tree" >/dev/null
 mkfs.erofs --quiet -T0 --all-root --blobdev="$data/blobs/blob.img" --chunksize=4096 \
 	"$data/blobs/meta.img" "$data/tree" >/dev/null
