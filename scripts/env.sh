@@ -19,5 +19,9 @@ KMAKE_ARGS=(LLVM=-19 RUSTC=/usr/bin/rustc HOSTRUSTC=/usr/bin/rustc
 CARGO=${CARGO:-$HOME/.cargo/bin/cargo}
 [ -x "$CARGO" ] || CARGO=cargo
 export CARGO
+# The daemon's build tree lives with the kernels, so a fresh clone reuses
+# its dependencies (about 6 minutes of the static build on 2 cores); cargo
+# rebuilds what changed, and locks the tree between concurrent builds.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CFOD_CACHE/cargo-target}
 # kind: test (debug options, KASAN), race (debug options, KCSAN) or bench (none)
 kernel_build_dir() { echo "$CFOD_CACHE/build-$1"; }

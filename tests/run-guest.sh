@@ -38,9 +38,11 @@ for t in $list; do
 	# A test's own limit from tests/list ("NAME SECONDS"), if above the run's.
 	to=$(awk -v t="$t" '$1 == t && $2 ~ /^[0-9]+$/ {print $2}' "$T/list")
 	[ -n "$to" ] && [ "$to" -gt "$TO" ] || to=$TO
+	t0=$(date +%s)
 	timeout -s KILL "$to" "$prog" >"$log" 2>&1
 	rc=$?
 	sed 's/^/  /' "$log"
+	echo "# $t: $(($(date +%s) - t0)) s of guest time"
 	echo "cfod: end $t rc=$rc" >/dev/kmsg
 	# Backstop: nothing a test started survives it (readers blocked in the
 	# test's mounts are killable; daemons live in $BIN).
