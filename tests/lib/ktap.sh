@@ -30,8 +30,14 @@ same_tree() {
 		grep -v "  \./$2/" /host/out/data/tree.md5 >$_st.md5
 	fi
 	[ -s $_st.md5 ] && cmp -s $_st.want $_st.got &&
-		(cd "$1" && md5sum -c $_st.md5 >/dev/null 2>&1)
+		(cd "$1" && md5sum -c $_st.md5 >$_st.out 2>&1)
 	_st_rc=$?
+	# What differed, as diagnostics (to stderr: callers may drop stdout).
+	if [ $_st_rc != 0 ]; then
+		diff $_st.want $_st.got 2>&1 | head -n 5 | sed "s|^|# same_tree $1: names: |" >&2
+		grep -v ': OK$' $_st.out 2>/dev/null | head -n 5 | sed "s|^|# same_tree $1: |" >&2
+	fi
+	rm -f $_st.out
 	rm -f $_st.want $_st.got $_st.md5
 	return $_st_rc
 }
