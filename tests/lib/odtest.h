@@ -133,20 +133,29 @@ static int fresh_dir(const char *path)
 	return mkdir(path, 0700);
 }
 
-/* Whether the debugfs attribute says the bound cache uses this backend. */
-static int bound_to(const char *b)
+/* A small file's text, NUL-terminated, in buf; its length, or 0. */
+static ssize_t read_small(const char *path, char *buf, size_t size)
 {
-	char buf[256], want[64];
-	int fd = open("/sys/kernel/debug/cachefiles/ondemand_backend", O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
 		return 0;
 	buf[n] = 0;
+	return n;
+}
+
+/* Whether the debugfs attribute says the bound cache uses this backend. */
+static int bound_to(const char *b)
+{
+	char buf[256], want[64];
+
+	if (!read_small("/sys/kernel/debug/cachefiles/ondemand_backend", buf, sizeof(buf)))
+		return 0;
 	snprintf(want, sizeof(want), "bound: %s\n", b);
 	/* A whole line: at the start or after a newline. */
 	for (char *p = buf; (p = strstr(p, want)); p++)
@@ -460,18 +469,10 @@ static void od_close_all(struct od_server *s)
 static char od_task_state(pid_t tid)
 {
 	char path[64], buf[512], *p;
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (!read_small(path, buf, sizeof(buf)))
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
 	p = strrchr(buf, ')');
 	return p && p[1] == ' ' ? p[2] : 0;
 }
