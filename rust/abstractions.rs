@@ -14,8 +14,7 @@
 //! | [`xarray`] | `kernel::xarray` (plus marks, `find`, cyclic allocation) |
 //! | [`completion`] | `kernel::sync::Completion` (plus killable waits) |
 //! | [`workqueue`] | `kernel::workqueue` (a raw work item with `cancel_sync`) |
-//! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`), `kernel::fs::Kiocb`, `kernel::iov` |
-//! | [`anon_inode`] | none: anonymous-inode files with Rust file operations |
+//! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`) |
 //! | [`debugfs`] | `kernel::debugfs` (directories and read-only files) |
 //! | [`kstrtox`] | none: the C parsers, for their exact semantics |
 //! | [`delay`] | `kernel::time::delay` |
@@ -25,7 +24,6 @@
 //! `helpers` declares the C helpers of `helpers.c` (static inline functions
 //! and macros bindgen cannot bind); later kernels have them in `rust/helpers/`.
 
-pub(crate) mod anon_inode;
 pub(crate) mod cachefiles;
 pub(crate) mod completion;
 pub(crate) mod debugfs;

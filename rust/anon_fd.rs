@@ -2,22 +2,23 @@
 
 //! The anonymous fds handed to the daemon with each OPEN: the daemon writes
 //! the data of the cache file through them and completes READs with an ioctl.
+//!
+//! cachefiles makes the file (holding the object and pinning the cache) and
+//! writes through it; the backend gives each fd its object id, handles
+//! `READ_COMPLETE` and, on release, closes the object.
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use kernel::{c_str, prelude::*, types::ARef};
+use kernel::{prelude::*, types::ARef};
 
 use crate::{
     abstractions::{
-        anon_inode::{self, AnonFileOps, FileOperations},
-        cachefiles::{uapi::IOC_READ_COMPLETE, CachePin},
-        delay, error,
-        file::{flags, File, FileDescriptorReservation, IovIterSource, Kiocb},
+        cachefiles::uapi::IOC_READ_COMPLETE,
+        delay,
+        file::{flags, File, FileDescriptorReservation},
     },
     request::Opcode,
-    Object, Ondemand,
+    Object,
 };
-
-static FOPS: FileOperations<AnonFd> = FileOperations::new(&crate::THIS_MODULE);
 
 /// Test hook (debugfs `release_delay_ms`, 0 by default): the release of an
 /// anonymous fd, once its object is closed, waits while this is not 0, for
@@ -29,83 +30,6 @@ pub(crate) static RELEASE_DELAY_MS: AtomicU32 = AtomicU32::new(0);
 
 /// The step in which the release re-reads [`RELEASE_DELAY_MS`].
 const RELEASE_DELAY_STEP_MS: u32 = 20;
-
-/// The state of an anonymous fd.
-///
-/// It owns the object's id and a reference to the object, and pins the
-/// cache. Dropping it (on release, or if the file could not be made) closes
-/// the object, completes the unread CLOSEs for it and frees the id.
-pub(crate) struct AnonFd {
-    /// Dropped before `_pin`: the last unpin may unbind the cache, which
-    /// waits for every object to be freed.
-    object: ARef<Object>,
-    object_id: u32,
-    _pin: CachePin<Ondemand>,
-}
-
-impl Drop for AnonFd {
-    fn drop(&mut self) {
-        let object = &self.object;
-        let state = object.cache().data();
-        state.release_fd(object, self.object_id);
-        let mut waited = 0;
-        while waited < RELEASE_DELAY_MS.load(Ordering::Relaxed) {
-            delay::msleep(RELEASE_DELAY_STEP_MS);
-            waited += RELEASE_DELAY_STEP_MS;
-        }
-        state.ids().free(self.object_id);
-        pr_debug!(
-            "o={:08x} anonymous fd for id {} released\n",
-            object.debug_id(),
-            self.object_id
-        );
-    }
-}
-
-impl AnonFileOps for AnonFd {
-    type Data = KBox<AnonFd>;
-
-    fn write_iter(this: &AnonFd, kiocb: &mut Kiocb, iter: &mut IovIterSource) -> Result<usize> {
-        let file = this.object.backing_file().ok_or_else(error::enobufs)?;
-        let pos = kiocb.ki_pos();
-        let len = iter.len();
-        let written = this.object.write(&file, pos, iter)?;
-        *kiocb.ki_pos_mut() = pos.saturating_add(written as i64);
-        this.object.cache().data().stats().bytes_written(written);
-        pr_debug!(
-            "o={:08x} write {}@{}: {}\n",
-            this.object.debug_id(),
-            len,
-            pos,
-            written
-        );
-        Ok(written)
-    }
-
-    fn llseek(this: &AnonFd, pos: i64, whence: i32) -> Result<i64> {
-        let file = this.object.backing_file().ok_or_else(error::enobufs)?;
-        file.llseek(pos, whence)
-    }
-
-    fn ioctl(this: &AnonFd, cmd: u32, arg: usize) -> Result<i64> {
-        if cmd != IOC_READ_COMPLETE {
-            return Err(EINVAL);
-        }
-        let state = this.object.cache().data();
-        let taken = state
-            .take_if(arg, |r| {
-                r.opcode() == Opcode::Read && r.is_for(&this.object)
-            })
-            .ok_or(EINVAL)?;
-        taken.finish(0);
-        pr_debug!("o={:08x} read {} complete\n", this.object.debug_id(), arg);
-        Ok(0)
-    }
-
-    fn release(data: KBox<AnonFd>) {
-        drop(data);
-    }
-}
 
 /// A new anonymous fd for an OPEN: the file and its reserved number, not
 /// installed yet. Dropping it releases both (file first).
@@ -132,10 +56,9 @@ impl OpenFd {
 }
 
 /// Makes the anonymous fd for an OPEN of `object`: allocates its object id,
-/// reserves an fd number and creates the file.
+/// reserves an fd number and has cachefiles create the file.
 pub(crate) fn open(object: &ARef<Object>) -> Result<OpenFd> {
-    let cache = object.cache();
-    let state = cache.data();
+    let state = object.cache().data();
     let object_id = match state.ids().alloc() {
         Ok(id) => id,
         Err(e) => {
@@ -155,18 +78,60 @@ pub(crate) fn open(object: &ARef<Object>) -> Result<OpenFd> {
         state.ids().free(object_id);
         return Err(e);
     }
-    // From here on, dropping the `AnonFd` undoes the claim.
-    let anon = AnonFd {
-        object: object.clone(),
-        object_id,
-        _pin: cache.pin(),
-    };
-    let data = KBox::new(anon, GFP_KERNEL)?;
-    let file =
-        anon_inode::anon_inode_getfile(c_str!("[cachefiles]"), &FOPS, data, flags::O_WRONLY)?;
-    Ok(OpenFd {
-        file,
-        fd,
-        object_id,
-    })
+    // From here on the id is the object's until the file is released, or
+    // until `release_id` below if the file cannot be made.
+    match object.create_anon_fd() {
+        Ok(file) => Ok(OpenFd {
+            file,
+            fd,
+            object_id,
+        }),
+        Err(e) => {
+            release_id(object, object_id);
+            Err(e)
+        }
+    }
+}
+
+/// `READ_COMPLETE` on an anonymous fd of `object`: completes READ `arg`.
+pub(crate) fn ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
+    if cmd != IOC_READ_COMPLETE {
+        return Err(EINVAL);
+    }
+    let state = object.cache().data();
+    let taken = state
+        .take_if(arg, |r| r.opcode() == Opcode::Read && r.is_for(object))
+        .ok_or(EINVAL)?;
+    object.trace_cread(arg as u32);
+    taken.finish(0);
+    Ok(0)
+}
+
+/// The daemon wrote `n` bytes through an anonymous fd of `object`.
+pub(crate) fn written(object: &Object, n: usize) {
+    object.cache().data().stats().bytes_written(n);
+}
+
+/// The last reference to the anonymous fd of `object` is gone: closes the
+/// object, completes the unread CLOSE made for the fd and frees its id,
+/// which it returns.
+pub(crate) fn release(object: &Object) -> u32 {
+    // An object has one anonymous fd at a time (`claim_id`), whose id it
+    // keeps until this release.
+    let object_id = u32::try_from(object.data().ondemand_id()).unwrap_or(0);
+    release_id(object, object_id);
+    object_id
+}
+
+fn release_id(object: &Object, object_id: u32) {
+    let state = object.cache().data();
+    state.release_fd(object, object_id);
+    let mut waited = 0;
+    while waited < RELEASE_DELAY_MS.load(Ordering::Relaxed) {
+        delay::msleep(RELEASE_DELAY_STEP_MS);
+        waited += RELEASE_DELAY_STEP_MS;
+    }
+    if object_id > 0 {
+        state.ids().free(object_id);
+    }
 }

@@ -10,10 +10,10 @@
 //!
 //! - `abstractions`: the kernel APIs the 6.12 `kernel` crate lacks, shaped
 //!   like later kernels' where they have one (`xarray`, `completion`,
-//!   `workqueue`, `file`, `anon_inode`, `debugfs`, `kstrtox`, `delay`,
-//!   `error`), and the backend API of the kernel patch (`cachefiles`: the
-//!   [`Cache`] and [`Object`] wrappers, the operations table, the UAPI
-//!   messages). All of the crate's FFI is there.
+//!   `workqueue`, `file`, `debugfs`, `kstrtox`, `delay`, `error`), and the
+//!   backend API of the kernel patch (`cachefiles`: the [`Cache`] and
+//!   [`Object`] wrappers, the operations tables, the UAPI messages). All of
+//!   the crate's FFI is there.
 //! - The driver, the on-demand logic: `request` (messages, completion) and
 //!   its `queue` (the only place a request is completed), `cache` (the
 //!   per-cache state, [`OndemandCache`]), `object` (the per-object state,
@@ -29,7 +29,9 @@
 //!   it is completed exactly once. The
 //!   completer hands its reference over to the waiter, which drops the last
 //!   one: `flush` never drops an object.
-//! - An anonymous fd holds a reference to its object and pins the cache.
+//! - An anonymous fd holds a reference to its object and pins the cache;
+//!   cachefiles takes both when it makes the file and drops them when the
+//!   backend's release is done.
 //! - Queued reopen work holds a reference to its object; `clean_object`
 //!   cancels it and waits for it.
 //!
@@ -39,8 +41,9 @@
 //! 2. the request queue lock (the lock of `OndemandCache::reqs`);
 //! 3. an object's state lock (`OndemandObject::inner`).
 //!
-//! The object id allocator's lock and the C object's own lock (taken by
-//! `cachefiles_object_get_file`) are leaves, never held with another lock.
+//! The object id allocator's lock is a leaf, never held with another lock;
+//! the cookie lock that `cachefiles_object_set_size` takes nests inside an
+//! object's state lock (in `copen`).
 //! Requests taken out of the queue are completed, object references dropped
 //! and the daemon woken only after the queue lock is released (except for
 //! non-last reference drops, which are noted where they happen).
@@ -65,6 +68,7 @@
 //! - An OPEN whose keys do not fit a message fails with `EINVAL` (fscache's
 //!   key limits make that impossible).
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};
 
 mod abstractions;
@@ -76,7 +80,7 @@ mod request;
 mod stats;
 
 use abstractions::{
-    cachefiles::{self, OndemandOps, Operations, Registration},
+    cachefiles::{self, FdOperations, OndemandOps, Operations, Registration},
     debugfs,
 };
 use cache::OndemandCache;
@@ -104,7 +108,15 @@ impl Operations for Ondemand {
     type ObjectData = OndemandObject;
 
     fn bind() -> Result<Self::CacheData> {
-        OndemandCache::new()
+        BINDS.fetch_add(1, Ordering::Relaxed);
+        let cache = OndemandCache::new()?;
+        BOUND.fetch_add(1, Ordering::Relaxed);
+        Ok(cache)
+    }
+
+    fn unbind(data: Self::CacheData) {
+        drop(data);
+        BOUND.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn daemon_read(cache: &Cache, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
@@ -146,9 +158,29 @@ impl Operations for Ondemand {
     fn object_work(object: ARef<Object>) {
         object::reopen(object)
     }
+
+    fn fd_ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
+        anon_fd::ioctl(object, cmd, arg)
+    }
+
+    fn fd_written(object: &Object, written: usize) {
+        anon_fd::written(object, written)
+    }
+
+    fn fd_release(object: &Object) -> u32 {
+        anon_fd::release(object)
+    }
 }
 
-static OPS: OndemandOps<Ondemand> = OndemandOps::new(&THIS_MODULE, c_str!("rust"));
+/// The number of caches bound to this backend (debugfs `bound`): 0 or 1, as
+/// cachefiles has one cache at a time.
+static BOUND: AtomicU32 = AtomicU32::new(0);
+
+/// The number of calls of `bind` since the module was loaded (debugfs `binds`).
+static BINDS: AtomicU32 = AtomicU32::new(0);
+
+static FD_FOPS: FdOperations<Ondemand> = FdOperations::new(&THIS_MODULE);
+static OPS: OndemandOps<Ondemand> = OndemandOps::new(&THIS_MODULE, c_str!("rust"), &FD_FOPS);
 
 struct CachefilesOndemand {
     // Unregistered before the statistics go away.
@@ -161,6 +193,8 @@ impl kernel::Module for CachefilesOndemand {
         let dir = debugfs::Dir::new(c_str!("cachefiles_ondemand_rs"));
         dir.create_file(c_str!("stats"), &stats::TOTALS_FOPS, &stats::TOTALS);
         dir.create_u32(c_str!("release_delay_ms"), &anon_fd::RELEASE_DELAY_MS);
+        dir.create_u32_ro(c_str!("bound"), &BOUND);
+        dir.create_u32_ro(c_str!("binds"), &BINDS);
         let registration = Registration::register(&OPS)?;
         pr_info!("loaded\n");
         Ok(CachefilesOndemand {

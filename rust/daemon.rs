@@ -47,6 +47,10 @@ fn deliver(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
     let mut w = buf.writer();
     if req.opcode() == Opcode::Open {
         let open = anon_fd::open(req.object())?;
+        // Traced with the ids of the OPEN's previous delivery (0 if none),
+        // as the built-in code, which sets them after tracing, shows them.
+        let (last_id, last_object_id) = req.delivered(id, open.object_id());
+        req.object().trace_open(last_id, last_object_id, open.fd());
         req.write_msg(&mut w, id, open.object_id(), open.fd())?;
         open.install();
     } else {
@@ -106,6 +110,7 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
         }
         Ok(size) => match info.copen(&object, size) {
             Ok(()) => {
+                object.trace_copen(id as u32, size);
                 cache.wake_daemon();
                 (0, Ok(()))
             }
@@ -114,7 +119,7 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
         },
     };
     info.copen_done();
-    pr_debug!("o={:08x} copen msg {}: {}\n", object.debug_id(), id, result);
+    pr_debug!("copen msg {}: {}\n", id, result);
     taken.finish(result);
     ret
 }

@@ -174,7 +174,15 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
         if cache.is_dead() {
             return Err(EIO);
         }
-        let req = Request::new(object.into(), make()?)?;
+        let payload = make()?;
+        // The built-in code traces a READ or CLOSE as it makes it, before
+        // the message has its ids.
+        match &payload {
+            Payload::Read(read) => object.trace_read(0, 0, read.off, read.len),
+            Payload::Close { .. } => object.trace_close(0, 0),
+            Payload::Open { .. } => {}
+        }
+        let req = Request::new(object.into(), payload)?;
         let id = state.enqueue(cache, &req)?;
         Ok((id, req))
     })();
@@ -187,12 +195,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
             return Err(e);
         }
     };
-    pr_debug!(
-        "o={:08x} {:?} queued as msg {}\n",
-        object.debug_id(),
-        opcode,
-        id
-    );
+    pr_debug!("{:?} queued as msg {}\n", opcode, id);
     cache.wake_daemon();
 
     if req.wait_killable().is_err() {
@@ -205,12 +208,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
     // and `req` below, in a context that may sleep.
     req.reclaim();
     let result = req.result();
-    pr_debug!(
-        "o={:08x} msg {} done: {:?}\n",
-        object.debug_id(),
-        id,
-        result
-    );
+    pr_debug!("msg {} done: {:?}\n", id, result);
     result
 }
 
@@ -254,5 +252,5 @@ pub(crate) fn read(object: &Object, pos: i64, len: usize) -> Result {
 /// The reopen work: send a new OPEN for an object whose READs are waiting.
 pub(crate) fn reopen(object: ARef<Object>) {
     let result = init_object(&object);
-    pr_debug!("o={:08x} reopen: {:?}\n", object.debug_id(), result);
+    pr_debug!("reopen: {:?}\n", result);
 }

@@ -22,7 +22,7 @@ pub(crate) mod queue;
 
 use core::{
     mem::size_of,
-    sync::atomic::{AtomicI32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU64, Ordering},
 };
 use kernel::{
     new_spinlock,
@@ -119,6 +119,8 @@ pub(crate) struct Request {
     parked: SpinLock<Option<Arc<Request>>>,
     /// When the request was created, for the latency statistics.
     created_ns: i64,
+    /// The msg_id (high half) and object id of the last delivery of an OPEN.
+    delivered: AtomicU64,
 }
 
 impl Request {
@@ -133,6 +135,7 @@ impl Request {
                 result: AtomicI32::new(0),
                 parked <- new_spinlock!(None, "Request::parked"),
                 created_ns: stats::now_ns(),
+                delivered: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -159,6 +162,14 @@ impl Request {
     /// Returns whether the request is about `object`.
     pub(crate) fn is_for(&self, object: &Object) -> bool {
         core::ptr::eq::<Object>(&*self.object, object)
+    }
+
+    /// Records a delivery with these ids; returns those of the previous one
+    /// (zeroes if none).
+    pub(crate) fn delivered(&self, msg_id: u32, object_id: u32) -> (u32, u32) {
+        let now = (u64::from(msg_id) << 32) | u64::from(object_id);
+        let last = self.delivered.swap(now, Ordering::Relaxed);
+        ((last >> 32) as u32, last as u32)
     }
 
     /// Returns the length of the message, header included.

@@ -82,11 +82,21 @@ impl Dir {
     /// Creates the file `name` in this directory, mode 0644, reading and
     /// writing `value` as a decimal number.
     pub(crate) fn create_u32(&self, name: &CStr, value: &'static AtomicU32) {
+        self.u32_file(name, 0o644, value);
+    }
+
+    /// Creates the file `name` in this directory, mode 0444, reading `value`
+    /// as a decimal number.
+    pub(crate) fn create_u32_ro(&self, name: &CStr, value: &'static AtomicU32) {
+        self.u32_file(name, 0o444, value);
+    }
+
+    fn u32_file(&self, name: &CStr, mode: u16, value: &'static AtomicU32) {
         // SAFETY: `name` is valid and the parent is ours. `value` is static,
-        // so it outlives the file; debugfs reads and writes it as a plain
-        // `u32`, which `AtomicU32` has the layout of.
+        // so it outlives the file; debugfs reads (and, with mode 0644,
+        // writes) it as a plain `u32`, which `AtomicU32` has the layout of.
         unsafe {
-            bindings::debugfs_create_u32(name.as_char_ptr(), 0o644, self.dentry, value.as_ptr())
+            bindings::debugfs_create_u32(name.as_char_ptr(), mode, self.dentry, value.as_ptr())
         };
     }
 }

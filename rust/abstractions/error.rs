@@ -18,11 +18,6 @@ pub(crate) fn emsgsize() -> Error {
     Error::from_errno(-(bindings::EMSGSIZE as i32))
 }
 
-/// Returns `ENOBUFS` ("No buffer space available").
-pub(crate) fn enobufs() -> Error {
-    Error::from_errno(-(bindings::ENOBUFS as i32))
-}
-
 /// Returns `EBADFD` ("File descriptor in bad state").
 pub(crate) fn ebadfd() -> Error {
     Error::from_errno(-(bindings::EBADFD as i32))

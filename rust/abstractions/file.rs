@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Files, fd reservations, and the I/O argument types of file operations.
+//! Files and fd reservations.
 //!
 //! Mirrors later kernels' `kernel::fs::file` ([`File`],
-//! [`FileDescriptorReservation`], [`flags`]), `kernel::fs::Kiocb` and
-//! `kernel::iov::IovIterSource`, with the few methods the backend needs.
+//! [`FileDescriptorReservation`], [`flags`]), with the few methods the
+//! backend needs.
 //!
 //! C headers: [`include/linux/fs.h`](srctree/include/linux/fs.h),
-//! [`include/linux/file.h`](srctree/include/linux/file.h),
-//! [`include/linux/uio.h`](srctree/include/linux/uio.h)
+//! [`include/linux/file.h`](srctree/include/linux/file.h)
 
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -75,16 +74,6 @@ impl File {
     pub(crate) fn as_ptr(&self) -> *mut bindings::file {
         self.inner.get()
     }
-
-    /// Repositions the file with `vfs_llseek()`.
-    pub(crate) fn llseek(&self, pos: i64, whence: i32) -> Result<i64> {
-        // SAFETY: The file is live (type invariant).
-        let ret = unsafe { bindings::vfs_llseek(self.as_ptr(), pos, whence) };
-        if ret < 0 {
-            return Err(Error::from_errno(ret as i32));
-        }
-        Ok(ret)
-    }
 }
 
 /// An fd number reserved in the current task's fd table, not yet installed.
@@ -135,77 +124,5 @@ impl Drop for FileDescriptorReservation {
     fn drop(&mut self) {
         // SAFETY: `fd` is reserved in this task and was not installed.
         unsafe { bindings::put_unused_fd(self.fd) };
-    }
-}
-
-/// The `struct kiocb` of a `write_iter` call.
-///
-/// # Invariants
-///
-/// Only handed out by reference, for the duration of the call, wrapping the
-/// valid kiocb the VFS passed.
-#[repr(transparent)]
-pub(crate) struct Kiocb(Opaque<bindings::kiocb>);
-
-impl Kiocb {
-    /// Wraps the kiocb of a file operation.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be a valid kiocb, exclusively the caller's for `'a`.
-    pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::kiocb) -> &'a mut Self {
-        // SAFETY: `Kiocb` is a transparent wrapper; the caller guarantees validity.
-        unsafe { &mut *ptr.cast() }
-    }
-
-    /// Returns the file the I/O is on.
-    pub(super) fn file_ptr(&self) -> *mut bindings::file {
-        // SAFETY: `self` wraps a valid kiocb for the duration of the call.
-        unsafe { (*self.0.get()).ki_filp }
-    }
-
-    /// Returns the file position of the I/O.
-    pub(crate) fn ki_pos(&self) -> i64 {
-        // SAFETY: `self` wraps a valid kiocb for the duration of the call.
-        unsafe { (*self.0.get()).ki_pos }
-    }
-
-    /// Returns the file position of the I/O, for updating it.
-    pub(crate) fn ki_pos_mut(&mut self) -> &mut i64 {
-        // SAFETY: As above; we have exclusive access during the call.
-        unsafe { &mut (*self.0.get()).ki_pos }
-    }
-}
-
-/// The `struct iov_iter` a `write_iter` call reads its data from.
-///
-/// # Invariants
-///
-/// Only handed out by reference, for the duration of the call, wrapping the
-/// valid iterator the VFS passed.
-#[repr(transparent)]
-pub(crate) struct IovIterSource(Opaque<bindings::iov_iter>);
-
-impl IovIterSource {
-    /// Wraps the iterator of a file operation.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be a valid iterator, exclusively the caller's for `'a`.
-    pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::iov_iter) -> &'a mut Self {
-        // SAFETY: `IovIterSource` is a transparent wrapper; the caller
-        // guarantees validity.
-        unsafe { &mut *ptr.cast() }
-    }
-
-    /// Returns the number of bytes left in the iterator.
-    pub(crate) fn len(&self) -> usize {
-        // SAFETY: `self` wraps a valid iterator for the duration of the call.
-        unsafe { helpers::cfod_iov_iter_count(self.0.get()) }
-    }
-
-    /// Returns the raw iterator pointer.
-    pub(crate) fn as_raw(&mut self) -> *mut bindings::iov_iter {
-        self.0.get()
     }
 }

@@ -11,7 +11,6 @@
 #include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
-#include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/xarray.h>
 
@@ -48,20 +47,9 @@ bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work)
 	return queue_work(wq, work);
 }
 
-/* The anonymous fds handed to the daemon support pwrite() and lseek(). */
-void cfod_file_set_pwrite_lseek(struct file *file)
-{
-	file->f_mode |= FMODE_PWRITE | FMODE_LSEEK;
-}
-
 struct file *cfod_get_file(struct file *file)
 {
 	return get_file(file);
-}
-
-size_t cfod_iov_iter_count(const struct iov_iter *iter)
-{
-	return iov_iter_count(iter);
 }
 
 struct dentry *cfod_dget(struct dentry *dentry)

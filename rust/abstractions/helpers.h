@@ -12,7 +12,6 @@
 struct completion;
 struct dentry;
 struct file;
-struct iov_iter;
 struct work_struct;
 struct workqueue_struct;
 struct xarray;
@@ -23,9 +22,7 @@ void cfod_xa_unlock(struct xarray *xa);
 void cfod_init_completion(struct completion *x);
 void cfod_init_work(struct work_struct *work, void (*func)(struct work_struct *work));
 bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work);
-void cfod_file_set_pwrite_lseek(struct file *file);
 struct file *cfod_get_file(struct file *file);
-size_t cfod_iov_iter_count(const struct iov_iter *iter);
 struct dentry *cfod_dget(struct dentry *dentry);
 void cfod_msleep(unsigned int msecs);
 

@@ -30,10 +30,6 @@ extern "C" {
         wq: *mut bindings::workqueue_struct,
         work: *mut bindings::work_struct,
     ) -> bool;
-    /// `file->f_mode |= FMODE_PWRITE | FMODE_LSEEK`.
-    pub(crate) fn cfod_file_set_pwrite_lseek(file: *mut bindings::file);
-    /// `iov_iter_count(iter)`.
-    pub(crate) fn cfod_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
     /// `get_file(file)`.
     pub(crate) fn cfod_get_file(file: *mut bindings::file) -> *mut bindings::file;
     /// `dget(dentry)`.

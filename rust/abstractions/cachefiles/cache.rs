@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A cachefiles cache, as seen by its on-demand backend, and pins on it.
+//! A cachefiles cache, as seen by its on-demand backend.
 
-use core::{marker::PhantomData, ptr::NonNull};
+use core::marker::PhantomData;
 use kernel::{
     bindings,
     types::{ForeignOwnable, Opaque},
@@ -60,51 +60,5 @@ impl<B: Operations> Cache<B> {
     pub(crate) fn wake_daemon(&self) {
         // SAFETY: The cache is valid.
         unsafe { bindings::cachefiles_cache_wake_daemon(self.as_ptr()) };
-    }
-
-    /// Keeps the cache bound until the returned pin is dropped.
-    pub(crate) fn pin(&self) -> CachePin<B> {
-        // SAFETY: The cache is valid.
-        unsafe { bindings::cachefiles_cache_pin(self.as_ptr()) };
-        // INVARIANT: We just took a pin.
-        CachePin {
-            cache: NonNull::from(&self.0).cast(),
-            _p: PhantomData,
-        }
-    }
-}
-
-/// A pin on a cache: it stays bound (and so alive) while this exists.
-///
-/// Dropping the last pin may unbind the cache and call the backend's unbind:
-/// the borrow checker ensures no `&Cache` obtained from the pin survives it;
-/// callers must also not hold an object reference or a backend lock then.
-///
-/// # Invariants
-///
-/// `cache` is a cache bound to `B` on which this value owns a pin.
-pub(crate) struct CachePin<B: Operations> {
-    cache: NonNull<bindings::cachefiles_cache>,
-    _p: PhantomData<B>,
-}
-
-// SAFETY: Pins may be dropped from any thread.
-unsafe impl<B: Operations> Send for CachePin<B> {}
-// SAFETY: `&CachePin` only gives `&Cache`, which is `Sync`.
-unsafe impl<B: Operations> Sync for CachePin<B> {}
-
-impl<B: Operations> core::ops::Deref for CachePin<B> {
-    type Target = Cache<B>;
-
-    fn deref(&self) -> &Cache<B> {
-        // SAFETY: The pin keeps the cache bound with its data (type invariant).
-        unsafe { Cache::from_raw(self.cache.as_ptr()) }
-    }
-}
-
-impl<B: Operations> Drop for CachePin<B> {
-    fn drop(&mut self) {
-        // SAFETY: We own a pin (type invariant).
-        unsafe { bindings::cachefiles_cache_unpin(self.cache.as_ptr()) };
     }
 }

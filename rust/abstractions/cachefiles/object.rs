@@ -6,16 +6,13 @@
 use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
 use kernel::{
     bindings,
-    error::Result,
+    error::{from_err_ptr, Result},
     prelude::*,
     types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
 };
 
-use super::{Cache, Operations};
-use crate::abstractions::{
-    file::{File, IovIterSource},
-    workqueue::RawWork,
-};
+use super::{uapi, Cache, Operations};
+use crate::abstractions::{file::File, workqueue::RawWork};
 
 /// What the backend keeps in an object's private data.
 ///
@@ -68,17 +65,25 @@ unsafe impl<B: Operations> Sync for Object<B> {}
 // SAFETY: Object references may be dropped on any thread.
 unsafe impl<B: Operations> Send for Object<B> {}
 
+/// The reason `ARef<Object>` references carry in the `cachefiles_ref`
+/// tracepoint: the backend's requests hold them (and those passed along with
+/// a request). The reference a queued work owns is traced as such.
+const REF_REQ: bindings::cachefiles_backend_ref =
+    bindings::cachefiles_backend_ref_CACHEFILES_BACKEND_REF_REQ;
+const REF_WORK: bindings::cachefiles_backend_ref =
+    bindings::cachefiles_backend_ref_CACHEFILES_BACKEND_REF_WORK;
+
 // SAFETY: `cachefiles_object_get`/`put` manage the object's reference count;
 // the last put frees it (after the backend's `deinit_obj_info`).
 unsafe impl<B: Operations> AlwaysRefCounted for Object<B> {
     fn inc_ref(&self) {
         // SAFETY: The object is alive, so its count is not zero.
-        unsafe { bindings::cachefiles_object_get(self.as_ptr()) };
+        unsafe { bindings::cachefiles_object_get(self.as_ptr(), REF_REQ) };
     }
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
         // SAFETY: The caller owns a reference.
-        unsafe { bindings::cachefiles_object_put(obj.as_ptr().cast()) };
+        unsafe { bindings::cachefiles_object_put(obj.as_ptr().cast(), REF_REQ) };
     }
 }
 
@@ -128,12 +133,6 @@ impl<B: Operations> Object<B> {
         unsafe { Cache::from_raw(bindings::cachefiles_object_cache(self.as_ptr())) }
     }
 
-    /// Returns the object's debug id.
-    pub(crate) fn debug_id(&self) -> u32 {
-        // SAFETY: The object is alive.
-        unsafe { bindings::cachefiles_object_get_debug_id(self.as_ptr()) }
-    }
-
     fn key(&self, f: KeyFn) -> &[u8] {
         let mut len = 0usize;
         // SAFETY: The object is alive; `len` is valid for writes.
@@ -168,41 +167,91 @@ impl<B: Operations> Object<B> {
         unsafe { bindings::cachefiles_object_set_size(self.as_ptr(), size) };
     }
 
-    /// Returns the backing file, if the object has one.
-    pub(crate) fn backing_file(&self) -> Option<ARef<File>> {
-        // SAFETY: The object is alive.
-        let file = unsafe { bindings::cachefiles_object_get_file(self.as_ptr()) };
-        // SAFETY: `cachefiles_object_get_file` gave us a reference.
-        NonNull::new(file).map(|f| unsafe { File::from_raw_owned(f) })
+    /// Makes the anonymous file handed to the daemon for this object.
+    ///
+    /// The file uses the backend's [`FdOperations`](super::fd::FdOperations);
+    /// it holds the object and pins the cache until it is released.
+    pub(crate) fn create_anon_fd(&self) -> Result<ARef<File>> {
+        // SAFETY: The object is alive, its cache bound to `B`, whose table
+        // names the fd operations.
+        let file = from_err_ptr(unsafe { bindings::cachefiles_anon_fd_create(self.as_ptr()) })?;
+        // SAFETY: `cachefiles_anon_fd_create` returned a new file with one
+        // reference, which is ours; it is not an error pointer.
+        Ok(unsafe { File::from_raw_owned(NonNull::new_unchecked(file)) })
     }
 
-    /// Writes `iter` into the backing `file` at `pos` (page aligned).
-    pub(crate) fn write(&self, file: &File, pos: i64, iter: &mut IovIterSource) -> Result<usize> {
-        // SAFETY: The object is alive, `file` is a referenced file and `iter`
-        // a valid iterator.
-        let ret = unsafe {
-            bindings::cachefiles_object_write(self.as_ptr(), file.as_ptr(), pos, iter.as_raw())
-        };
-        if ret < 0 {
-            return Err(Error::from_errno(ret as i32));
+    /// Emits `cachefiles_ondemand_open`, `_read` or `_close`: `msg` is the
+    /// header, followed by `body`, the OPEN's or READ's structure (or `()`).
+    fn trace_msg<T>(&self, msg: uapi::Msg, body: T) {
+        #[repr(C)]
+        struct Traced<T> {
+            msg: uapi::Msg,
+            body: T,
         }
-        Ok(ret as usize)
+        let mut t = Traced { msg, body };
+        // SAFETY: The object is alive; `t` is a message header followed by
+        // the structure its opcode names, as the function reads it.
+        unsafe {
+            bindings::cachefiles_trace_ondemand_msg(
+                self.as_ptr(),
+                core::ptr::from_mut(&mut t).cast(),
+            )
+        };
     }
 
-    /// Queues the object's work on the backend workqueue; the work owns a
+    /// Emits `cachefiles_ondemand_open` with these fields.
+    pub(crate) fn trace_open(&self, msg_id: u32, object_id: u32, fd: u32) {
+        let msg = uapi::Msg::new(uapi::Opcode::Open, msg_id, object_id);
+        let open = uapi::Open {
+            volume_key_size: 0,
+            cookie_key_size: 0,
+            fd,
+            flags: 0,
+        };
+        self.trace_msg(msg, open);
+    }
+
+    /// Emits `cachefiles_ondemand_read` with these fields.
+    pub(crate) fn trace_read(&self, msg_id: u32, object_id: u32, off: u64, len: u64) {
+        let msg = uapi::Msg::new(uapi::Opcode::Read, msg_id, object_id);
+        self.trace_msg(msg, uapi::Read { off, len });
+    }
+
+    /// Emits `cachefiles_ondemand_close` with these fields.
+    pub(crate) fn trace_close(&self, msg_id: u32, object_id: u32) {
+        let msg = uapi::Msg::new(uapi::Opcode::Close, msg_id, object_id);
+        self.trace_msg(msg, ());
+    }
+
+    /// Emits `cachefiles_ondemand_copen`.
+    pub(crate) fn trace_copen(&self, msg_id: u32, len: i64) {
+        // SAFETY: The object is alive.
+        unsafe { bindings::cachefiles_trace_ondemand_copen(self.as_ptr(), msg_id, len as _) };
+    }
+
+    /// Emits `cachefiles_ondemand_cread`.
+    pub(crate) fn trace_cread(&self, msg_id: u32) {
+        // SAFETY: The object is alive.
+        unsafe { bindings::cachefiles_trace_ondemand_cread(self.as_ptr(), msg_id) };
+    }
+
+    /// Queues the object's work on fscache's workqueue; the work owns a
     /// reference to the object until it runs or is cancelled.
     ///
     /// Returns `false` if the work was already pending.
     pub(crate) fn queue_work(this: &ARef<Self>) -> bool {
         let slot = this.slot();
-        let leaked = ARef::into_raw(this.clone());
-        // SAFETY: The leaked reference keeps the object, hence its private
+        // SAFETY: The object is alive; this reference is the work's.
+        unsafe { bindings::cachefiles_object_get(this.as_ptr(), REF_WORK) };
+        // SAFETY: The work's reference keeps the object, hence its private
         // data and the work in it, alive until `object_work_fn` or
-        // `cancel_work_sync` takes the reference back.
-        let queued = unsafe { slot.work.queue(bindings::cachefiles_backend_wq()) };
+        // `cancel_work_sync` drops it. `fscache_wq` is set up before any
+        // cache can be bound and never changes.
+        let queued = unsafe { slot.work.queue(bindings::fscache_wq) };
         if !queued {
-            // SAFETY: The work was not queued: the leaked reference is still ours.
-            drop(unsafe { ARef::from_raw(leaked) });
+            // SAFETY: The work was not queued: its reference is still ours,
+            // and not the last one (`this` is another).
+            unsafe { bindings::cachefiles_object_put(this.as_ptr(), REF_WORK) };
         }
         queued
     }
@@ -211,9 +260,9 @@ impl<B: Operations> Object<B> {
     pub(crate) fn cancel_work_sync(&self) {
         if self.slot().work.cancel_sync() {
             // SAFETY: The work was pending, so it owned a reference (taken in
-            // `queue_work`) that nobody will take back now. It is not the last
+            // `queue_work`) that nobody will drop now. It is not the last
             // one: our caller holds one.
-            drop(unsafe { ARef::from_raw(NonNull::from(self)) });
+            unsafe { bindings::cachefiles_object_put(self.as_ptr(), REF_WORK) };
         }
     }
 }
@@ -229,8 +278,11 @@ unsafe extern "C" fn object_work_fn<B: Operations>(work: *mut bindings::work_str
     // of this function); `RawWork` is a transparent wrapper of the work_struct.
     let slot = unsafe { kernel::container_of!(work.cast::<RawWork>(), ObjectSlot<B>, work) };
     // SAFETY: The slot is alive: the queued work owns a reference to its
-    // object (see `Object::queue_work`), which we take back here.
-    let object =
-        unsafe { ARef::from_raw(NonNull::new_unchecked((*slot).object.cast::<Object<B>>())) };
+    // object (see `Object::queue_work`).
+    let raw = unsafe { (*slot).object };
+    // SAFETY: As above: the object is alive while we hold the work's reference.
+    let object: ARef<Object<B>> = unsafe { Object::<B>::from_raw(raw) }.into();
+    // SAFETY: The work's reference, now replaced by `object`'s.
+    unsafe { bindings::cachefiles_object_put(raw, REF_WORK) };
     B::object_work(object);
 }

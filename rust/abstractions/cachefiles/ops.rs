@@ -12,7 +12,7 @@ use kernel::{
     ThisModule,
 };
 
-use super::{object::ObjectSlot, Cache, Object};
+use super::{fd::FdOperations, object::ObjectSlot, Cache, Object};
 
 /// An on-demand backend: the operations of `struct cachefiles_ondemand_ops`.
 ///
@@ -54,6 +54,13 @@ pub(crate) trait Operations: Sized + Send + Sync + 'static {
     fn read(object: &Object<Self>, pos: i64, len: usize) -> Result;
     /// Runs the object's work item, queued with [`Object::queue_work`].
     fn object_work(object: ARef<Object<Self>>);
+    /// Handles an ioctl on an anonymous fd of `object`.
+    fn fd_ioctl(object: &Object<Self>, cmd: u32, arg: usize) -> Result<i64>;
+    /// Counts `written` bytes the daemon wrote through an anonymous fd.
+    fn fd_written(object: &Object<Self>, written: usize);
+    /// The last reference to an anonymous fd of `object` is gone; returns
+    /// the object id the fd was made for (traced by cachefiles).
+    fn fd_release(object: &Object<Self>) -> u32;
 }
 
 /// A `struct cachefiles_ondemand_ops` table calling into `B`.
@@ -69,8 +76,12 @@ pub(crate) struct OndemandOps<B: Operations>(bindings::cachefiles_ondemand_ops, 
 unsafe impl<B: Operations> Sync for OndemandOps<B> {}
 
 impl<B: Operations> OndemandOps<B> {
-    /// Builds the table for `owner`, shown as `name`.
-    pub(crate) const fn new(owner: &'static ThisModule, name: &'static CStr) -> Self {
+    /// Builds the table for `owner`, named `name`, whose anonymous fds use `fd_fops`.
+    pub(crate) const fn new(
+        owner: &'static ThisModule,
+        name: &'static CStr,
+        fd_fops: &'static FdOperations<B>,
+    ) -> Self {
         let (bind, unbind) = if B::HAS_BIND {
             (
                 Some(bind_tramp::<B> as unsafe extern "C" fn(_) -> _),
@@ -83,6 +94,7 @@ impl<B: Operations> OndemandOps<B> {
             bindings::cachefiles_ondemand_ops {
                 owner: owner.as_ptr(),
                 name: name.as_char_ptr(),
+                fd_fops: fd_fops.as_raw(),
                 bind,
                 unbind,
                 daemon_read: Some(daemon_read_tramp::<B>),
@@ -108,24 +120,18 @@ fn to_c_int(r: Result) -> kernel::ffi::c_int {
     }
 }
 
-/// Calls [`Operations::bind`] and stores the cache's data.
+/// Calls [`Operations::bind`]; returns the cache's data for cachefiles to keep.
 ///
 /// # Safety
 ///
 /// Called by cachefiles with a cache being bound to `B`.
 unsafe extern "C" fn bind_tramp<B: Operations>(
-    cache: *mut bindings::cachefiles_cache,
-) -> kernel::ffi::c_int {
+    _cache: *mut bindings::cachefiles_cache,
+) -> *mut kernel::ffi::c_void {
     match B::bind() {
-        Ok(data) => {
-            // SAFETY: The cache is being bound to `B`; nothing else uses its
-            // private data. From now on it is a `B::CacheData` (see `Cache`).
-            unsafe {
-                bindings::cachefiles_cache_set_backend_priv(cache, data.into_foreign() as *mut _)
-            };
-            0
-        }
-        Err(e) => e.to_errno(),
+        // From now on the cache's private data is a `B::CacheData` (see `Cache`).
+        Ok(data) => data.into_foreign() as *mut _,
+        Err(e) => e.to_ptr(),
     }
 }
 
@@ -135,13 +141,12 @@ unsafe extern "C" fn bind_tramp<B: Operations>(
 ///
 /// Called by cachefiles with a cache bound to `B` that is being freed.
 unsafe extern "C" fn unbind_tramp<B: Operations>(cache: *mut bindings::cachefiles_cache) {
-    // SAFETY: The cache is being freed: no `&Cache` exists any more.
+    // SAFETY: The cache is being freed or its bind failed: no `&Cache` exists
+    // any more, and cachefiles forgets the private data after this call.
     let priv_ = unsafe { bindings::cachefiles_cache_backend_priv(cache) };
     if priv_.is_null() {
         return;
     }
-    // SAFETY: As above.
-    unsafe { bindings::cachefiles_cache_set_backend_priv(cache, core::ptr::null_mut()) };
     // SAFETY: The private data came from `into_foreign` in `bind_tramp` and no
     // borrow of it remains.
     let data = unsafe { B::CacheData::from_foreign(priv_) };
@@ -236,29 +241,23 @@ unsafe extern "C" fn flush_tramp<B: Operations>(cache: *mut bindings::cachefiles
     B::flush(cache);
 }
 
-/// Creates the object's slot, with [`Operations::new_object_data`].
+/// Creates the object's slot, with [`Operations::new_object_data`], for
+/// cachefiles to keep as the object's private data.
 ///
 /// # Safety
 ///
 /// Called by cachefiles with an object being created in a cache bound to `B`.
 unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
-    _volume: *mut bindings::cachefiles_volume,
-) -> kernel::ffi::c_int {
+) -> *mut kernel::ffi::c_void {
     let slot = KBox::pin_init(
         ObjectSlot::<B>::new(object, B::new_object_data()),
         GFP_KERNEL,
     );
     match slot {
-        Ok(slot) => {
-            // SAFETY: The object is being created; nobody else uses its private
-            // data. From now on it is our slot (see `Object`).
-            unsafe {
-                bindings::cachefiles_object_set_backend_priv(object, slot.into_foreign() as *mut _)
-            };
-            0
-        }
-        Err(e) => e.to_errno(),
+        // From now on the object's private data is our slot (see `Object`).
+        Ok(slot) => slot.into_foreign() as *mut _,
+        Err(e) => e.to_ptr(),
     }
 }
 
@@ -275,8 +274,6 @@ unsafe extern "C" fn deinit_obj_info_tramp<B: Operations>(
     if priv_.is_null() {
         return;
     }
-    // SAFETY: As above.
-    unsafe { bindings::cachefiles_object_set_backend_priv(object, core::ptr::null_mut()) };
     // SAFETY: The private data came from `into_foreign` in
     // `init_obj_info_tramp`, and no borrow of it remains. Its work is not
     // pending: a pending work owns a reference to the object.

@@ -2,8 +2,8 @@
 
 //! The messages of the on-demand protocol, as laid out by the UAPI.
 //!
-//! bindgen binds `uapi/linux/cachefiles.h` (`bindings::cachefiles_msg` and
-//! friends), but those types end in flexible arrays and cannot be given
+//! bindgen binds `uapi/linux/cachefiles.h` (`kernel::uapi::cachefiles_msg`
+//! and friends), but those types end in flexible arrays and cannot be given
 //! [`AsBytes`] outside the `kernel` crate, so they are mirrored here without
 //! the flexible arrays; the `const` assertions below check that every field
 //! has the bound type's offset and that the sizes match. A message is one of
@@ -12,10 +12,10 @@
 //! C header: [`include/uapi/linux/cachefiles.h`](srctree/include/uapi/linux/cachefiles.h)
 
 use core::mem::{offset_of, size_of};
-use kernel::{bindings, ioctl::_IOW, types::AsBytes};
+use kernel::{ioctl::_IOW, types::AsBytes, uapi};
 
 /// The largest message (`CACHEFILES_MSG_MAX_SIZE`).
-pub(crate) const MSG_MAX_SIZE: usize = bindings::CACHEFILES_MSG_MAX_SIZE as usize;
+pub(crate) const MSG_MAX_SIZE: usize = uapi::CACHEFILES_MSG_MAX_SIZE as usize;
 
 /// The ioctl that completes a READ on an anonymous fd (`CACHEFILES_IOC_READ_COMPLETE`).
 pub(crate) const IOC_READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
@@ -25,11 +25,11 @@ pub(crate) const IOC_READ_COMPLETE: u32 = _IOW::<kernel::ffi::c_int>(0x98, 1);
 #[repr(u32)]
 pub(crate) enum Opcode {
     /// `CACHEFILES_OP_OPEN`.
-    Open = bindings::cachefiles_opcode_CACHEFILES_OP_OPEN,
+    Open = uapi::cachefiles_opcode_CACHEFILES_OP_OPEN,
     /// `CACHEFILES_OP_CLOSE`.
-    Close = bindings::cachefiles_opcode_CACHEFILES_OP_CLOSE,
+    Close = uapi::cachefiles_opcode_CACHEFILES_OP_CLOSE,
     /// `CACHEFILES_OP_READ`.
-    Read = bindings::cachefiles_opcode_CACHEFILES_OP_READ,
+    Read = uapi::cachefiles_opcode_CACHEFILES_OP_READ,
 }
 
 /// The header of every message (`struct cachefiles_msg` without `data[]`).
@@ -44,6 +44,18 @@ pub(crate) struct Msg {
     pub(crate) len: u32,
     /// The object's id: its anonymous fd's id.
     pub(crate) object_id: u32,
+}
+
+impl Msg {
+    /// A header with these fields and no length (for tracing).
+    pub(crate) fn new(opcode: Opcode, msg_id: u32, object_id: u32) -> Self {
+        Self {
+            msg_id,
+            opcode: opcode as u32,
+            len: 0,
+            object_id,
+        }
+    }
 }
 
 /// The body of an OPEN (`struct cachefiles_open` without `data[]`, which
@@ -81,25 +93,25 @@ unsafe impl AsBytes for Open {}
 unsafe impl AsBytes for Read {}
 
 const _: () = {
-    assert!(size_of::<Msg>() == 16 && size_of::<Msg>() == size_of::<bindings::cachefiles_msg>());
-    assert!(offset_of!(Msg, msg_id) == offset_of!(bindings::cachefiles_msg, msg_id));
-    assert!(offset_of!(Msg, opcode) == offset_of!(bindings::cachefiles_msg, opcode));
-    assert!(offset_of!(Msg, len) == offset_of!(bindings::cachefiles_msg, len));
-    assert!(offset_of!(Msg, object_id) == offset_of!(bindings::cachefiles_msg, object_id));
-    assert!(offset_of!(bindings::cachefiles_msg, data) == size_of::<Msg>());
+    assert!(size_of::<Msg>() == 16 && size_of::<Msg>() == size_of::<uapi::cachefiles_msg>());
+    assert!(offset_of!(Msg, msg_id) == offset_of!(uapi::cachefiles_msg, msg_id));
+    assert!(offset_of!(Msg, opcode) == offset_of!(uapi::cachefiles_msg, opcode));
+    assert!(offset_of!(Msg, len) == offset_of!(uapi::cachefiles_msg, len));
+    assert!(offset_of!(Msg, object_id) == offset_of!(uapi::cachefiles_msg, object_id));
+    assert!(offset_of!(uapi::cachefiles_msg, data) == size_of::<Msg>());
 
-    assert!(size_of::<Open>() == 16 && size_of::<Open>() == size_of::<bindings::cachefiles_open>());
+    assert!(size_of::<Open>() == 16 && size_of::<Open>() == size_of::<uapi::cachefiles_open>());
     assert!(
-        offset_of!(Open, volume_key_size) == offset_of!(bindings::cachefiles_open, volume_key_size)
+        offset_of!(Open, volume_key_size) == offset_of!(uapi::cachefiles_open, volume_key_size)
     );
     assert!(
-        offset_of!(Open, cookie_key_size) == offset_of!(bindings::cachefiles_open, cookie_key_size)
+        offset_of!(Open, cookie_key_size) == offset_of!(uapi::cachefiles_open, cookie_key_size)
     );
-    assert!(offset_of!(Open, fd) == offset_of!(bindings::cachefiles_open, fd));
-    assert!(offset_of!(Open, flags) == offset_of!(bindings::cachefiles_open, flags));
-    assert!(offset_of!(bindings::cachefiles_open, data) == size_of::<Open>());
+    assert!(offset_of!(Open, fd) == offset_of!(uapi::cachefiles_open, fd));
+    assert!(offset_of!(Open, flags) == offset_of!(uapi::cachefiles_open, flags));
+    assert!(offset_of!(uapi::cachefiles_open, data) == size_of::<Open>());
 
-    assert!(size_of::<Read>() == 16 && size_of::<Read>() == size_of::<bindings::cachefiles_read>());
-    assert!(offset_of!(Read, off) == offset_of!(bindings::cachefiles_read, off));
-    assert!(offset_of!(Read, len) == offset_of!(bindings::cachefiles_read, len));
+    assert!(size_of::<Read>() == 16 && size_of::<Read>() == size_of::<uapi::cachefiles_read>());
+    assert!(offset_of!(Read, off) == offset_of!(uapi::cachefiles_read, off));
+    assert!(offset_of!(Read, len) == offset_of!(uapi::cachefiles_read, len));
 };
