@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a patched, Rust-enabled 6.12 kernel out of tree, cached by its inputs.
 #
-#   scripts/build-kernel.sh test|bench|race
+#   scripts/build-kernel.sh test|bench|race|plain
 #
 # The source is Debian's linux-source-6.12, unpacked once into a git tree under
 # $CFOD_CACHE/src. The project's patch series (kernel/patches/series) is applied
@@ -13,12 +13,19 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-kind=${1:?usage: build-kernel.sh test|bench|race}
-[ -f "$CFOD_TOP/kernel/config/$kind.config" ] || { echo "unknown kernel kind $kind" >&2; exit 2; }
+kind=${1:?usage: build-kernel.sh test|bench|race|plain}
+# "plain" is the test kernel without the project's patches: the reference a
+# test compares the patched kernel with when no module is loaded.
+conf=$kind
+[ "$kind" = plain ] && conf=test
+[ -f "$CFOD_TOP/kernel/config/$conf.config" ] || { echo "unknown kernel kind $kind" >&2; exit 2; }
 tarball=$(ls /usr/src/linux-source-6.12.tar.* | head -n1)
 src_version=$(dpkg-query -W -f='${Version}' linux-source-6.12)
 out=$(kernel_build_dir "$kind")
 src=$CFOD_CACHE/src
+# The unpatched kernel has a source tree of its own: the shared one stays
+# patched for the module builds against the other kinds.
+[ "$kind" = plain ] && src=$CFOD_CACHE/src-plain
 mkdir -p "$CFOD_CACHE"
 
 # One kernel build at a time on this machine (they share the source tree and
@@ -30,7 +37,7 @@ fi
 
 series=$CFOD_TOP/kernel/patches/series
 patches=()
-if [ -f "$series" ]; then
+if [ -f "$series" ] && [ "$kind" != plain ]; then
 	while read -r p; do
 		case "$p" in ''|'#'*) continue ;; esac
 		patches+=("$CFOD_TOP/kernel/patches/$p")
@@ -40,7 +47,7 @@ fi
 key=$( {
 	echo "src $src_version"
 	echo "rustc $(/usr/bin/rustc --version) clang $(clang-19 --version | head -n1) bindgen $BINDGEN_VERSION"
-	cat "$0" "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$kind.config"
+	cat "$0" "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$conf.config"
 	for p in "${patches[@]}"; do echo "patch $(basename "$p")"; cat "$p"; done
 } | sha256sum | cut -d' ' -f1)
 
@@ -90,7 +97,7 @@ kmake() { make -s -C "$src" O="$out" "${KMAKE_ARGS[@]}" "$@"; }
 kmake tinyconfig >/dev/null
 KCONFIG_CONFIG=$out/.config "$src/scripts/kconfig/merge_config.sh" -m -O "$out" \
 	"$out/.config" "$CFOD_TOP/kernel/config/base.config" \
-	"$CFOD_TOP/kernel/config/$kind.config" >/dev/null
+	"$CFOD_TOP/kernel/config/$conf.config" >/dev/null
 kmake olddefconfig >/dev/null
 
 # Every option the fragments ask for must have survived olddefconfig.
@@ -103,7 +110,7 @@ while IFS= read -r line; do
 	else
 		grep -qx "$opt=$want" "$out/.config" || { echo "kernel: $opt is not $want" >&2; bad=1; }
 	fi
-done < <(cat "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$kind.config")
+done < <(cat "$CFOD_TOP/kernel/config/base.config" "$CFOD_TOP/kernel/config/$conf.config")
 [ $bad = 0 ] || { echo "kernel: config fragment not honoured" >&2; exit 1; }
 if [ "${CFOD_CONFIG_ONLY:-0}" = 1 ]; then
 	echo "kernel[$kind]: config resolved ($out/.config), not building"

@@ -78,7 +78,8 @@ count() { # count NAME: add a finished boot's totals
 # (those guests often wait on timers and daemons, leaving a core free). Its
 # host points go to a file, printed in order once the boots are done.
 race_state=$CFOD_TOP/out/check-race.state
-rm -f "$race_state" "$race_state.points"
+plain_state=$CFOD_TOP/out/check-plain.state
+rm -f "$race_state" "$race_state.points" "$plain_state"
 race_job() {
 	local kd
 	if ! nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" race >"$CFOD_TOP/out/check-race-build.log" 2>&1; then
@@ -100,6 +101,17 @@ race_job() {
 	else
 		echo "FAIL the KCSAN canary builds" >>"$race_state.points"
 		echo fail >"$race_state"
+	fi
+	plain_job
+}
+# The unpatched kernel of the test config, for the comparison in selftests().
+plain_job() {
+	if nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" plain >"$CFOD_TOP/out/check-plain-build.log" 2>&1; then
+		echo "OK the unpatched kernel builds" >>"$race_state.points"
+		echo ok >"$plain_state"
+	else
+		echo "FAIL the unpatched kernel builds" >>"$race_state.points"
+		echo fail >"$plain_state"
 	fi
 }
 race_pid=
@@ -128,6 +140,28 @@ selftests() {
 	fi
 	"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat \
 		--timeout 600 >"$CFOD_TOP/out/selftest.log" 2>&1
+	plain_compare
+}
+# Users who never load a module see no change: the same workload on the
+# unpatched kernel and on the patched one (C backend, no module) logs the
+# same lines and leaves the same debugfs entries.
+plain_compare() {
+	local f=$CFOD_TOP/out/plain-cmp.points
+	rm -f "$f"
+	[ "$RACE" = 1 ] || return 0
+	while [ ! -f "$plain_state" ]; do sleep 5; done
+	[ "$(cat "$plain_state")" = ok ] || return 0
+	"$CFOD_TOP/scripts/vm-run.sh" --kind plain --name plain-ref --tests plain_cmp.sh \
+		--timeout 900 >"$CFOD_TOP/out/plain-ref.log" 2>&1
+	"$CFOD_TOP/scripts/vm-run.sh" --kind test --name plain-patched --tests plain_cmp.sh \
+		--timeout 900 >"$CFOD_TOP/out/plain-patched.log" 2>&1
+	local a=$CFOD_TOP/out/plain-ref/results/plain_cmp.capture
+	local b=$CFOD_TOP/out/plain-patched/results/plain_cmp.capture
+	if [ -s "$a" ] && [ -s "$b" ] && diff -u "$a" "$b" >"$CFOD_TOP/out/plain-cmp.diff"; then
+		echo "OK without a module the patched kernel logs and shows in debugfs what the unpatched one does ($(wc -l <"$a") lines)" >"$f"
+	else
+		echo "FAIL without a module the patched kernel logs and shows in debugfs what the unpatched one does (out/plain-cmp.diff)" >"$f"
+	fi
 }
 pipeline() { # pipeline BACKEND FIRST
 	boot "check-$1" test "$1" all
@@ -174,6 +208,19 @@ if [ "$race_ok" = 1 ]; then
 fi
 cat "$CFOD_TOP/out/selftest.log" 2>/dev/null
 count selftest
+if [ "$RACE" = 1 ] && [ -n "$race_pid" ]; then
+	for n in plain-ref plain-patched; do
+		cat "$CFOD_TOP/out/$n.log" 2>/dev/null
+		count "$n"
+	done
+	if [ -f "$CFOD_TOP/out/plain-cmp.points" ]; then
+		read -r r d <"$CFOD_TOP/out/plain-cmp.points"
+		point "$r" "$d"
+		[ "$r" = OK ] || head -n 40 "$CFOD_TOP/out/plain-cmp.diff"
+	else
+		point FAIL "the unpatched-kernel comparison ran"
+	fi
+fi
 
 tail=""
 [ "$skipped" -gt 0 ] && tail=", $skipped skipped"

@@ -1,0 +1,38 @@
+#!/bin/sh
+# For scripts/check.sh's comparison of the patched kernel (no module loaded)
+# with the unpatched one built from the same config: a workload on the
+# built-in C backend (bind, mount an image, read it, unmount, unbind), then
+# what a user sees of it written to $RES/plain_cmp.capture: the kernel log of
+# the workload and the cachefiles/fscache lines of the boot log, without
+# timestamps, and the debugfs entries. The host compares the two captures.
+. "$T/lib/ktap.sh"
+DATA=/host/out/data
+ktap_plan 3
+grep -q '^cachefiles_ondemand_rs ' /proc/modules && rmmod cachefiles_ondemand_rs
+dmesg >/tmp/boot.dmesg
+dmesg -c >/dev/null
+cache=/cache/plain
+rm -rf "$cache" /tmp/pl.pid
+mkdir -p "$cache" /mnt/pl
+"$BIN/od-serve" -p /tmp/pl.pid "$cache" "$DATA/blobs" 2>/dev/null &
+d=$!
+for i in $(seq 50); do [ -s /tmp/pl.pid ] && break; sleep 0.2; done
+ktap_check "daemon bound the cache" test -s /tmp/pl.pid
+workload() { mount -t erofs none -o fsid=simple.img /mnt/pl && same_tree /mnt/pl && umount /mnt/pl; }
+ktap_check "mount, read every file, unmount" workload
+kill -TERM $d
+wait $d
+# The unbind finishes in the devnode's release: wait for it.
+for i in $(seq 100); do (exec 9<>/dev/cachefiles) 2>/dev/null && break; sleep 0.1; done
+strip() { sed 's/^\[ *[0-9.]*\] //'; }
+{
+	echo "# kernel log of the workload"
+	dmesg | strip | grep -v '^cfod: '
+	echo "# cachefiles and fscache lines of the boot log"
+	strip </tmp/boot.dmesg | grep -iE 'cachefiles|fs-?cache|netfs|on-demand'
+	echo "# debugfs"
+	ls /sys/kernel/debug
+	find /sys/kernel/debug -iname '*cachefiles*' 2>/dev/null
+} >"$RES/plain_cmp.capture"
+ktap_check "capture written ($(wc -l <"$RES/plain_cmp.capture") lines)" test -s "$RES/plain_cmp.capture"
+ktap_finish
