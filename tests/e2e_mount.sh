@@ -49,8 +49,8 @@ if [ "$CFOD_BACKEND" = rust ]; then
 	ktap_check "this cache's statistics counted every READ the daemon answered (${creads:-none} = ${served:-?})" \
 		sh -c "[ -n '$served' ] && [ '${creads:--1}' = '$served' ]"
 	sed 's/^/# totals: /' $RS_TOTALS
-	ktap_check "the cache's statistics are gone once it is unbound" \
-		sh -c "[ -n '$cs' ] && [ ! -e '$cs' ] && [ \"\$(sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend)\" = none ]"
+	stats_gone() { [ -n "$cs" ] && [ ! -e "$cs" ] && [ "$(bound_backend)" = none ]; }
+	ktap_check "the cache's statistics are gone once it is unbound" stats_gone
 	ktap_check "the totals hold its READs, none in flight" \
 		sh -c "[ \$(sed -n 's/^read: queued \([0-9]*\).*/\1/p' $RS_TOTALS) -ge ${creads:-1} ] && grep -qx 'in_flight: 0' $RS_TOTALS"
 else

@@ -44,7 +44,7 @@ ktap_finish() {
 # The Rust module built for the running kernel (tests/guest/init sets it).
 CFOD_KO=${CFOD_KO:-/host/cachefiles_ondemand_rs.ko}
 # Load the Rust backend when the run is for it, and check which backend a
-# newly bound cache used (from the debugfs attribute the kernel patch adds).
+# newly bound cache used.
 backend_setup() {
 	if [ "$CFOD_BACKEND" = rust ]; then
 		grep -q '^cachefiles_ondemand_rs ' /proc/modules ||
@@ -56,8 +56,17 @@ backend_setup() {
 	fi
 	return 0
 }
+# The backend of the bound cache: rust when the module says it has a cache
+# (debugfs "bound"), else c when fscache lists an active cache (the built-in
+# code has it: the patch adds nothing visible for it), else none.
 bound_backend() {
-	sed -n 's/^bound: //p' /sys/kernel/debug/cachefiles/ondemand_backend
+	if [ "$(cat /sys/kernel/debug/cachefiles_ondemand_rs/bound 2>/dev/null)" = 1 ]; then
+		echo rust
+	elif awk 'NR > 2 && $6 == "A" { f = 1 } END { exit !f }' /proc/fs/netfs/caches; then
+		echo c
+	else
+		echo none
+	fi
 }
 # The Rust backend's statistics: RS_TOTALS over unbound caches, and
 # rs_cache_stats, the file of the most recently bound cache (empty if none).

@@ -149,19 +149,36 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
 	return n;
 }
 
-/* Whether the debugfs attribute says the bound cache uses this backend. */
+/*
+ * Whether the bound cache uses backend b: rust when the module's debugfs
+ * "bound" says 1, else c when fscache lists an active cache (the built-in
+ * code has it), else none (as bound_backend() in ktap.sh).
+ */
 static int bound_to(const char *b)
 {
-	char buf[256], want[64];
+	char buf[4096];
+	const char *got = "none";
 
-	if (!read_small("/sys/kernel/debug/cachefiles/ondemand_backend", buf, sizeof(buf)))
-		return 0;
-	snprintf(want, sizeof(want), "bound: %s\n", b);
-	/* A whole line: at the start or after a newline. */
-	for (char *p = buf; (p = strstr(p, want)); p++)
-		if (p == buf || p[-1] == '\n')
-			return 1;
-	return 0;
+	if (read_small("/sys/kernel/debug/cachefiles_ondemand_rs/bound", buf, sizeof(buf)) &&
+	    atoi(buf) == 1) {
+		got = "rust";
+	} else if (read_small("/proc/fs/netfs/caches", buf, sizeof(buf))) {
+		/* Two header lines, then "ID REF VOLS OBJS ACCES STATE NAME". */
+		char *line = strchr(buf, '\n');
+
+		line = line ? strchr(line + 1, '\n') : NULL;
+		while (line && *++line) {
+			unsigned int id;
+			int r, v, o, a;
+			char st;
+
+			if (sscanf(line, "%x %d %d %d %d %c", &id, &r, &v, &o, &a, &st) == 6 &&
+			    st == 'A')
+				got = "c";
+			line = strchr(line, '\n');
+		}
+	}
+	return !strcmp(got, b);
 }
 
 static int dev_bind(int dev, const char *name)
