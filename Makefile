@@ -3,7 +3,7 @@
 #   make KDIR=<kernel build dir>        build cachefiles_ondemand_rs.ko
 #   make check [BACKEND=c|rust]         the whole suite from a fresh machine
 #   make demo [BACKEND=rust|c]          the main job: odd serving an on-demand mount (rust by default)
-#   make lint                           rustfmt --check and clippy
+#   make lint                           rustfmt --check, clippy, and no panic path in the module
 #   make mutants                        break the Rust backend on purpose: tests must fail
 #   make kernel | kernel-bench          build (or reuse) a kernel
 #   make bench                          the benchmarks (Documentation/benchmarks.md)
@@ -11,7 +11,7 @@ CFOD_CACHE ?= /var/cache/cfod
 KDIR ?= $(CFOD_CACHE)/build-test
 BACKEND ?= c rust
 
-.PHONY: mutants module check demo bench lint fmt-check clippy kernel kernel-bench setup clean
+.PHONY: mutants module check demo bench lint fmt-check clippy panic-check kernel kernel-bench setup clean
 module:
 	scripts/build-module.sh $(KDIR)
 check:
@@ -20,13 +20,18 @@ demo:
 	scripts/demo.sh $(if $(filter command line environment,$(origin BACKEND)),$(firstword $(BACKEND)),rust)
 bench:
 	scripts/bench.sh
+# The panic check inspects the built module: it runs after clippy (which
+# rebuilds the module in place) even with -j.
 lint: fmt-check clippy
+	$(MAKE) --no-print-directory panic-check
 mutants:
 	scripts/mutants.sh
 fmt-check:
 	scripts/lint.sh fmt
 clippy:
 	KDIR=$(KDIR) scripts/lint.sh clippy
+panic-check: module
+	KDIR=$(KDIR) scripts/lint.sh panic
 setup:
 	scripts/setup.sh
 kernel:

@@ -17,6 +17,7 @@
 //! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`) |
 //! | [`debugfs`] | `kernel::debugfs` (directories and read-only files) |
 //! | [`kstrtox`] | none: the C parsers, for their exact semantics |
+//! | [`kvec`] | none: `KVec::extend_from_slice` without its overflow checks |
 //! | [`delay`] | `kernel::time::delay` |
 //! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
 //! | [`cachefiles`] | none: the backend API of the kernel patch |
@@ -32,5 +33,6 @@ pub(crate) mod error;
 pub(crate) mod file;
 mod helpers;
 pub(crate) mod kstrtox;
+pub(crate) mod kvec;
 pub(crate) mod workqueue;
 pub(crate) mod xarray;

@@ -129,7 +129,9 @@ fn release_id(object: &Object, object_id: u32) {
     let mut waited = 0;
     while waited < RELEASE_DELAY_MS.load(Ordering::Relaxed) {
         delay::msleep(RELEASE_DELAY_STEP_MS);
-        waited += RELEASE_DELAY_STEP_MS;
+        // Saturating: a limit near `u32::MAX` (debugfs) ends the wait
+        // instead of overflowing.
+        waited = waited.saturating_add(RELEASE_DELAY_STEP_MS);
     }
     if object_id > 0 {
         state.ids().free(object_id);

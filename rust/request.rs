@@ -34,7 +34,7 @@ use kernel::{
 
 pub(crate) use crate::abstractions::cachefiles::uapi::Opcode;
 use crate::{
-    abstractions::{cachefiles::uapi, completion::Completion},
+    abstractions::{cachefiles::uapi, completion::Completion, kvec},
     stats::{self, Stats},
     Object,
 };
@@ -69,9 +69,7 @@ impl Payload {
         if total > OPEN_KEYS_MAX {
             return Err(EINVAL);
         }
-        let mut keys = KVec::with_capacity(total, GFP_KERNEL)?;
-        keys.extend_from_slice(volume_key, GFP_KERNEL)?;
-        keys.extend_from_slice(cookie_key, GFP_KERNEL)?;
+        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL)?;
         Ok(Payload::Open {
             open: uapi::Open {
                 volume_key_size: vlen as u32,
@@ -173,13 +171,16 @@ impl Request {
     }
 
     /// Returns the length of the message, header included.
+    ///
+    /// At most [`uapi::MSG_MAX_SIZE`] (the type invariant), so the sums never
+    /// saturate; if one did, `usize::MAX` fits no daemon buffer, and the
+    /// message would be refused (`EMSGSIZE`), never sent with a wrong length.
     pub(crate) fn msg_len(&self) -> usize {
-        size_of::<uapi::Msg>()
-            + match &self.payload {
-                Payload::Open { keys, .. } => size_of::<uapi::Open>() + keys.len(),
-                Payload::Close { .. } => 0,
-                Payload::Read(_) => size_of::<uapi::Read>(),
-            }
+        size_of::<uapi::Msg>().saturating_add(match &self.payload {
+            Payload::Open { keys, .. } => size_of::<uapi::Open>().saturating_add(keys.len()),
+            Payload::Close { .. } => 0,
+            Payload::Read(_) => size_of::<uapi::Read>(),
+        })
     }
 
     /// Writes the message, with the given ids (and anonymous fd for an

@@ -160,7 +160,8 @@ impl CacheStats {
     /// Counters for a cache being bound, shown as `cache<N>/stats`.
     pub(crate) fn new() -> Result<Self> {
         let stats = Arc::new(Stats::new(), GFP_KERNEL)?;
-        let n = BOUND.fetch_add(1, Relaxed) + 1;
+        // Wrapping, as the counter itself does (after 2^64 binds).
+        let n = BOUND.fetch_add(1, Relaxed).wrapping_add(1);
         let file = CString::try_from_fmt(format_args!("cache{n}"))
             .ok()
             .and_then(|name| {

@@ -64,6 +64,7 @@ host_checks() {
 	fi
 	step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
 	step "clippy clean" nice -n 10 sh -c "'$CFOD_TOP/scripts/lint.sh' clippy >/dev/null"
+	step "module references no panic path" "$CFOD_TOP/scripts/lint.sh" panic
 }
 
 count() { # count NAME: add a finished boot's totals
