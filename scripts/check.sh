@@ -81,7 +81,7 @@ count() { # count NAME: add a finished boot's totals
 race_state=$CFOD_TOP/out/check-race.state
 plain_state=$CFOD_TOP/out/check-plain.state
 rm -f "$race_state" "$race_state.points" "$plain_state"
-race_job() {
+race_build() {
 	local kd
 	if ! nice -n 10 "$CFOD_TOP/scripts/build-kernel.sh" race >"$CFOD_TOP/out/check-race-build.log" 2>&1; then
 		echo "FAIL race kernel builds" >>"$race_state.points"
@@ -103,6 +103,10 @@ race_job() {
 		echo "FAIL the KCSAN canary builds" >>"$race_state.points"
 		echo fail >"$race_state"
 	fi
+}
+# The race kernel, then the unpatched one (whatever became of the first).
+race_job() {
+	race_build
 	plain_job
 }
 # The unpatched kernel of the test config, for the comparison in selftests().

@@ -42,11 +42,10 @@ MUTANTS=(
 	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(error::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(error::ebadfd());|copen|copen on a closed fd opens the object"
 	"r14|rust/cache.rs|            \p_\p object.data().release_id(),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
 	# Rust: READ_COMPLETE and the anonymous fd
-	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read && r.is_for(&this.object)|r.is_for(&this.object)|copen|READ_COMPLETE accepts an OPEN's id"
-	"r13|rust/anon_fd.rs|        *kiocb.ki_pos_mut() = pos.saturating_add(written as i64);|        *kiocb.ki_pos_mut() = pos;|anonfd|write() does not advance the file position"
+	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read \&\& r.is_for(object)|r.is_for(object)|copen|READ_COMPLETE accepts an OPEN's id"
 	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
-	"r16|rust/anon_fd.rs|        if cmd != IOC_READ_COMPLETE {|        if false {|anonfd|any ioctl is taken for READ_COMPLETE"
-	"r20|rust/daemon.rs|        let open = anon_fd::open(req.object())?;\n        req.write_msg(\&mut w, id, open.object_id(), open.fd())?;\n        open.install();|        let open = anon_fd::open(req.object())?;\n        let (oid, fd) = (open.object_id(), open.fd());\n        open.install();\n        req.write_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
+	"r16|rust/anon_fd.rs|    if cmd != IOC_READ_COMPLETE {|    if false {|anonfd|any ioctl is taken for READ_COMPLETE"
+	"r20|rust/daemon.rs|        req.write_msg(\&mut w, id, open.object_id(), open.fd())?;\n        open.install();|        let (oid, fd) = (open.object_id(), open.fd());\n        open.install();\n        req.write_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
@@ -60,16 +59,23 @@ MUTANTS=(
 	# Rust: errnos
 	"r1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|copen|copen of an unknown or unread id gives ENOENT, not EINVAL"
 	"r2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen|copen id,<not an errno> is accepted"
-	"r3|rust/anon_fd.rs|            .ok_or(EINVAL)?;|            .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
-	"r4|rust/anon_fd.rs|        let file = this.object.backing_file().ok_or_else(error::enobufs)?;\n        let pos|        let file = this.object.backing_file().ok_or(EIO)?;\n        let pos|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
+	"r3|rust/anon_fd.rs|        .ok_or(EINVAL)?;|        .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
+	# Rust: tracepoints (the C backend's stream is the reference)
+	"r21|rust/object.rs|Payload::Read(read) => object.trace_read(0, 0, read.off, read.len)|Payload::Read(read) => object.trace_read(0, 1, read.off, read.len)|trace_cmp.sh|a READ is traced with an object id the C code does not show"
+	"r22|rust/anon_fd.rs|    object.trace_cread(arg as u32);\n|\n|trace_cmp.sh|READ_COMPLETE is not traced"
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
-	# C: the patch's dispatch (kernel source files)
-	"c2|fs/cachefiles/daemon.c|\t\tmask \p= cachefiles_ondemand_daemon_poll(cache);|\t\tmask \p= 0;|copen|poll is never readable in on-demand mode"
-	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_flush(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"
-	"c1|fs/cachefiles/daemon.c|\t\treturn -EOPNOTSUPP;\n\treturn cache->ondemand_ops->copen(cache, args);|\t\treturn -EINVAL;\n\treturn cache->ondemand_ops->copen(cache, args);|devnode|copen before bind ondemand gives EINVAL, not EOPNOTSUPP"
-	"c3|fs/cachefiles/backend.c|\tif (cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|\tif (0 \&\& cachefiles_backend \&\& try_module_get(cachefiles_backend->owner))|backend_select.sh|bind ignores the registered module"
-	"c4|fs/cachefiles/backend.c|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);\n\tmodule_put(ops->owner);|\tcachefiles_bound_backend = NULL;\n\tmutex_unlock(\&cachefiles_backend_lock);|backend_select.sh|unbind does not unpin the module"
-	"c5|fs/cachefiles/internal.h|\tif (!cachefiles_in_ondemand_mode(cache))\n\t\treturn 0;\n\treturn cache->ondemand_ops->init_object(object);|\treturn cache->ondemand_ops->init_object(object);|devnode|init_object is dispatched when the cache is not on-demand"
+	# C: the patch and the code it touches (kernel source files). A test
+	# list starting "rust:" runs on the Rust backend (the module as built).
+	"c1|fs/cachefiles/ondemand.c|\t\treturn cache->ondemand_ops->copen(cache, args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EOPNOTSUPP;|\t\treturn cache->ondemand_ops->copen(cache, args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EINVAL;|devnode|copen on a cache not in on-demand mode gives EINVAL, not EOPNOTSUPP"
+	"c2|fs/cachefiles/daemon.c|\t\t} else if (!xa_empty(\&cache->reqs)) {|\t\t} else if (0) {|copen|the built-in poll is never readable"
+	"c3|fs/cachefiles/backend.c|\tif (ops \&\& !try_module_get(ops->owner))\n\t\tops = NULL;|\tops = NULL;|backend_select.sh|bind ignores the registered module"
+	"c4|fs/cachefiles/backend.c|\tcache->backend_priv = NULL;\n\tmodule_put(ops->owner);|\tcache->backend_priv = NULL;|backend_select.sh|unbind does not unpin the module"
+	"c5|fs/cachefiles/ondemand.c|\tif (ret > 0)\n\t\tkiocb->ki_pos += ret;|\tif (0)\n\t\tkiocb->ki_pos += ret;|anonfd|write() on an anonymous fd does not advance the file position"
+	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_flush_reqs(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"
+	"c7|fs/cachefiles/ondemand.c|\t\treturn -ENOBUFS;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|\t\treturn -EIO;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
+	"c8|fs/cachefiles/backend.c|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);\n\tcachefiles_put_unbind_pincount(cache);|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);|rust:backend_select.sh|a module's anonymous fd never unpins the cache"
+	"c9|fs/cachefiles/daemon.c|\treturn cachefiles_add_cache(cache);\n}|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_bind_backend(cache);\n\treturn cachefiles_add_cache(cache);\n}|rust:bindfail|the module is bound before the cache directory is checked"
+	"c10|fs/cachefiles/backend.c|\tspin_unlock(\&cookie->lock);\n\ttrace_cachefiles_ondemand_copen(object, msg_id, size);|\tspin_unlock(\&cookie->lock);|rust:trace_cmp.sh|a module's copen is not traced"
 )
 
 if [ "${1:-}" = --list ]; then
@@ -281,7 +287,8 @@ if [ ${#rust[@]} -gt 0 ]; then
 	done
 fi
 
-# C mutants: a kernel each (incremental), one boot each, on the C backend.
+# C mutants: a kernel each (incremental), one boot each, on the C backend
+# (or the Rust one, for a test list marked "rust:").
 for m in "${MUTANTS[@]}"; do
 	IFS='|' read -r id file old new tests what <<<"$m"
 	[[ $file == rust/* ]] && continue
@@ -309,8 +316,10 @@ for m in "${MUTANTS[@]}"; do
 	# The module as built for the test kernel (backend_select loads it).
 	mkdir -p "$MUT/out/modules/mutant"
 	cp "$MUT/clean.ko" "$MUT/out/modules/mutant/cachefiles_ondemand_rs.ko"
+	be=c
+	if [[ $tests == rust:* ]]; then be=rust; tests=${tests#rust:}; fi
 	echo "$id $tests" >"$MUT/out/mutants/plan"
-	flock "$VMLOCK" "$MUT/scripts/vm-run.sh" "${VMARGS[@]}" --kind mutant --backend c --tests mutants_guest.sh \
+	flock "$VMLOCK" "$MUT/scripts/vm-run.sh" "${VMARGS[@]}" --kind mutant --backend $be --tests mutants_guest.sh \
 		--name "mutant-$id" --timeout 2400 >"$OUT/$id.vm.log" 2>&1
 	collect "$MUT/out/mutant-$id/results/mutant-$id.log" "$OUT/$id.ktap.log"
 	verdict "$id" "$(judge "$OUT/$id.ktap.log")"
