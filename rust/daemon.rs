@@ -108,9 +108,8 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
                 (size as i32, Ok(()))
             }
         }
-        Ok(size) => match info.copen(&object, size) {
+        Ok(size) => match info.copen(&object, id as u32, size) {
             Ok(()) => {
-                object.trace_copen(id as u32, size);
                 cache.wake_daemon();
                 (0, Ok(()))
             }

@@ -138,14 +138,15 @@ impl OndemandObject {
         }
     }
 
-    /// A successful copen: record the size and open the object, unless the
-    /// anonymous fd was closed in the meantime (`EBADFD`).
-    pub(crate) fn copen(&self, object: &Object, size: i64) -> Result {
+    /// A successful copen `msg_id`: record (and trace) the size and open
+    /// the object, unless the anonymous fd was closed in the meantime
+    /// (`EBADFD`).
+    pub(crate) fn copen(&self, object: &Object, msg_id: u32, size: i64) -> Result {
         let mut s = self.inner.lock();
         if s.id == ID_CLOSED {
             return Err(error::ebadfd());
         }
-        object.set_size(size);
+        object.set_size(msg_id, size);
         if s.state != ObjState::Dropping {
             s.state = ObjState::Open;
         }

@@ -161,10 +161,11 @@ impl<B: Operations> Object<B> {
         unsafe { bindings::cachefiles_object_wants_cache_size(self.as_ptr()) }
     }
 
-    /// Records the object size given by the daemon (0: nothing to read).
-    pub(crate) fn set_size(&self, size: i64) {
+    /// Records the size the daemon gave in copen `msg_id` (0: nothing to
+    /// read) and emits `cachefiles_ondemand_copen`; for `copen` only.
+    pub(crate) fn set_size(&self, msg_id: u32, size: i64) {
         // SAFETY: The object is alive.
-        unsafe { bindings::cachefiles_object_set_size(self.as_ptr(), size) };
+        unsafe { bindings::cachefiles_object_set_size(self.as_ptr(), msg_id, size) };
     }
 
     /// Makes the anonymous file handed to the daemon for this object.
@@ -221,12 +222,6 @@ impl<B: Operations> Object<B> {
     pub(crate) fn trace_close(&self, msg_id: u32, object_id: u32) {
         let msg = uapi::Msg::new(uapi::Opcode::Close, msg_id, object_id);
         self.trace_msg(msg, ());
-    }
-
-    /// Emits `cachefiles_ondemand_copen`.
-    pub(crate) fn trace_copen(&self, msg_id: u32, len: i64) {
-        // SAFETY: The object is alive.
-        unsafe { bindings::cachefiles_trace_ondemand_copen(self.as_ptr(), msg_id, len as _) };
     }
 
     /// Emits `cachefiles_ondemand_cread`.
