@@ -29,7 +29,9 @@ strip() { sed 's/^\[ *[0-9.]*\] //'; }
 	echo "# kernel log of the workload"
 	dmesg | strip | grep -v '^cfod: '
 	echo "# cachefiles and fscache lines of the boot log"
-	strip </tmp/boot.dmesg | grep -iE 'cachefiles|fs-?cache|netfs|on-demand'
+	# (not the command line, which names the run's result directory)
+	strip </tmp/boot.dmesg | grep -iE 'cachefiles|fs-?cache|netfs|on-demand' |
+		grep -vE '^(Kernel )?[Cc]ommand line:'
 	echo "# debugfs"
 	ls /sys/kernel/debug
 	find /sys/kernel/debug -iname '*cachefiles*' 2>/dev/null
