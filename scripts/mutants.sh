@@ -73,7 +73,7 @@ MUTANTS=(
 	"c5|fs/cachefiles/ondemand.c|\tif (ret > 0)\n\t\tkiocb->ki_pos += ret;|\tif (0)\n\t\tkiocb->ki_pos += ret;|anonfd|write() on an anonymous fd does not advance the file position"
 	"c6|fs/cachefiles/daemon.c|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_flush_reqs(cache);\n\n\t/* clean up the control file interface */|\n\t/* clean up the control file interface */|lifetime|the release of the devnode does not flush the requests"
 	"c7|fs/cachefiles/ondemand.c|\t\treturn -ENOBUFS;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|\t\treturn -EIO;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
-	"c8|fs/cachefiles/backend.c|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);\n\tcachefiles_put_unbind_pincount(cache);|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);|rust:backend_select.sh|a module's anonymous fd never unpins the cache"
+	"c8|fs/cachefiles/backend.c|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);\n\tcachefiles_put_unbind_pincount(cache);|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);|rust:e2e_mount.sh|a module's anonymous fd never unpins the cache"
 	"c9|fs/cachefiles/daemon.c|\treturn cachefiles_add_cache(cache);\n}|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_bind_backend(cache);\n\treturn cachefiles_add_cache(cache);\n}|rust:bindfail|the module is bound before the cache directory is checked"
 	"c10|fs/cachefiles/backend.c|\tspin_unlock(\&cookie->lock);\n\ttrace_cachefiles_ondemand_copen(object, msg_id, size);|\tspin_unlock(\&cookie->lock);|rust:trace_cmp.sh|a module's copen is not traced"
 )
@@ -216,7 +216,7 @@ killed=0 bad=0 kernel_ready=0
 # and made c3 and c4 inconclusive).
 for m in "${MUTANTS[@]}"; do
 	IFS='|' read -r id _ _ _ tests _ <<<"$m"
-	for t in $tests; do
+	for t in ${tests#rust:}; do
 		[ -f "$CFOD_TOP/tests/$t" ] || [ -f "$CFOD_TOP/tests/$t.c" ] ||
 			{ echo "not ok - mutant $id names no test: $t"; exit 1; }
 	done
