@@ -9,11 +9,8 @@
 KO=$CFOD_KO
 RS=/sys/kernel/debug/cachefiles_ondemand_rs
 start_daemon() {
-	rm -rf "/cache/sel-$1" /tmp/sel.pid
-	mkdir -p "/cache/sel-$1"
-	"$BIN/od-serve" -p /tmp/sel.pid "/cache/sel-$1" /host/out/data/blobs 2>/dev/null &
-	daemon=$!
-	for i in $(seq 50); do [ -s /tmp/sel.pid ] && break; sleep 0.2; done
+	od_serve_start "/cache/sel-$1" /tmp/sel.pid
+	daemon=$od_pid
 	[ -s /tmp/sel.pid ]
 }
 stop_daemon() { kill -TERM $daemon; wait $daemon; }

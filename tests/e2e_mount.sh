@@ -7,12 +7,9 @@ DATA=/host/out/data
 ktap_plan 14
 backend_setup || { ktap_diag "cannot set up backend $CFOD_BACKEND"; exit 1; }
 cache=/cache/e2e-$CFOD_BACKEND
-rm -rf "$cache" /tmp/od.pid
-mkdir -p "$cache" /mnt/e2e /mnt/e2e-multi
-"$BIN/od-serve" -p /tmp/od.pid "$cache" "$DATA/blobs" 2>/tmp/od.err &
-daemon=$!
-for i in $(seq 50); do [ -s /tmp/od.pid ] && break; sleep 0.2; done
-ktap_check "daemon bound the cache" test -s /tmp/od.pid
+mkdir -p /mnt/e2e /mnt/e2e-multi
+ktap_check "daemon bound the cache" od_serve_start "$cache" /tmp/od.pid /tmp/od.err
+daemon=$od_pid
 ktap_check "cache bound to the $CFOD_BACKEND backend" [ "$(bound_backend)" = "$CFOD_BACKEND" ]
 
 ktap_check "mount -o fsid=simple.img" mount -t erofs none -o fsid=simple.img /mnt/e2e

@@ -6,18 +6,13 @@
 # the workload and the cachefiles/fscache lines of the boot log, without
 # timestamps, and the debugfs entries. The host compares the two captures.
 . "$T/lib/ktap.sh"
-DATA=/host/out/data
 ktap_plan 3
 grep -q '^cachefiles_ondemand_rs ' /proc/modules && rmmod cachefiles_ondemand_rs
 dmesg >/tmp/boot.dmesg
 dmesg -c >/dev/null
-cache=/cache/plain
-rm -rf "$cache" /tmp/pl.pid
-mkdir -p "$cache" /mnt/pl
-"$BIN/od-serve" -p /tmp/pl.pid "$cache" "$DATA/blobs" 2>/dev/null &
-d=$!
-for i in $(seq 50); do [ -s /tmp/pl.pid ] && break; sleep 0.2; done
-ktap_check "daemon bound the cache" test -s /tmp/pl.pid
+mkdir -p /mnt/pl
+ktap_check "daemon bound the cache" od_serve_start /cache/plain /tmp/pl.pid
+d=$od_pid
 workload() { mount -t erofs none -o fsid=simple.img /mnt/pl && same_tree /mnt/pl && umount /mnt/pl; }
 ktap_check "mount, read every file, unmount" workload
 kill -TERM $d

@@ -8,7 +8,6 @@
 # (cachefiles_ref), and the module's carry reasons of their own.
 # Independent of the run's backend: it loads and unloads the module itself.
 . "$T/lib/ktap.sh"
-DATA=/host/out/data
 TR=/sys/kernel/tracing
 ktap_plan 10
 grep -q " $TR tracefs" /proc/mounts || mount -t tracefs nodev $TR
@@ -16,9 +15,7 @@ grep -q " $TR tracefs" /proc/mounts || mount -t tracefs nodev $TR
 # run_workload BACKEND: the workload, which must run on BACKEND, traced
 # into /tmp/trace-BACKEND.
 run_workload() {
-	cache=/cache/trace-$1
-	rm -rf "$cache" /tmp/tr.pid
-	mkdir -p "$cache" /mnt/tr
+	mkdir -p /mnt/tr
 	echo 0 >$TR/tracing_on
 	echo >$TR/trace
 	echo >$TR/set_event
@@ -27,9 +24,8 @@ run_workload() {
 	done
 	echo cachefiles:cachefiles_ref >>$TR/set_event
 	echo 1 >$TR/tracing_on
-	"$BIN/od-serve" -p /tmp/tr.pid "$cache" "$DATA/blobs" 2>/dev/null &
-	d=$!
-	for i in $(seq 50); do [ -s /tmp/tr.pid ] && break; sleep 0.2; done
+	od_serve_start "/cache/trace-$1" /tmp/tr.pid
+	d=$od_pid
 	ok=0
 	got=$(bound_backend)
 	[ "$got" = "$1" ] || ktap_diag "the cache is bound to the $got backend, not $1"

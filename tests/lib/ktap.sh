@@ -56,6 +56,17 @@ backend_setup() {
 	fi
 	return 0
 }
+# od_serve_start DIR PIDFILE [ERRFILE]: the test daemon on a fresh cache
+# directory DIR over the host's blobs, its stderr to ERRFILE; sets od_pid.
+# Succeeds once the daemon has bound the cache (it writes PIDFILE then).
+od_serve_start() {
+	rm -rf "$1" "$2"
+	mkdir -p "$1"
+	"$BIN/od-serve" -p "$2" "$1" /host/out/data/blobs 2>"${3:-/dev/null}" &
+	od_pid=$!
+	for _i in $(seq 50); do [ -s "$2" ] && break; sleep 0.2; done
+	[ -s "$2" ]
+}
 # The backend of the bound cache: rust when the module says it has a cache
 # (debugfs "bound"), else c when fscache lists an active cache (the built-in
 # code has it: the patch adds nothing visible for it), else none.
