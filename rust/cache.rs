@@ -24,7 +24,7 @@ use crate::{
         Opcode, Request, Taken,
     },
     stats::{CacheStats, Stats},
-    Cache, Object,
+    Object,
 };
 
 /// How many requests one critical section of a drain takes out at most.
@@ -85,12 +85,12 @@ impl OndemandCache {
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
-    pub(crate) fn enqueue(&self, cache: &Cache, req: &Arc<Request>) -> Result<u32> {
+    pub(crate) fn enqueue(&self, req: &Arc<Request>) -> Result<u32> {
         let mut q = self.reqs.lock();
         let inserted = q.insert(req.clone())?;
         // `insert` may have dropped the lock before storing: check now, in
         // the critical section of the store.
-        let refused = inserted.data().dead || cache.is_dead() || !req.object().data().accepts(req);
+        let refused = inserted.data().dead || !req.object().data().accepts(req);
         if refused {
             // Still ours: nobody saw it.
             inserted.withdraw();
@@ -205,6 +205,14 @@ impl OndemandCache {
             let Some(next) = i.checked_add(1) else { break };
             start = next;
         }
+    }
+
+    /// Returns whether `flush` ran: the cache is dead.
+    ///
+    /// cachefiles flushes right after it marks the cache dead (devnode
+    /// release, I/O error), so this is its own dead flag as seen here.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.reqs.lock().data().dead
     }
 
     /// Refuses new requests and fails queued ones with `EIO`: the cache is dead.

@@ -111,6 +111,7 @@ impl Operations for Ondemand {
         BINDS.fetch_add(1, Ordering::Relaxed);
         let cache = OndemandCache::new()?;
         BOUND.fetch_add(1, Ordering::Relaxed);
+        pr_info!("cache bound to the Rust on-demand backend\n");
         Ok(cache)
     }
 
@@ -180,7 +181,7 @@ static BOUND: AtomicU32 = AtomicU32::new(0);
 static BINDS: AtomicU32 = AtomicU32::new(0);
 
 static FD_FOPS: FdOperations<Ondemand> = FdOperations::new(&THIS_MODULE);
-static OPS: OndemandOps<Ondemand> = OndemandOps::new(&THIS_MODULE, c_str!("rust"), &FD_FOPS);
+static OPS: OndemandOps<Ondemand> = OndemandOps::new(&THIS_MODULE, &FD_FOPS);
 
 struct CachefilesOndemand {
     // Unregistered before the statistics go away.

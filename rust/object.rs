@@ -172,7 +172,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
     let cache = object.cache();
     let state = cache.data();
     let queued = (|| {
-        if cache.is_dead() {
+        if state.is_dead() {
             return Err(EIO);
         }
         let payload = make()?;
@@ -184,7 +184,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
             Payload::Open { .. } => {}
         }
         let req = Request::new(object.into(), payload)?;
-        let id = state.enqueue(cache, &req)?;
+        let id = state.enqueue(&req)?;
         Ok((id, req))
     })();
     let (id, req) = match queued {
@@ -220,11 +220,10 @@ pub(crate) fn init_object(object: &Object) -> Result {
         return Ok(());
     }
     send(object, Opcode::Open, || {
-        if !object.wants_cache_size() {
+        let (volume_key, cookie_key) = object.keys().inspect_err(|_| {
             pr_err!("WANT_CACHE_SIZE is needed for on-demand mode\n");
-            return Err(EINVAL);
-        }
-        Payload::open(object.volume_key(), object.cookie_key())
+        })?;
+        Payload::open(volume_key, cookie_key)
     })
 }
 

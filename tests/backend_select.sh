@@ -28,7 +28,7 @@ ktap_check "the module's bind was not called for it" [ "$(cat $RS/binds)" = 0 ]
 stop_daemon
 ktap_check "after the cache is gone nothing is bound" [ "$(bound_backend)" = none ]
 ktap_check "bind picks the registered Rust backend" start_daemon rust
-rust_has_it() { [ "$(bound_backend)" = rust ] && dmesg | grep -q 'Cache uses the rust on-demand backend'; }
+rust_has_it() { [ "$(bound_backend)" = rust ] && dmesg | grep -q 'cache bound to the Rust on-demand backend'; }
 ktap_check "the module has the cache; it logged so" rust_has_it
 ktap_check "module pinned while the cache is bound" \
 	sh -c "[ \$(cat /sys/module/cachefiles_ondemand_rs/refcnt) -gt 0 ]"

@@ -91,11 +91,11 @@ ktap_check "the two streams are equal, event for event and field for field" \
 	cmp -s /tmp/norm-c /tmp/norm-rust
 ktap_diag "refs C: ondemand_fd $(refs /tmp/trace-c ondemand_fd), read_req $(refs /tmp/trace-c read_req)"
 ktap_diag "refs Rust: ondemand_fd $(refs /tmp/trace-rust ondemand_fd)," \
-	"ondemand_req $(refs /tmp/trace-rust ondemand_req), ondemand_work $(refs /tmp/trace-rust ondemand_work)"
+	"backend $(refs /tmp/trace-rust backend)"
 balanced() { set -- $(refs "$1" "$2"); [ "$1" -gt 0 ] && [ "$1" = "$2" ]; }
 ktap_check "C: ondemand_fd references balanced" balanced /tmp/trace-c ondemand_fd
 ktap_check "Rust: ondemand_fd references balanced (taken by cachefiles for the module)" \
 	balanced /tmp/trace-rust ondemand_fd
-ktap_check "Rust: the module's request references carry their reason, balanced" \
-	balanced /tmp/trace-rust ondemand_req
+ktap_check "Rust: the module's own references carry their reason, balanced" \
+	balanced /tmp/trace-rust backend
 ktap_finish

@@ -6,6 +6,7 @@
  * Each helper does exactly what the wrapped inline function or macro does;
  * their Rust declarations live in one place, rust/abstractions/helpers.rs.
  */
+#include <linux/cachefiles.h>
 #include <linux/completion.h>
 #include <linux/dcache.h>
 #include <linux/delay.h>
@@ -14,7 +15,30 @@
 #include <linux/workqueue.h>
 #include <linux/xarray.h>
 
+#include <linux/tracepoint.h>
+
 #include "helpers.h"
+
+/*
+ * The four tracepoints of cachefiles that a backend emits, exported by it,
+ * declared as <trace/events/cachefiles.h> declares them: that header cannot
+ * be included here, as it needs cachefiles' private one. tests/trace_cmp.sh
+ * checks that the events come out as the built-in code's do.
+ */
+DECLARE_TRACE(cachefiles_ondemand_open,
+	      TP_PROTO(struct cachefiles_object *obj, struct cachefiles_msg *msg,
+		       struct cachefiles_open *load),
+	      TP_ARGS(obj, msg, load));
+DECLARE_TRACE(cachefiles_ondemand_read,
+	      TP_PROTO(struct cachefiles_object *obj, struct cachefiles_msg *msg,
+		       struct cachefiles_read *load),
+	      TP_ARGS(obj, msg, load));
+DECLARE_TRACE(cachefiles_ondemand_close,
+	      TP_PROTO(struct cachefiles_object *obj, struct cachefiles_msg *msg),
+	      TP_ARGS(obj, msg));
+DECLARE_TRACE(cachefiles_ondemand_cread,
+	      TP_PROTO(struct cachefiles_object *obj, unsigned int msg_id),
+	      TP_ARGS(obj, msg_id));
 
 /* An allocating XArray whose ids start at 0. */
 void cfod_xa_init_alloc(struct xarray *xa)
@@ -60,4 +84,30 @@ struct dentry *cfod_dget(struct dentry *dentry)
 void cfod_msleep(unsigned int msecs)
 {
 	msleep(msecs);
+}
+
+void cfod_trace_ondemand_open(struct cachefiles_object *obj,
+			      struct cachefiles_msg *msg,
+			      struct cachefiles_open *load)
+{
+	trace_cachefiles_ondemand_open(obj, msg, load);
+}
+
+void cfod_trace_ondemand_read(struct cachefiles_object *obj,
+			      struct cachefiles_msg *msg,
+			      struct cachefiles_read *load)
+{
+	trace_cachefiles_ondemand_read(obj, msg, load);
+}
+
+void cfod_trace_ondemand_close(struct cachefiles_object *obj,
+			       struct cachefiles_msg *msg)
+{
+	trace_cachefiles_ondemand_close(obj, msg);
+}
+
+void cfod_trace_ondemand_cread(struct cachefiles_object *obj,
+			       unsigned int msg_id)
+{
+	trace_cachefiles_ondemand_cread(obj, msg_id);
 }

@@ -9,6 +9,10 @@
 
 #include <linux/types.h>
 
+struct cachefiles_msg;
+struct cachefiles_object;
+struct cachefiles_open;
+struct cachefiles_read;
 struct completion;
 struct dentry;
 struct file;
@@ -25,5 +29,15 @@ bool cfod_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct file *cfod_get_file(struct file *file);
 struct dentry *cfod_dget(struct dentry *dentry);
 void cfod_msleep(unsigned int msecs);
+void cfod_trace_ondemand_open(struct cachefiles_object *obj,
+			      struct cachefiles_msg *msg,
+			      struct cachefiles_open *load);
+void cfod_trace_ondemand_read(struct cachefiles_object *obj,
+			      struct cachefiles_msg *msg,
+			      struct cachefiles_read *load);
+void cfod_trace_ondemand_close(struct cachefiles_object *obj,
+			       struct cachefiles_msg *msg);
+void cfod_trace_ondemand_cread(struct cachefiles_object *obj,
+			       unsigned int msg_id);
 
 #endif /* CFOD_HELPERS_H */

@@ -6,7 +6,7 @@
 //! `bindgen` cannot bind. Only the abstraction modules use them (the module
 //! is private to `abstractions`).
 
-use kernel::bindings;
+use kernel::{bindings, uapi};
 
 // The kernel structures are bound as `bindgen` sees them (some contain empty
 // structs), exactly as in the `bindings` crate, which allows this lint too.
@@ -36,4 +36,23 @@ extern "C" {
     pub(crate) fn cfod_dget(dentry: *mut bindings::dentry) -> *mut bindings::dentry;
     /// `msleep(msecs)`.
     pub(crate) fn cfod_msleep(msecs: u32);
+    /// `trace_cachefiles_ondemand_open(obj, msg, load)`.
+    pub(crate) fn cfod_trace_ondemand_open(
+        obj: *mut bindings::cachefiles_object,
+        msg: *mut uapi::cachefiles_msg,
+        load: *mut uapi::cachefiles_open,
+    );
+    /// `trace_cachefiles_ondemand_read(obj, msg, load)`.
+    pub(crate) fn cfod_trace_ondemand_read(
+        obj: *mut bindings::cachefiles_object,
+        msg: *mut uapi::cachefiles_msg,
+        load: *mut uapi::cachefiles_read,
+    );
+    /// `trace_cachefiles_ondemand_close(obj, msg)`.
+    pub(crate) fn cfod_trace_ondemand_close(
+        obj: *mut bindings::cachefiles_object,
+        msg: *mut uapi::cachefiles_msg,
+    );
+    /// `trace_cachefiles_ondemand_cread(obj, msg_id)`.
+    pub(crate) fn cfod_trace_ondemand_cread(obj: *mut bindings::cachefiles_object, msg_id: u32);
 }

@@ -50,12 +50,6 @@ impl<B: Operations> Cache<B> {
         unsafe { B::CacheData::borrow(bindings::cachefiles_cache_backend_priv(self.as_ptr())) }
     }
 
-    /// Returns whether the devnode was released or an I/O error killed the cache.
-    pub(crate) fn is_dead(&self) -> bool {
-        // SAFETY: The cache is valid.
-        unsafe { bindings::cachefiles_cache_is_dead(self.as_ptr()) }
-    }
-
     /// Wakes the daemon's `poll()`.
     pub(crate) fn wake_daemon(&self) {
         // SAFETY: The cache is valid.

@@ -6,23 +6,24 @@
 use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
 use kernel::{
     bindings,
-    error::{from_err_ptr, Result},
+    error::{from_err_ptr, to_result, Result},
     prelude::*,
     types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
 };
 
 use super::{uapi, Cache, Operations};
-use crate::abstractions::{file::File, workqueue::RawWork};
+use crate::abstractions::{file::File, helpers, workqueue::RawWork};
 
 /// What the backend keeps in an object's private data.
 ///
 /// # Invariants
 ///
-/// `object` is the object whose private data this slot is; `work` runs
-/// [`object_work_fn`] for `B`.
+/// `object` is the object whose private data this slot is, `cache` its cache
+/// (bound to `B`); `work` runs [`object_work_fn`] for `B`.
 #[pin_data]
 pub(super) struct ObjectSlot<B: Operations> {
     object: *mut bindings::cachefiles_object,
+    cache: *mut bindings::cachefiles_cache,
     #[pin]
     work: RawWork,
     #[pin]
@@ -30,20 +31,25 @@ pub(super) struct ObjectSlot<B: Operations> {
 }
 
 // SAFETY: `object` is only used to rebuild the reference a queued work owns,
-// which may happen on any thread; the rest is `Send`/`Sync` by the bounds.
+// which may happen on any thread, and `cache` to reach the cache, which is
+// thread-safe; the rest is `Send`/`Sync` by the bounds.
 unsafe impl<B: Operations> Send for ObjectSlot<B> {}
 // SAFETY: As above.
 unsafe impl<B: Operations> Sync for ObjectSlot<B> {}
 
 impl<B: Operations> ObjectSlot<B> {
-    /// Initialises the slot of `object`, with the backend's data from `data`.
+    /// Initialises the slot of `object` of `cache`, with the backend's data
+    /// from `data`.
     pub(super) fn new(
         object: *mut bindings::cachefiles_object,
+        cache: *mut bindings::cachefiles_cache,
         data: impl PinInit<B::ObjectData, Error>,
     ) -> impl PinInit<Self, Error> {
-        // INVARIANT: The slot is `object`'s; its work runs `object_work_fn::<B>`.
+        // INVARIANT: The slot is `object`'s, of `cache`; its work runs
+        // `object_work_fn::<B>`.
         try_pin_init!(Self {
             object,
+            cache,
             work <- RawWork::new(object_work_fn::<B>),
             data <- data,
         })
@@ -65,33 +71,20 @@ unsafe impl<B: Operations> Sync for Object<B> {}
 // SAFETY: Object references may be dropped on any thread.
 unsafe impl<B: Operations> Send for Object<B> {}
 
-/// The reason `ARef<Object>` references carry in the `cachefiles_ref`
-/// tracepoint: the backend's requests hold them (and those passed along with
-/// a request). The reference a queued work owns is traced as such.
-const REF_REQ: bindings::cachefiles_backend_ref =
-    bindings::cachefiles_backend_ref_CACHEFILES_BACKEND_REF_REQ;
-const REF_WORK: bindings::cachefiles_backend_ref =
-    bindings::cachefiles_backend_ref_CACHEFILES_BACKEND_REF_WORK;
-
-// SAFETY: `cachefiles_object_get`/`put` manage the object's reference count;
-// the last put frees it (after the backend's `deinit_obj_info`).
+// SAFETY: `cachefiles_object_get`/`put` manage the object's reference count
+// (traced as the backend's); the last put frees it (after the backend's
+// `deinit_obj_info`).
 unsafe impl<B: Operations> AlwaysRefCounted for Object<B> {
     fn inc_ref(&self) {
         // SAFETY: The object is alive, so its count is not zero.
-        unsafe { bindings::cachefiles_object_get(self.as_ptr(), REF_REQ) };
+        unsafe { bindings::cachefiles_object_get(self.as_ptr()) };
     }
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
         // SAFETY: The caller owns a reference.
-        unsafe { bindings::cachefiles_object_put(obj.as_ptr().cast(), REF_REQ) };
+        unsafe { bindings::cachefiles_object_put(obj.as_ptr().cast()) };
     }
 }
-
-/// The type of `cachefiles_object_volume_key` and `cachefiles_object_cookie_key`.
-type KeyFn = unsafe extern "C" fn(
-    *const bindings::cachefiles_object,
-    *mut usize,
-) -> *const kernel::ffi::c_void;
 
 impl<B: Operations> Object<B> {
     /// Wraps an object pointer given by cachefiles.
@@ -128,37 +121,32 @@ impl<B: Operations> Object<B> {
 
     /// Returns the cache of this object (alive: objects go before their cache).
     pub(crate) fn cache(&self) -> &Cache<B> {
-        // SAFETY: The object is alive, so its cache is bound with its data
-        // set, and stays so at least as long as the object.
-        unsafe { Cache::from_raw(bindings::cachefiles_object_cache(self.as_ptr())) }
+        // SAFETY: By the type invariant the slot names the object's cache,
+        // bound to `B` with its data set, which outlives the object.
+        unsafe { Cache::from_raw(self.slot().cache) }
     }
 
-    fn key(&self, f: KeyFn) -> &[u8] {
-        let mut len = 0usize;
-        // SAFETY: The object is alive; `len` is valid for writes.
-        let p = unsafe { f(self.as_ptr(), &mut len) };
-        if p.is_null() || len == 0 {
-            return &[];
-        }
-        // SAFETY: The key is `len` bytes owned by the object's cookie/volume,
-        // which live at least as long as the object.
-        unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len) }
-    }
-
-    /// Returns the volume key, NUL-terminated (the length counts the NUL).
-    pub(crate) fn volume_key(&self) -> &[u8] {
-        self.key(bindings::cachefiles_object_volume_key)
-    }
-
-    /// Returns the cookie key (binary).
-    pub(crate) fn cookie_key(&self) -> &[u8] {
-        self.key(bindings::cachefiles_object_cookie_key)
-    }
-
-    /// Returns whether the netfs asked for `FSCACHE_ADV_WANT_CACHE_SIZE`.
-    pub(crate) fn wants_cache_size(&self) -> bool {
-        // SAFETY: The object is alive.
-        unsafe { bindings::cachefiles_object_wants_cache_size(self.as_ptr()) }
+    /// Returns the volume key (NUL-terminated, the NUL counted) and the
+    /// cookie key that an OPEN carries.
+    ///
+    /// Fails with `EINVAL` if the netfs did not ask for
+    /// `FSCACHE_ADV_WANT_CACHE_SIZE`, which on-demand mode needs.
+    pub(crate) fn keys(&self) -> Result<(&[u8], &[u8])> {
+        let (mut vkey, mut vlen) = (core::ptr::null(), 0usize);
+        let (mut ckey, mut clen) = (core::ptr::null(), 0usize);
+        // SAFETY: The object is alive; the four outputs are valid for writes.
+        to_result(unsafe {
+            bindings::cachefiles_object_keys(
+                self.as_ptr(),
+                &mut vkey,
+                &mut vlen,
+                &mut ckey,
+                &mut clen,
+            )
+        })?;
+        // SAFETY: The keys just returned for this object, which outlives the
+        // borrow of `self`.
+        Ok(unsafe { (key_slice(vkey, vlen), key_slice(ckey, clen)) })
     }
 
     /// Records the size the daemon gave in copen `msg_id` (0: nothing to
@@ -181,53 +169,54 @@ impl<B: Operations> Object<B> {
         Ok(unsafe { File::from_raw_owned(NonNull::new_unchecked(file)) })
     }
 
-    /// Emits `cachefiles_ondemand_open`, `_read` or `_close`: `msg` is the
-    /// header, followed by `body`, the OPEN's or READ's structure (or `()`).
-    fn trace_msg<T>(&self, msg: uapi::Msg, body: T) {
-        #[repr(C)]
-        struct Traced<T> {
-            msg: uapi::Msg,
-            body: T,
-        }
-        let mut t = Traced { msg, body };
-        // SAFETY: The object is alive; `t` is a message header followed by
-        // the structure its opcode names, as the function reads it.
-        unsafe {
-            bindings::cachefiles_trace_ondemand_msg(
-                self.as_ptr(),
-                core::ptr::from_mut(&mut t).cast(),
-            )
-        };
-    }
-
     /// Emits `cachefiles_ondemand_open` with these fields.
     pub(crate) fn trace_open(&self, msg_id: u32, object_id: u32, fd: u32) {
-        let msg = uapi::Msg::new(uapi::Opcode::Open, msg_id, object_id);
-        let open = uapi::Open {
+        let mut msg = uapi::Msg::new(uapi::Opcode::Open, msg_id, object_id);
+        let mut open = uapi::Open {
             volume_key_size: 0,
             cookie_key_size: 0,
             fd,
             flags: 0,
         };
-        self.trace_msg(msg, open);
+        // SAFETY: The object is alive; `Msg` and `Open` have the layout of
+        // the UAPI structures the tracepoint reads (checked in `uapi`), and
+        // it reads none of their flexible arrays.
+        unsafe {
+            helpers::cfod_trace_ondemand_open(
+                self.as_ptr(),
+                core::ptr::from_mut(&mut msg).cast(),
+                core::ptr::from_mut(&mut open).cast(),
+            )
+        };
     }
 
     /// Emits `cachefiles_ondemand_read` with these fields.
     pub(crate) fn trace_read(&self, msg_id: u32, object_id: u32, off: u64, len: u64) {
-        let msg = uapi::Msg::new(uapi::Opcode::Read, msg_id, object_id);
-        self.trace_msg(msg, uapi::Read { off, len });
+        let mut msg = uapi::Msg::new(uapi::Opcode::Read, msg_id, object_id);
+        let mut read = uapi::Read { off, len };
+        // SAFETY: As in `trace_open`.
+        unsafe {
+            helpers::cfod_trace_ondemand_read(
+                self.as_ptr(),
+                core::ptr::from_mut(&mut msg).cast(),
+                core::ptr::from_mut(&mut read).cast(),
+            )
+        };
     }
 
     /// Emits `cachefiles_ondemand_close` with these fields.
     pub(crate) fn trace_close(&self, msg_id: u32, object_id: u32) {
-        let msg = uapi::Msg::new(uapi::Opcode::Close, msg_id, object_id);
-        self.trace_msg(msg, ());
+        let mut msg = uapi::Msg::new(uapi::Opcode::Close, msg_id, object_id);
+        // SAFETY: As in `trace_open`.
+        unsafe {
+            helpers::cfod_trace_ondemand_close(self.as_ptr(), core::ptr::from_mut(&mut msg).cast())
+        };
     }
 
     /// Emits `cachefiles_ondemand_cread`.
     pub(crate) fn trace_cread(&self, msg_id: u32) {
         // SAFETY: The object is alive.
-        unsafe { bindings::cachefiles_trace_ondemand_cread(self.as_ptr(), msg_id) };
+        unsafe { helpers::cfod_trace_ondemand_cread(self.as_ptr(), msg_id) };
     }
 
     /// Queues the object's work on fscache's workqueue; the work owns a
@@ -237,7 +226,7 @@ impl<B: Operations> Object<B> {
     pub(crate) fn queue_work(this: &ARef<Self>) -> bool {
         let slot = this.slot();
         // SAFETY: The object is alive; this reference is the work's.
-        unsafe { bindings::cachefiles_object_get(this.as_ptr(), REF_WORK) };
+        unsafe { bindings::cachefiles_object_get(this.as_ptr()) };
         // SAFETY: The work's reference keeps the object, hence its private
         // data and the work in it, alive until `object_work_fn` or
         // `cancel_work_sync` drops it. `fscache_wq` is set up before any
@@ -246,7 +235,7 @@ impl<B: Operations> Object<B> {
         if !queued {
             // SAFETY: The work was not queued: its reference is still ours,
             // and not the last one (`this` is another).
-            unsafe { bindings::cachefiles_object_put(this.as_ptr(), REF_WORK) };
+            unsafe { bindings::cachefiles_object_put(this.as_ptr()) };
         }
         queued
     }
@@ -257,9 +246,24 @@ impl<B: Operations> Object<B> {
             // SAFETY: The work was pending, so it owned a reference (taken in
             // `queue_work`) that nobody will drop now. It is not the last
             // one: our caller holds one.
-            unsafe { bindings::cachefiles_object_put(self.as_ptr(), REF_WORK) };
+            unsafe { bindings::cachefiles_object_put(self.as_ptr()) };
         }
     }
+}
+
+/// Returns the `len` bytes of a key at `p` (empty if there are none).
+///
+/// # Safety
+///
+/// `p` and `len` are a key `cachefiles_object_keys` returned for an object
+/// that outlives `'a`.
+unsafe fn key_slice<'a>(p: *const kernel::ffi::c_void, len: usize) -> &'a [u8] {
+    if p.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: The key is `len` bytes that the object's cookie or volume owns,
+    // alive as long as the object (the caller's guarantee).
+    unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len) }
 }
 
 /// Runs [`Operations::object_work`]: the function of every object's work item.
@@ -278,6 +282,6 @@ unsafe extern "C" fn object_work_fn<B: Operations>(work: *mut bindings::work_str
     // SAFETY: As above: the object is alive while we hold the work's reference.
     let object: ARef<Object<B>> = unsafe { Object::<B>::from_raw(raw) }.into();
     // SAFETY: The work's reference, now replaced by `object`'s.
-    unsafe { bindings::cachefiles_object_put(raw, REF_WORK) };
+    unsafe { bindings::cachefiles_object_put(raw) };
     B::object_work(object);
 }

@@ -76,12 +76,8 @@ pub(crate) struct OndemandOps<B: Operations>(bindings::cachefiles_ondemand_ops, 
 unsafe impl<B: Operations> Sync for OndemandOps<B> {}
 
 impl<B: Operations> OndemandOps<B> {
-    /// Builds the table for `owner`, named `name`, whose anonymous fds use `fd_fops`.
-    pub(crate) const fn new(
-        owner: &'static ThisModule,
-        name: &'static CStr,
-        fd_fops: &'static FdOperations<B>,
-    ) -> Self {
+    /// Builds the table for `owner`, whose anonymous fds use `fd_fops`.
+    pub(crate) const fn new(owner: &'static ThisModule, fd_fops: &'static FdOperations<B>) -> Self {
         let (bind, unbind) = if B::HAS_BIND {
             (
                 Some(bind_tramp::<B> as unsafe extern "C" fn(_) -> _),
@@ -93,7 +89,6 @@ impl<B: Operations> OndemandOps<B> {
         Self(
             bindings::cachefiles_ondemand_ops {
                 owner: owner.as_ptr(),
-                name: name.as_char_ptr(),
                 fd_fops: fd_fops.as_raw(),
                 bind,
                 unbind,
@@ -246,12 +241,13 @@ unsafe extern "C" fn flush_tramp<B: Operations>(cache: *mut bindings::cachefiles
 ///
 /// # Safety
 ///
-/// Called by cachefiles with an object being created in a cache bound to `B`.
+/// Called by cachefiles with an object being created in `cache`, bound to `B`.
 unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
+    cache: *mut bindings::cachefiles_cache,
 ) -> *mut kernel::ffi::c_void {
     let slot = KBox::pin_init(
-        ObjectSlot::<B>::new(object, B::new_object_data()),
+        ObjectSlot::<B>::new(object, cache, B::new_object_data()),
         GFP_KERNEL,
     );
     match slot {
