@@ -5,13 +5,15 @@
 #   make demo [BACKEND=rust|c]          the main job: odd serving an on-demand mount (rust by default)
 #   make lint                           rustfmt --check, clippy, and no panic path in the module
 #   make mutants                        break the Rust backend on purpose: tests must fail
+#   make fuzz [SEED=N [COUNT=N]] [MINUTES=N]
+#                                       the differential fuzzer, C against Rust (replay: SEED=N)
 #   make kernel | kernel-bench          build (or reuse) a kernel
 #   make bench                          the benchmarks (Documentation/benchmarks.md)
 CFOD_CACHE ?= /var/cache/cfod
 KDIR ?= $(CFOD_CACHE)/build-test
 BACKEND ?= c rust
 
-.PHONY: mutants module check demo bench lint fmt-check clippy panic-check kernel kernel-bench setup clean
+.PHONY: fuzz mutants module check demo bench lint fmt-check clippy panic-check kernel kernel-bench setup clean
 module:
 	scripts/build-module.sh $(KDIR)
 check:
@@ -26,6 +28,8 @@ lint: fmt-check clippy
 	$(MAKE) --no-print-directory panic-check
 mutants:
 	scripts/mutants.sh
+fuzz:
+	SEED=$(SEED) COUNT=$(COUNT) MINUTES=$(MINUTES) scripts/fuzz.sh
 fmt-check:
 	scripts/lint.sh fmt
 clippy:

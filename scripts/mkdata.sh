@@ -8,6 +8,8 @@
 #   meta2.img       a copy of meta.img: a second image using blob.img, to
 #                   share it under one domain_id
 #   junk.img        8 KiB of random bytes: a blob that is not an image
+#   anchor.img      a one-file image the fuzzer keeps mounted in its domain,
+#                   so that the domain's volume outlives each trace
 #   tree.list       every name in the tree (find ., sorted)
 #   tree.md5        every file's MD5 (md5sum format, sorted by name): the
 #                   guests check a mounted tree against these instead of
@@ -51,6 +53,9 @@ mkfs.erofs --quiet -T0 --all-root --blobdev="$data/blobs/blob.img" --chunksize=4
 	"$data/blobs/meta.img" "$data/tree" >/dev/null
 cp "$data/blobs/meta.img" "$data/blobs/meta2.img"
 head -c 8192 /dev/urandom >"$data/blobs/junk.img"
+mkdir -p "$data/anchor"
+echo anchor >"$data/anchor/a"
+mkfs.erofs --quiet -T0 --all-root "$data/blobs/anchor.img" "$data/anchor" >/dev/null
 "$(dirname "$0")/mkdata-oci.sh" "$data"
 echo "$stamp" >"$data/.stamp"
 du -sh "$data"/tree "$data"/blobs/* | sed 's/^/mkdata: /'

@@ -63,6 +63,9 @@ MUTANTS=(
 	# Rust: tracepoints (the C backend's stream is the reference)
 	"r21|rust/object.rs|Payload::Read(read) => object.trace_read(0, 0, read.off, read.len)|Payload::Read(read) => object.trace_read(0, 1, read.off, read.len)|trace_cmp.sh|a READ is traced with an object id the C code does not show"
 	"r22|rust/anon_fd.rs|    object.trace_cread(arg as u32);\n|\n|trace_cmp.sh|READ_COMPLETE is not traced"
+	# The differential fuzzer (run with a small count, e.g.
+	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
+	"r23|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|fuzz.sh|copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch and the code it touches (kernel source files). A test
 	# list starting "rust:" runs on the Rust backend (the module as built).
@@ -75,6 +78,7 @@ MUTANTS=(
 	"c7|fs/cachefiles/ondemand.c|\t\treturn -ENOBUFS;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|\t\treturn -EIO;\n\t}\n\tget_file(file);\n\tspin_unlock(\&object->lock);\n\n\tcachefiles_begin_secure|anonfd|pwrite on a withdrawn object gives EIO, not ENOBUFS"
 	"c8|fs/cachefiles/backend.c|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);\n\tcachefiles_put_unbind_pincount(cache);|\tcachefiles_put_object(object, cachefiles_obj_put_ondemand_fd);|rust:e2e_mount.sh|a module's anonymous fd never unpins the cache"
 	"c9|fs/cachefiles/daemon.c|\treturn cachefiles_add_cache(cache);\n}|\tif (cachefiles_in_ondemand_mode(cache))\n\t\tcachefiles_ondemand_bind_backend(cache);\n\treturn cachefiles_add_cache(cache);\n}|rust:bindfail|the module is bound before the cache directory is checked"
+	"c11|fs/cachefiles/ondemand.c|\t    !req->object->ondemand->ondemand_id) {\n\t\txa_unlock(\&cache->reqs);\n\t\treturn -EINVAL;|\t    !req->object->ondemand->ondemand_id) {\n\t\txa_unlock(\&cache->reqs);\n\t\treturn -ENOENT;|fuzz.sh|the built-in copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
 	"c10|fs/cachefiles/backend.c|\tspin_unlock(\&cookie->lock);\n\ttrace_cachefiles_ondemand_copen(object, msg_id, size);|\tspin_unlock(\&cookie->lock);|rust:trace_cmp.sh|a module's copen is not traced"
 )
 
