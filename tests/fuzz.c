@@ -313,9 +313,12 @@ static int settle(void)
 		samples++;
 		busy += b < 0;
 		blocked += b > 0;
+		/* A sample with something runnable (b < 0) says nothing of
+		 * the tasks in I/O wait: only a new count restarts their clock. */
 		if (b > 0 && b != last_b)
 			b_since = now_ms();
-		last_b = b;
+		if (b >= 0)
+			last_b = b;
 		if (b == 0 || (b > 0 && now_ms() - b_since >= 100)) {
 			if (++quiet == 2) {
 				ret = 0;

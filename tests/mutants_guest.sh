@@ -24,6 +24,7 @@ unload() {
 	done
 	return 1
 }
+ko0=$CFOD_KO
 n=$(grep -c . "$PLAN")
 ktap_plan "$n"
 while read -r id tests; do
@@ -35,10 +36,17 @@ while read -r id tests; do
 		break
 	fi
 	# A C mutant is in the kernel: it runs on the C backend, no module.
-	if [ -f "/host/out/mutants/$id.ko" ] && ! insmod "/host/out/mutants/$id.ko"; then
-		ktap_fail "mutant $id: insmod failed"
-		continue
+	# Tests that load the module themselves (fuzz.sh, trace_cmp.sh) load
+	# the mutant's.
+	CFOD_KO=$ko0
+	if [ -f "/host/out/mutants/$id.ko" ]; then
+		CFOD_KO=/host/out/mutants/$id.ko
+		if ! insmod "$CFOD_KO"; then
+			ktap_fail "mutant $id: insmod failed"
+			continue
+		fi
 	fi
+	export CFOD_KO
 	echo "cfod: begin mutant $id" >/dev/kmsg
 	for t in $tests; do
 		prog=$T/$t
