@@ -12,7 +12,7 @@
 # stay in $RES/fuzz-c and $RES/fuzz-rust. See Documentation/tests.md.
 . "$T/lib/ktap.sh"
 for kv in $(cat /proc/cmdline); do
-	case $kv in FUZZ_SEED=* | FUZZ_COUNT=* | FUZZ_MINUTES=* | FUZZ_TIMING=*) export "$kv" ;; esac
+	case $kv in FUZZ_SEED=* | FUZZ_COUNT=* | FUZZ_MINUTES=* | FUZZ_TIMING=* | FUZZ_ZERO_SIZE=*) export "$kv" ;; esac
 done
 # The two backends' boots of make check play different seeds.
 case $CFOD_BACKEND in rust) base=100001 ;; *) base=1 ;; esac
@@ -153,4 +153,5 @@ ktap_check "a replay of $REPLAY seeds on C gives the same logs but for at most o
 ktap_check "no task left in D state" d_state_scan
 rm -rf "$RES/fuzz-c" "$RES/fuzz-rust"
 cp -r "$LC" "$LR" "$RES/"
+rm -rf "$FUZZ_DATA" "$LC-again" /tmp/fz-c2 /tmp/fz-r2
 ktap_finish
