@@ -14,6 +14,7 @@
 //! after the last index seen, so failing k of n queued requests costs O(n),
 //! with the completions done between critical sections.
 
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use kernel::{prelude::*, sync::Arc};
 
 use crate::{
@@ -48,6 +49,9 @@ pub(crate) struct OndemandCache {
     /// Object ids handed to the daemon: 1..=INT_MAX, cyclic.
     #[pin]
     ids: IdAllocator,
+    /// A copy of the queue's `dead` flag, read without the lock where a
+    /// stale answer only costs work the locked check then undoes.
+    dead_hint: AtomicBool,
 }
 
 impl OndemandCache {
@@ -64,6 +68,7 @@ impl OndemandCache {
                     stats
                 ),
                 ids <- IdAllocator::new(1, i32::MAX as u32),
+                dead_hint: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )
@@ -211,8 +216,10 @@ impl OndemandCache {
     ///
     /// cachefiles flushes right after it marks the cache dead (devnode
     /// release, I/O error), so this is its own dead flag as seen here.
+    /// Without the queue lock: a request made just after a concurrent
+    /// `flush` is refused when it is queued, under the lock.
     pub(crate) fn is_dead(&self) -> bool {
-        self.reqs.lock().data().dead
+        self.dead_hint.load(Relaxed)
     }
 
     /// Refuses new requests and fails queued ones with `EIO`: the cache is dead.
@@ -224,7 +231,10 @@ impl OndemandCache {
         self.drain(
             false,
             |_| true,
-            |q| q.data_mut().dead = true,
+            |q| {
+                q.data_mut().dead = true;
+                self.dead_hint.store(true, Relaxed);
+            },
             EIO.to_errno(),
         );
     }
