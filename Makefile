@@ -5,7 +5,7 @@
 #   make demo [BACKEND=rust|c]          the main job: odd serving an on-demand mount (rust by default)
 #   make lint                           rustfmt --check, clippy, and no panic path in the module
 #   make mutants                        break the Rust backend on purpose: tests must fail
-#   make fuzz [SEED=N [COUNT=N]] [MINUTES=N]
+#   make fuzz [SEED=N [COUNT=N]] [MINUTES=N] [ZERO_SIZE=1]
 #                                       the differential fuzzer, C against Rust (replay: SEED=N)
 #   make kernel | kernel-bench          build (or reuse) a kernel
 #   make bench                          the benchmarks (Documentation/benchmarks.md)
@@ -29,7 +29,7 @@ lint: fmt-check clippy
 mutants:
 	scripts/mutants.sh
 fuzz:
-	SEED=$(SEED) COUNT=$(COUNT) MINUTES=$(MINUTES) scripts/fuzz.sh
+	SEED=$(SEED) COUNT=$(COUNT) MINUTES=$(MINUTES) ZERO_SIZE=$(ZERO_SIZE) scripts/fuzz.sh
 fmt-check:
 	scripts/lint.sh fmt
 clippy:

@@ -7,6 +7,8 @@
 #   SEED=N [COUNT=N] scripts/fuzz.sh   COUNT seeds from N (COUNT 1 by
 #                                      default: a replay of one seed)
 #   MINUTES=N scripts/fuzz.sh          rounds of 100 random seeds for N minutes
+#   ZERO_SIZE=1 ...                    copens of size 0 too (they reach an
+#                                      erofs WARN_ON: Documentation/tests.md)
 # The logs of every trace stay in out/fuzz/results/fuzz-c and fuzz-rust.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
@@ -23,6 +25,7 @@ elif [ -n "${COUNT:-}" ]; then
 fi
 minutes=${MINUTES:-0}
 [ "$minutes" -gt 0 ] && args+=("FUZZ_MINUTES=$minutes")
+[ -n "${ZERO_SIZE:-}" ] && args+=("FUZZ_ZERO_SIZE=$ZERO_SIZE")
 # The guest's limit: the run's minutes and a margin for the last round.
 limit=$((minutes * 60 + 1800))
 exec "$CFOD_TOP/scripts/vm-run.sh" --name fuzz --backend c --tests fuzz.sh \
