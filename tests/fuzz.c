@@ -394,23 +394,16 @@ static pid_t start_checked_read(const char *rel, off_t off, size_t len, int rand
 		static char got[1 << 18], want[1 << 18];
 		char path[256], ref[256];
 		ssize_t n, w;
-		int fd, rfd;
 
 		close_range(3, ~0U, 0);
 		snprintf(path, sizeof(path), MNT "/%s", rel);
 		snprintf(ref, sizeof(ref), "%s/tree/%s", data_dir, rel);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			_exit(errno & 0xff);
-		if (random)
-			posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 		if (len > sizeof(got))
 			len = sizeof(got);
-		n = pread(fd, got, len, off);
+		n = od_pread_file(path, got, len, off, random);
 		if (n < 0)
-			_exit(errno & 0xff);
-		rfd = open(ref, O_RDONLY);
-		w = rfd < 0 ? -1 : pread(rfd, want, len, off);
+			_exit(-n & 0xff);
+		w = od_pread_file(ref, want, len, off, 0);
 		if (w < 0)
 			_exit(199);
 		if (n != w)

@@ -618,6 +618,26 @@ static int own_fds(void)
 }
 
 /*
+ * One pread() of len bytes at off of path, with readahead off if random is
+ * set: the bytes read, or -errno of the open() or the pread().
+ */
+static ssize_t od_pread_file(const char *path, void *buf, size_t len, off_t off, int random)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	if (random)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+	n = pread(fd, buf, len, off);
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	return n;
+}
+
+/*
  * Fork a child that reads len bytes at off of path with one pread(); it
  * exits with 0 if it got them all, the errno if the read failed, 255 on a
  * short read. With random set, readahead is off (POSIX_FADV_RANDOM): one
@@ -630,20 +650,14 @@ static pid_t start_read_adv(const char *path, off_t off, size_t len, int random)
 
 	if (pid == 0) {
 		static char rbuf[1 << 20];
-		int fd;
 		ssize_t n;
 
 		close_range(3, ~0U, 0);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			_exit(errno & 0xff);
-		if (random)
-			posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 		if (len > sizeof(rbuf))
 			len = sizeof(rbuf);
-		n = pread(fd, rbuf, len, off);
+		n = od_pread_file(path, rbuf, len, off, random);
 		if (n < 0)
-			_exit(errno & 0xff);
+			_exit(-n & 0xff);
 		_exit(n == (ssize_t)len ? 0 : 255);
 	}
 	return pid;
