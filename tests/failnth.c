@@ -598,8 +598,6 @@ static int p_cread(long n, int *hit, char *res, size_t len)
 {
 	char buf[CACHEFILES_MSG_MAX_SIZE];
 	struct cachefiles_msg *msg = (void *)buf;
-	struct cachefiles_read *load = (void *)msg->data;
-	static char data[1 << 20];
 	struct od_obj *o;
 	struct world w;
 	struct kid r;
@@ -607,18 +605,7 @@ static int p_cread(long n, int *hit, char *res, size_t len)
 
 	SETUP(!w_bind(&w) && !w_mount_start(&w) && !w_mount_end(&w));
 	r = start_cmp();
-	SETUP(!next_msg(&w, buf, CACHEFILES_OP_READ, &r) && (o = od_find(&w.s, msg->object_id)));
-	for (unsigned long long off = load->off; off < load->off + load->len && off < (unsigned long long)o->size;) {
-		size_t l = load->off + load->len - off;
-		ssize_t got;
-
-		if (l > sizeof(data))
-			l = sizeof(data);
-		got = pread(o->blob_fd, data, l, off);
-		if (got <= 0 || pwrite(o->anon_fd, data, got, off) != got)
-			break;
-		off += got;
-	}
+	SETUP(!next_msg(&w, buf, CACHEFILES_OP_READ, &r) && (o = od_fill_read(&w.s, msg)));
 	tarm(n);
 	c = ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, msg->msg_id) ? -errno : 0;
 	*hit = tdisarm();

@@ -378,16 +378,17 @@ static void od_answer_open(struct od_server *s, struct cachefiles_msg *msg)
 	dev_cmd(s->dev, "copen %u,%lld", msg->msg_id, (long long)st.st_size);
 }
 
-static int od_answer_read(struct od_server *s, struct cachefiles_msg *msg)
+/* Copy the range READ msg asks for from the blob into the cache file
+ * (not completed); its object, or NULL if it is unknown. */
+static struct od_obj *od_fill_read(struct od_server *s, struct cachefiles_msg *msg)
 {
 	static char buf[1 << 20] __attribute__((aligned(4096)));
 	struct cachefiles_read *load = (void *)msg->data;
 	struct od_obj *o = od_find(s, msg->object_id);
 	unsigned long long off = load->off, end = load->off + load->len;
 
-	s->reads++;
 	if (!o)
-		return -ENOENT;
+		return NULL;
 	if (end > (unsigned long long)o->size)
 		end = o->size;
 	while (off < end) {
@@ -398,6 +399,17 @@ static int od_answer_read(struct od_server *s, struct cachefiles_msg *msg)
 			break;
 		off += r;
 	}
+	return o;
+}
+
+static int od_answer_read(struct od_server *s, struct cachefiles_msg *msg)
+{
+	struct od_obj *o;
+
+	s->reads++;
+	o = od_fill_read(s, msg);
+	if (!o)
+		return -ENOENT;
 	return ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, msg->msg_id) < 0 ?
 	       -errno : 0;
 }
