@@ -66,8 +66,9 @@ while [ "$(date +%s)" -lt $end ]; do
 	# Every one of them must go. A killable wait ends at the SIGKILL; a
 	# mount whose OPEN the chaos dropped waits uninterruptibly in fscache
 	# (the cookie is LOOKING_UP until the daemon answers, after a random
-	# restore) and ends only then. Those late ones are listed with where
-	# they wait; none may wait in the on-demand code, and none may last.
+	# restore, which chaos also writes after an idle second while a dropped
+	# request waits) and ends only then. Those late ones are listed with
+	# where they wait; none may wait in the on-demand code, and none may last.
 	for i in $(seq 350); do
 		alive=$(soak_pids | wc -l)
 		[ "$alive" -eq 0 ] && break
@@ -93,6 +94,7 @@ ktap_diag "$rounds reader rounds, $good read everything; exit codes: $(sort /tmp
 ktap_check "reader rounds ran ($rounds), each ended by its deadline" \
 	sh -c "[ $rounds -ge 4 ] && [ \$(wc -l </tmp/soak.rc) -eq $rounds ]"
 ktap_diag "$late rounds had a mount or reader alive 10 s after its SIGKILL"
+ktap_diag "chaos: $(grep -c 'dropping' /tmp/soak-chaos.err) requests dropped, $(grep -c 'devnode idle' /tmp/soak-chaos.err) restores written for them on an idle devnode"
 ktap_check "every killed mount and reader ended within 70 s ($survivors rounds left some)" \
 	[ "$survivors" -eq 0 ]
 ktap_check "none of them waited in the on-demand code past its SIGKILL ($ondemand did)" \

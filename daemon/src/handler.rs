@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -75,6 +75,8 @@ pub struct Handler {
     inflight_reads: Mutex<HashSet<u32>>,
     lanes: Lanes<Step>,
     deliveries: Mutex<HashMap<u32, u32>>,
+    /// Requests the drop persona left unanswered since the last `restore`.
+    dropped: AtomicU32,
     dead: AtomicBool,
     on_dead: Box<dyn Fn() + Send + Sync>,
 }
@@ -101,6 +103,7 @@ impl Handler {
             cfg,
             inflight_reads: Mutex::new(HashSet::new()),
             deliveries: Mutex::new(HashMap::new()),
+            dropped: AtomicU32::new(0),
             dead: AtomicBool::new(false),
             on_dead,
         }
@@ -145,6 +148,8 @@ impl Handler {
     pub fn restore(&self, why: &str) {
         match self.send(proto::RESTORE) {
             Ok(()) => {
+                // Every request the kernel still holds is delivered again.
+                self.dropped.store(0, Ordering::Relaxed);
                 stats::inc(&self.stats.restores);
                 info!("wrote 'restore' ({why})");
             }
@@ -463,6 +468,7 @@ impl Handler {
                         hdr.msg_id
                     ));
                     drop(file);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                     self.after(&decision);
                     return None;
                 }
@@ -610,6 +616,17 @@ impl Handler {
         self.answered(hdr.msg_id);
     }
 
+    /// Called when the devnode was idle for a while. With random-restore,
+    /// requests dropped since the last `restore` are delivered again (with a
+    /// fresh decision): otherwise a dropped OPEN whose reader is gone would
+    /// wait for a restore that only another request's handling can draw.
+    pub fn idle(&self) {
+        if self.personas.restores() && self.dropped.load(Ordering::Relaxed) > 0 {
+            stats::inc(&self.stats.persona_actions);
+            self.restore("random-restore persona: dropped requests, devnode idle");
+        }
+    }
+
     fn after(&self, decision: &Decision) {
         if decision.restore_after {
             stats::inc(&self.stats.persona_actions);
@@ -639,6 +656,7 @@ impl Handler {
                     hdr.msg_id
                 ));
                 guard.answered = true;
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.after(&decision);
                 return;
             }

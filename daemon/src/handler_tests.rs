@@ -499,6 +499,37 @@ fn persona_drop() {
     let f = r.open(1, 1, 100, "b");
     assert!(r.dev.commands().is_empty());
     assert!(f.closed.load(Ordering::SeqCst));
+    // Without random-restore a dropped request stays dropped.
+    r.h.idle();
+    assert!(r.dev.commands().is_empty());
+}
+
+#[test]
+fn chaos_restores_a_dropped_request_when_idle() {
+    // The first OPEN id chaos (seed 7) drops without drawing a restore.
+    let p = Personas::new(vec![Persona::Chaos], 7, None).unwrap();
+    let drop_only = Decision {
+        action: crate::persona::Action::Drop,
+        restore_after: false,
+    };
+    let id = (1..10_000u32)
+        .find(|&id| p.decide(crate::proto::OP_OPEN, id, 0) == drop_only)
+        .expect("chaos drops some OPEN");
+    let r = rig_with(
+        MemSource::default().with("b", vec![1; 8192]),
+        vec![Persona::Chaos],
+        65536,
+    );
+    r.h.idle();
+    assert!(r.dev.commands().is_empty(), "nothing dropped yet");
+    let f = r.open(id, 1, 100, "b");
+    assert!(f.closed.load(Ordering::SeqCst));
+    assert!(r.dev.commands().is_empty());
+    r.h.idle();
+    assert_eq!(r.dev.commands(), vec!["restore"]);
+    // The restore re-delivered everything: the next idle period is quiet.
+    r.h.idle();
+    assert_eq!(r.dev.commands(), vec!["restore"]);
 }
 
 #[test]

@@ -189,6 +189,11 @@ impl Personas {
             .join(",")
     }
 
+    /// Whether random-restore is in effect (alone or through chaos).
+    pub fn restores(&self) -> bool {
+        self.has(&Persona::RandomRestore)
+    }
+
     fn has(&self, p: &Persona) -> bool {
         self.list.contains(p) || self.list.contains(&Persona::Chaos)
     }

@@ -112,6 +112,9 @@ impl Server {
                     break Exit::Failed;
                 }
             };
+            if ready.is_empty() {
+                self.handler.idle();
+            }
             for r in ready {
                 match r.token {
                     TOKEN_DEV => {
