@@ -82,6 +82,9 @@ qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -display none
 	"${extra_disk[@]}"
 	-virtfs "local,path=$CFOD_TOP,mount_tag=cfod,security_model=none,id=cfod"
 	-serial "file:$out/console.log" -serial "file:$out/ktap.log")
+# Opt in: a TCG plugin, VM_PLUGIN="PATH.so[,ARG=VALUE...]" (scripts/icount.sh
+# passes the instruction counter, bench/plugin/icount.c).
+[ -z "${VM_PLUGIN:-}" ] || qemu_cmd+=(-plugin "$VM_PLUGIN")
 # At most VM_SLOTS guests at once on this machine (default 2, one per
 # core): more only slow every guest down until tests time out. A guest
 # waits here for a free slot; the slot's lock is held by this script's
