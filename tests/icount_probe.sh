@@ -1,7 +1,8 @@
 #!/bin/sh
 # Not in tests/list: the guest half of scripts/icount.sh, which boots the
 # test kernel with the instruction-counting plugin (bench/plugin/icount.c).
-# For each backend, icount.reps= (kernel command line, default 5) cold repetitions of one fixed workload:
+# For each backend, icount.reps= (kernel command line, default 5) cold
+# repetitions of one fixed workload:
 # a fresh od-serve over an empty cache directory, mount simple.img with
 # -o fsid=, read every file, unmount, stop the daemon; with a plugin mark
 # (cfbench mark) before and after each phase. The marks and what they
@@ -15,7 +16,8 @@ MARK="$BIN/cfbench mark"
 ktap_plan $((2 * (REPS + 1)))
 
 # The plugin's ranges: the host's (vmlinux, nokaslr), plus the module's
-# functions once it is loaded (offsets in its .text from the host); the plugin re-reads the file at each mark.
+# functions once it is loaded (offsets in its .text from the host); the
+# plugin re-reads the file at each mark.
 ranges() {
 	cp /host/out/icount/vmlinux.ranges "$OUT/ranges.new"
 	if [ -e /sys/module/cachefiles_ondemand_rs/sections/.text ]; then

@@ -10,10 +10,11 @@
  * kernel half of the address space), in user mode, and inside labelled
  * address ranges. The ranges file has one range a line, "START END LABEL"
  * (hex; END exclusive, or "+SIZE"; START may be "BASE+OFFSET"); '#' starts a
- * comment; ranges must not overlap; at most 1024 labels. It is read at start-up if it exists and re-read at every marker
- * if its contents changed, so that a guest can add the range of a module it
- * has just loaded (a changed file re-labels translation blocks lazily, the
- * next time each runs).
+ * comment; ranges must not overlap; at most 1024 labels. It is read at
+ * start-up if it exists and re-read at every marker if its contents
+ * changed, so that a guest can add the range of a module it has just
+ * loaded (a changed file re-labels translation blocks lazily, the next
+ * time each runs).
  *
  * The marker: a user program executes "xchg %bx,%bx" (66 87 db, a no-op).
  * Each time one runs, the plugin writes one line to the out file (or
