@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Count the guest instructions of the on-demand path on both backends
 # (Documentation/benchmarks.md, "Instruction counts"): boots the cached
-# test kernel once under QEMU with the icount plugin and runs
-# tests/icount_probe.sh, then prints the counts per phase and per request.
+# test kernel (or, with --kind bench, the bench kernel: no debug options)
+# once under QEMU with the icount plugin and runs tests/icount_probe.sh,
+# then prints the counts per phase and per request.
 #
-#   scripts/icount.sh [--name NAME] [--reps N] [--smp N]
+#   scripts/icount.sh [--name NAME] [--reps N] [--smp N] [--kind test|bench]
 #   scripts/icount.sh --report NAME	# the report of a finished run again
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-name=icount reps=5 smp=${SMP:-2} report=
+name=icount reps=5 smp=${SMP:-2} report= kind=test
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift ;;
 	--reps) reps=$2; shift ;;
 	--smp) smp=$2; shift ;;
+	--kind) kind=$2; shift ;;
 	--report) report=$2; shift ;;
 	*) echo "icount: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -22,9 +24,10 @@ done
 if [ -n "$report" ]; then
 	exec python3 "$CFOD_TOP/bench/plugin/icount-report.py" "$CFOD_TOP/out/$report"
 fi
-kdir=$(kernel_build_dir test)
+kdir=$(kernel_build_dir "$kind")
 ko=$CFOD_TOP/cachefiles_ondemand_rs.ko
-[ -f "$kdir/vmlinux" ] || { echo "icount: no test kernel (scripts/build-kernel.sh test)" >&2; exit 2; }
+[ "$kind" = test ] || ko=$CFOD_TOP/out/modules/$kind/cachefiles_ondemand_rs.ko
+[ -f "$kdir/vmlinux" ] || { echo "icount: no $kind kernel (scripts/build-kernel.sh $kind)" >&2; exit 2; }
 [ -f "$ko" ] || { echo "icount: no module at $ko (scripts/build-module.sh $kdir)" >&2; exit 2; }
 [ -f "$CFOD_TOP/out/data/blobs/simple.img" ] || "$CFOD_TOP/scripts/mkdata.sh"
 so=$("$CFOD_TOP/scripts/build-plugin.sh")
@@ -45,7 +48,7 @@ readelf -sW "$ko" | awk -v ndx="$ndx" '$4 == "FUNC" && $7 == ndx && $3 > 0 {
 	printf "%s %x %s\n", $2, $3, $8 }' >"$ic/rs-text.syms"
 out=$CFOD_TOP/out/$name
 VM_PLUGIN="$so,ranges=$out/ranges,out=$out/icount.txt" \
-	"$CFOD_TOP/scripts/vm-run.sh" --kind test --backend c --tests icount_probe.sh \
+	"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --tests icount_probe.sh \
 	--name "$name" --smp "$smp" --append "icount.reps=$reps" \
 	--timeout 3600 --test-timeout 3300
 python3 "$CFOD_TOP/bench/plugin/icount-report.py" "$out"
