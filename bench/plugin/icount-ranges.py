@@ -9,8 +9,8 @@ of fs/cachefiles/ondemand.o (labels ondemand:FUNCTION, the C backend),
 backend.o (dispatch:FUNCTION, the patch's switch between the two
 backends), the rest of
 fs/cachefiles (cachefiles), fs/netfs (netfs, fscache included), fs/erofs
-(erofs), and the Rust code built into vmlinux (rust_kernel: the kernel
-crate and the rust_helper_ functions the module calls). Names come from
+(erofs), and the Rust code built into vmlinux (rust_kernel:FUNCTION: the
+kernel crate and the rust_helper_ functions the module calls). Names come from
 each object file, addresses and sizes from vmlinux's symbol table; a static
 name defined more than once in vmlinux is taken only if one copy lies
 within the span of the label's unambiguous functions. The module's own
@@ -84,7 +84,7 @@ def main():
         if (n.startswith("_R") or n.startswith("rust_helper_")) and len(rs) == 1 \
                 and rs[0] not in taken:
             taken.add(rs[0])
-            ranges.append((rs[0][0], rs[0][1], "rust_kernel"))
+            ranges.append((rs[0][0], rs[0][1], f"rust_kernel:{n}"))
     ranges.sort()
     out = []
     for s, e, label in ranges:
