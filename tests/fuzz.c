@@ -1381,16 +1381,12 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Whether lines [from, to) of a and b are the same lines in some order. */
-static int same_multiset(struct log *a, struct log *b, int from, int to)
+/* Whether the canonical lines ca[0..n) and cb[0..n) are the same in some order. */
+static int same_multiset(char (*ca)[1024], char (*cb)[1024], int n)
 {
-	static char ca[READER_WINDOW][1024], cb[READER_WINDOW][1024];
 	char *pa[READER_WINDOW], *pb[READER_WINDOW];
-	int n = to - from;
 
 	for (int i = 0; i < n; i++) {
-		canon(a->line[from + i], ca[i], sizeof(ca[i]));
-		canon(b->line[from + i], cb[i], sizeof(cb[i]));
 		pa[i] = ca[i];
 		pb[i] = cb[i];
 	}
@@ -1413,24 +1409,28 @@ static int same_multiset(struct log *a, struct log *b, int from, int to)
  */
 static int reader_reorder(struct log *a, struct log *b, int at)
 {
+	static char ca[READER_WINDOW][1024], cb[READER_WINDOW][1024];
 	int last = at + READER_WINDOW;
 
 	if (last > a->n)
 		last = a->n;
 	if (last > b->n)
 		last = b->n;
+	for (int i = at; i < last; i++) {
+		canon(a->line[i], ca[i - at], sizeof(ca[0]));
+		canon(b->line[i], cb[i - at], sizeof(cb[0]));
+	}
 	/* The longest such hunk: the readers' ends may come a few steps on. */
 	for (int to = last; to >= at + 2; to--) {
 		int reads = 0, ends = 0;
 
-		if (strcmp(a->line[to - 1], b->line[to - 1]) || !same_multiset(a, b, at, to))
+		if (strcmp(a->line[to - 1], b->line[to - 1]) || !same_multiset(ca, cb, to - at))
 			continue;
 		for (int i = at; i < to; i++) {
-			if (strcmp(a->line[i], b->line[i]) && strstr(a->line[i], " READ m"))
-				reads++;
-			if (strcmp(a->line[i], b->line[i]) && strstr(a->line[i], " settle") &&
-			    strstr(a->line[i], " r"))
-				ends++;
+			if (!strcmp(a->line[i], b->line[i]))
+				continue;
+			reads += !!strstr(a->line[i], " READ m");
+			ends += strstr(a->line[i], " settle") && strstr(a->line[i], " r");
 		}
 		if (reads >= 2 && ends >= 1)
 			return to;

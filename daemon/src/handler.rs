@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -75,8 +75,9 @@ pub struct Handler {
     inflight_reads: Mutex<HashSet<u32>>,
     lanes: Lanes<Step>,
     deliveries: Mutex<HashMap<u32, u32>>,
-    /// Requests the drop persona left unanswered since the last `restore`.
-    dropped: AtomicU32,
+    /// Whether the drop persona left a request unanswered since the last
+    /// `restore`.
+    dropped: AtomicBool,
     dead: AtomicBool,
     on_dead: Box<dyn Fn() + Send + Sync>,
 }
@@ -103,7 +104,7 @@ impl Handler {
             cfg,
             inflight_reads: Mutex::new(HashSet::new()),
             deliveries: Mutex::new(HashMap::new()),
-            dropped: AtomicU32::new(0),
+            dropped: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             on_dead,
         }
@@ -149,7 +150,7 @@ impl Handler {
         match self.send(proto::RESTORE) {
             Ok(()) => {
                 // Every request the kernel still holds is delivered again.
-                self.dropped.store(0, Ordering::Relaxed);
+                self.dropped.store(false, Ordering::Relaxed);
                 stats::inc(&self.stats.restores);
                 info!("wrote 'restore' ({why})");
             }
@@ -468,7 +469,7 @@ impl Handler {
                         hdr.msg_id
                     ));
                     drop(file);
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped.store(true, Ordering::Relaxed);
                     self.after(&decision);
                     return None;
                 }
@@ -621,7 +622,7 @@ impl Handler {
     /// fresh decision): otherwise a dropped OPEN whose reader is gone would
     /// wait for a restore that only another request's handling can draw.
     pub fn idle(&self) {
-        if self.personas.restores() && self.dropped.load(Ordering::Relaxed) > 0 {
+        if self.personas.restores() && self.dropped.load(Ordering::Relaxed) {
             stats::inc(&self.stats.persona_actions);
             self.restore("random-restore persona: dropped requests, devnode idle");
         }
@@ -656,7 +657,7 @@ impl Handler {
                     hdr.msg_id
                 ));
                 guard.answered = true;
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.store(true, Ordering::Relaxed);
                 self.after(&decision);
                 return;
             }
