@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// Bytes copied per write to the cache file (K/M suffixes, page multiple).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size, hide = true)]
     pub chunk_size: u64,
+    /// Read amplification: answer a READ with the aligned extents of this
+    /// size around it, clipped to the blob (K/M suffixes; a power of two; 0,
+    /// or a page or less, turns it off).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_read_extent)]
+    pub read_extent: u64,
     /// Test personas, comma separated: open-error, read-error, no-data,
     /// close-early, delay:MS, drop, random-restore, chaos.
     #[arg(long, value_name = "LIST", value_parser = parse_personas, action = ArgAction::Append)]
@@ -219,6 +224,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (e.g. 4096, 64K, 10M)"))
 }
 
+/// The largest read extent accepted.
+pub const MAX_READ_EXTENT: u64 = 1 << 30;
+
+/// Checks a read extent: 0 (off) or a power of two up to 1 GiB.
+pub fn check_read_extent(n: u64) -> Result<u64, String> {
+    if n == 0 || (n.is_power_of_two() && n <= MAX_READ_EXTENT) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "read extent {n} must be 0 (off) or a power of two up to 1G, such as 64K or 1M"
+        ))
+    }
+}
+
+fn parse_read_extent(s: &str) -> Result<u64, String> {
+    parse_size(s).and_then(check_read_extent)
+}
+
 fn parse_personas(s: &str) -> Result<Vec<Persona>, String> {
     Persona::parse_list(s)
 }
@@ -275,6 +298,8 @@ impl ServeArgs {
         a.push(self.prefetch_rate.to_string().into());
         a.push("--chunk-size".into());
         a.push(self.chunk_size.to_string().into());
+        a.push("--read-extent".into());
+        a.push(self.read_extent.to_string().into());
         let personas = self.personas();
         if !personas.is_empty() {
             let list: Vec<String> = personas.iter().map(|p| p.to_string()).collect();
@@ -379,6 +404,18 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999999G").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn read_extents() {
+        assert_eq!(parse_read_extent("1M"), Ok(1 << 20));
+        assert_eq!(parse_read_extent("0"), Ok(0));
+        assert_eq!(parse_read_extent("4K"), Ok(4096));
+        assert_eq!(parse_read_extent("1G"), Ok(1 << 30));
+        let e = parse_read_extent("3M").unwrap_err();
+        assert!(e.contains("power of two"), "{e}");
+        assert!(parse_read_extent("2G").is_err());
+        assert!(parse_read_extent("x").is_err());
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct Config {
     pub prefetch: Option<bool>,
     pub prefetch_rate: Option<Size>,
     pub chunk_size: Option<Size>,
+    pub read_extent: Option<Size>,
     pub personas: Option<Vec<String>>,
     pub seed: Option<u64>,
     pub persona_rate: Option<f64>,
@@ -166,6 +167,14 @@ impl Config {
         if unset("chunk_size") {
             if let Some(s) = &self.chunk_size {
                 a.chunk_size = s.bytes().map_err(|e| format!("chunk_size: {e}"))?;
+            }
+        }
+        if unset("read_extent") {
+            if let Some(s) = &self.read_extent {
+                a.read_extent = s
+                    .bytes()
+                    .and_then(crate::cli::check_read_extent)
+                    .map_err(|e| format!("read_extent: {e}"))?;
             }
         }
         if unset("persona") {
@@ -379,6 +388,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn read_extent_key() {
+        let c = Config::parse("read_extent = \"256K\"").unwrap();
+        let s = parse(&["odd", "serve"], &c);
+        assert_eq!(s.read_extent, 256 << 10);
+        let s = parse(&["odd", "serve", "--read-extent", "0"], &c);
+        assert_eq!(s.read_extent, 0);
+        let s = parse(&["odd", "serve"], &Config::default());
+        assert_eq!(s.read_extent, 1 << 20);
+        let c = Config::parse("read_extent = \"3M\"").unwrap();
+        let m = Cli::command()
+            .try_get_matches_from(["odd", "serve"])
+            .unwrap();
+        let Command::Serve(mut a) = Cli::from_arg_matches(&m).unwrap().command else {
+            panic!()
+        };
+        let (_, sub) = m.subcommand().unwrap();
+        let e = c.apply_serve(&mut a, sub).unwrap_err();
+        assert!(
+            e.contains("read_extent") && e.contains("power of two"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::objects::{Object, ObjectTable};
 use crate::persona::{Action, Decision, Personas};
 use crate::prefetch::Prefetcher;
 use crate::proto::{self, Header, OpenReq, ParseError, ReadReq, Request};
-use crate::range;
+use crate::range::{self, Span};
 use crate::source::{Blob, Lanes, Sources};
 use crate::stats::{self, Stats};
 
@@ -54,6 +54,9 @@ pub struct HandlerConfig {
     pub page: u64,
     /// Bytes copied per write (a multiple of the page size).
     pub chunk: usize,
+    /// Read amplification: a READ is answered with the aligned extents of
+    /// this many bytes around it (a power of two; 0 or up to a page: off).
+    pub read_extent: u64,
 }
 
 /// Bound on the per-msg_id delivery counters kept for personas.
@@ -688,22 +691,52 @@ impl Handler {
 
     /// Copies the pages covering the request; false if some data is missing.
     fn serve_read(&self, obj: &Object, hdr: &Header, req: ReadReq) -> bool {
-        let Some(span) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
+        let Some(want) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
             debug!(
                 "READ msg {} [{}, +{}) is past the end of {:?} ({} bytes): nothing to write",
                 hdr.msg_id, req.off, req.len, obj.blob_name, obj.size
             );
             return true;
         };
-        let chunk = usize::try_from(span.len())
-            .unwrap_or(usize::MAX)
-            .min(self.cfg.chunk);
-        let chunk = range::align_up(chunk as u64, self.cfg.page) as usize;
-        let result = BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            let buf = crate::copy::aligned(&mut b, chunk);
-            copy_span(&*obj.blob, &*obj.file, span, buf, self.cfg.page)
-        });
+        let span = range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page);
+        let mut result = self.copy(obj, span);
+        if span != want {
+            if let Err((n, e)) = &result {
+                // The extent is copied in order from its start, so its first
+                // n bytes are in the cache. If they cover the request, the
+                // READ is served and only the amplified rest failed; if the
+                // source failed before that, the rest of the request is
+                // tried on its own, as without amplification. A failed
+                // write to the cache is not retried.
+                let done = span.start.saturating_add(*n);
+                if done >= want.end {
+                    debug!(
+                        "READ msg {} object {} ({:?}): [{}, {}) served; \
+                         the amplified part failed at {done}: {e}",
+                        hdr.msg_id, obj.id, obj.blob_name, want.start, want.end
+                    );
+                    stats::add(&self.stats.bytes_written, *n);
+                    self.stats.add_source_bytes(&obj.blob.describe(), *n);
+                    if !matches!(e, CopyError::Write { .. }) {
+                        stats::inc(&self.stats.source_errors);
+                    }
+                    result = Ok(0);
+                } else if !matches!(e, CopyError::Write { .. }) {
+                    let rest = Span {
+                        start: done.max(want.start),
+                        end: want.end,
+                    };
+                    debug!(
+                        "READ msg {} object {} ({:?}): the extent failed at {done} ({e}); \
+                         retrying [{}, {}) alone",
+                        hdr.msg_id, obj.id, obj.blob_name, rest.start, rest.end
+                    );
+                    stats::add(&self.stats.bytes_written, *n);
+                    self.stats.add_source_bytes(&obj.blob.describe(), *n);
+                    result = self.copy(obj, rest);
+                }
+            }
+        }
         match result {
             Ok(n) => {
                 stats::add(&self.stats.bytes_written, n);
@@ -732,6 +765,19 @@ impl Handler {
                 false
             }
         }
+    }
+
+    /// Copies `span` of the blob into the cache file (see [`copy_span`]).
+    fn copy(&self, obj: &Object, span: Span) -> Result<u64, (u64, CopyError)> {
+        let chunk = usize::try_from(span.len())
+            .unwrap_or(usize::MAX)
+            .min(self.cfg.chunk);
+        let chunk = range::align_up(chunk as u64, self.cfg.page) as usize;
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let buf = crate::copy::aligned(&mut b, chunk);
+            copy_span(&*obj.blob, &*obj.file, span, buf, self.cfg.page)
+        })
     }
 
     fn complete(&self, obj: &Object, msg_id: u32) {

@@ -17,6 +17,10 @@ struct Rig {
 }
 
 fn rig_with(src: MemSource, personas: Vec<Persona>, chunk: usize) -> Rig {
+    rig_ext(src, personas, chunk, 0)
+}
+
+fn rig_ext(src: MemSource, personas: Vec<Persona>, chunk: usize, read_extent: u64) -> Rig {
     let dev = MockDev::new();
     let dead_calls = Arc::new(AtomicUsize::new(0));
     let dc = dead_calls.clone();
@@ -26,7 +30,11 @@ fn rig_with(src: MemSource, personas: Vec<Persona>, chunk: usize) -> Rig {
         Arc::new(Stats::default()),
         Personas::new(personas, 7, None).unwrap(),
         None,
-        HandlerConfig { page: P, chunk },
+        HandlerConfig {
+            page: P,
+            chunk,
+            read_extent,
+        },
         Box::new(move || {
             dc.fetch_add(1, Ordering::SeqCst);
         }),
@@ -382,6 +390,7 @@ fn a_black_holed_remote_does_not_starve_a_local_source() {
         HandlerConfig {
             page: P,
             chunk: 4096,
+            read_extent: 0,
         },
         Box::new(|| {}),
     ));
@@ -578,6 +587,7 @@ fn prefetch_fills_the_cache_file() {
         HandlerConfig {
             page: P,
             chunk: 65536,
+            read_extent: 0,
         },
         Box::new(|| {}),
     );
@@ -616,6 +626,7 @@ fn prefetch_checks_digests() {
         HandlerConfig {
             page: P,
             chunk: 65536,
+            read_extent: 0,
         },
         Box::new(|| {}),
     );
@@ -662,6 +673,7 @@ mod over_http {
             HandlerConfig {
                 page: P,
                 chunk: 16384,
+                read_extent: 0,
             },
             Box::new(|| {}),
         );
@@ -701,4 +713,132 @@ mod over_http {
         assert_eq!(f.completed(), vec![3, 4]);
         assert_eq!(dev.commands()[2], "copen 5,-5");
     }
+}
+
+/// The union of the ranges written, as sorted disjoint [start, end) pairs.
+fn coverage(f: &MockFile) -> Vec<(u64, u64)> {
+    let mut w: Vec<(u64, u64)> = f
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(s, n)| (s, s + n as u64))
+        .collect();
+    w.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in w {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+const M: u64 = 1 << 20;
+
+#[test]
+fn read_extent_fills_aligned_extents_up_to_the_end() {
+    // Not page aligned, and not a multiple of the extent.
+    let size = 3 * M + 1000;
+    let data = pattern(size as usize, 9);
+    let r = rig_ext(
+        MemSource::default().with("b", data.clone()),
+        vec![],
+        64 * 1024,
+        M,
+    );
+    let f = r.open(1, 1, 100, "b");
+    // READ at 0: the first extent, whole.
+    r.read(2, 1, 0, 4096);
+    assert_eq!(coverage(&f), vec![(0, M)]);
+    // The last byte: the last extent, which ends at the blob's end.
+    r.read(3, 1, size - 1, 1);
+    assert_eq!(coverage(&f), vec![(0, M), (3 * M, size)]);
+    // Straddling the boundary between the second and third extents: both.
+    r.read(4, 1, 2 * M - 4096, 8192);
+    assert_eq!(coverage(&f), vec![(0, size)]);
+    assert_eq!(f.completed(), vec![2, 3, 4]);
+    assert_eq!(r.stat(|s| &s.reads_ok), 3);
+    assert_eq!(r.stat(|s| &s.bytes_written), size);
+    // Every byte is the blob's, and nothing lies past its end.
+    assert_eq!(f.data.lock().unwrap().len() as u64, size);
+    assert_eq!(f.bytes(0, size as usize), data);
+    // Writes start on pages.
+    assert!(f.writes.lock().unwrap().iter().all(|w| w.0 % P == 0));
+}
+
+#[test]
+fn read_extent_never_passes_a_small_blob() {
+    let data = pattern(50_000, 4);
+    let r = rig_ext(
+        MemSource::default().with("b", data.clone()),
+        vec![],
+        65536,
+        M,
+    );
+    let f = r.open(1, 1, 100, "b");
+    r.read(2, 1, 8192, 4096);
+    assert_eq!(coverage(&f), vec![(0, 50_000)]);
+    assert_eq!(f.bytes(0, 50_000), data);
+    assert_eq!(f.data.lock().unwrap().len(), 50_000);
+}
+
+#[test]
+fn read_extent_zero_writes_only_the_request() {
+    let data = pattern(4 * M as usize, 5);
+    let r = rig_ext(MemSource::default().with("b", data), vec![], 65536, 0);
+    let f = r.open(1, 1, 100, "b");
+    r.read(2, 1, 8192 + 5, 100);
+    assert_eq!(coverage(&f), vec![(8192, 12288)]);
+}
+
+#[test]
+fn read_extent_source_errors_fail_only_the_requested_part() {
+    // The blob claims 3 MiB but has only 1 MiB + 8 KiB: its extent
+    // [1M, 2M) comes up short at 1M + 8K.
+    let size = 3 * M;
+    let have = (M + 8192) as usize;
+    let data = pattern(have, 6);
+    let r = rig_ext(
+        MemSource::default().with_truncated("b", data.clone(), size),
+        vec![],
+        65536,
+        M,
+    );
+    let f = r.open(1, 1, 100, "b");
+    // The request [1M, 1M+4K) is there: served, though its extent is short.
+    r.read(2, 1, M, 4096);
+    assert_eq!(r.stat(|s| &s.reads_ok), 1);
+    assert_eq!(r.stat(|s| &s.reads_failed), 0);
+    // The short extent is a source error all the same.
+    assert_eq!(r.stat(|s| &s.source_errors), 1);
+    assert_eq!(coverage(&f), vec![(M, M + 8192)]);
+    assert_eq!(f.bytes(M as usize, 8192), &data[M as usize..]);
+    // The request [1M+8K, 1M+12K) is not: it fails, as without amplification.
+    r.read(3, 1, M + 8192, 4096);
+    assert_eq!(r.stat(|s| &s.reads_failed), 1);
+    assert_eq!(coverage(&f), vec![(M, M + 8192)]);
+    assert_eq!(f.completed(), vec![2, 3]);
+}
+
+#[test]
+fn read_extent_failing_before_the_request_still_serves_it() {
+    let data = pattern(2 * M as usize, 7);
+    let src = MemSource::default().with("b", data.clone());
+    // Reads of the blob's first 64 KiB fail.
+    src.blobs["b"].fail_below.store(65536, Ordering::Relaxed);
+    let r = rig_ext(src, vec![], 65536, M);
+    let f = r.open(1, 1, 100, "b");
+    r.read(2, 1, 512 * 1024, 4096);
+    assert_eq!(r.stat(|s| &s.reads_ok), 1);
+    assert_eq!(r.stat(|s| &s.reads_failed), 0);
+    assert_eq!(coverage(&f), vec![(512 * 1024, 512 * 1024 + 4096)]);
+    assert_eq!(
+        f.bytes(512 * 1024, 4096),
+        &data[512 * 1024..512 * 1024 + 4096]
+    );
+    // A READ inside the failing part fails.
+    r.read(3, 1, 4096, 4096);
+    assert_eq!(r.stat(|s| &s.reads_failed), 1);
 }

@@ -333,7 +333,11 @@ fn serve(args: &ServeArgs) -> i32 {
         stats.clone(),
         personas,
         prefetch,
-        HandlerConfig { page, chunk },
+        HandlerConfig {
+            page,
+            chunk,
+            read_extent: args.read_extent,
+        },
         Box::new(move || stop2.notify()),
     ));
     let n_adopted = objects.len();

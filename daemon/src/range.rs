@@ -52,6 +52,21 @@ pub fn plan_read(off: u64, len: u64, size: u64, page: u64) -> Option<Span> {
     (end > start).then_some(Span { start, end })
 }
 
+/// Widens `want` (a READ's page span from [`plan_read`]) to the aligned
+/// extents of `extent` bytes that cover it, clipped to the blob's `size`: read
+/// amplification, so that a sequential reader's next READs find their pages
+/// cached. `extent` must be a power of two; 0 or anything up to a page leaves
+/// `want` as it is. The result always contains `want` and never ends past
+/// `size` (unless `want` does, which [`plan_read`] never makes it).
+pub fn plan_extent(want: Span, size: u64, extent: u64, page: u64) -> Span {
+    if extent <= page || !extent.is_power_of_two() {
+        return want;
+    }
+    let start = align_down(want.start, extent);
+    let end = align_up(want.end, extent).min(size).max(want.end);
+    Span { start, end }
+}
+
 /// Splits `span` into pieces of at most `chunk` bytes whose starts stay page
 /// aligned (`chunk` must be a multiple of the page size).
 pub fn chunks(span: Span, chunk: u64) -> impl Iterator<Item = Span> {
@@ -154,6 +169,59 @@ mod tests {
         assert_eq!(
             plan_read(0, u64::MAX, 5, P),
             Some(Span { start: 0, end: 5 })
+        );
+    }
+
+    /// plan_read then plan_extent, as the handler does.
+    fn ext(off: u64, len: u64, size: u64, extent: u64) -> Option<(u64, u64)> {
+        plan_read(off, len, size, P).map(|w| {
+            let s = plan_extent(w, size, extent, P);
+            assert!(
+                s.start <= w.start && s.end >= w.end,
+                "{s:?} must cover {w:?}"
+            );
+            (s.start, s.end)
+        })
+    }
+
+    #[test]
+    fn extents_are_aligned_and_clamped() {
+        const M: u64 = 1 << 20;
+        let size = 10 * M + 1234; // not page aligned
+                                  // READ at 0: the first extent.
+        assert_eq!(ext(0, 4096, size, M), Some((0, M)));
+        // Inside an extent: the whole extent around it.
+        assert_eq!(ext(3 * M + 8192, 4096, size, M), Some((3 * M, 4 * M)));
+        assert_eq!(ext(3 * M + 100, 1, size, M), Some((3 * M, 4 * M)));
+        // Straddling an extent boundary: both extents.
+        assert_eq!(ext(2 * M - 4096, 8192, size, M), Some((M, 3 * M)));
+        assert_eq!(ext(M - 1, 2, size, M), Some((0, 2 * M)));
+        // The last byte: the last extent, ending at the blob's end.
+        assert_eq!(ext(size - 1, 1, size, M), Some((10 * M, size)));
+        assert_eq!(ext(10 * M, 4096, size, M), Some((10 * M, size)));
+        // A READ reaching past the end is clipped too.
+        assert_eq!(ext(9 * M + 4096, 4 * M, size, M), Some((9 * M, size)));
+        // A blob smaller than an extent: the whole blob, never more.
+        assert_eq!(ext(8192, 4096, 50_000, M), Some((0, 50_000)));
+        assert_eq!(ext(0, 4096, 4096, M), Some((0, 4096)));
+        // A blob of exactly one extent.
+        assert_eq!(ext(M - 4096, 4096, M, M), Some((0, M)));
+        // Past the end: nothing, as without amplification.
+        assert_eq!(ext(size + 4096, 4096, size, M), None);
+        // Another power of two.
+        assert_eq!(ext(200_000, 4096, size, 64 << 10), Some((196_608, 262_144)));
+    }
+
+    #[test]
+    fn extent_off_leaves_the_request() {
+        let size = 1 << 30;
+        for extent in [0, 1, 512, P] {
+            assert_eq!(ext(8192 + 5, 100, size, extent), Some((8192, 12288)));
+        }
+        // Never overflows near the top of the range.
+        assert_eq!(
+            ext(u64::MAX - 10, 5, u64::MAX, 1 << 20),
+            Some((u64::MAX - ((1 << 20) - 1), u64::MAX))
         );
     }
 

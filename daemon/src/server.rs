@@ -261,6 +261,7 @@ mod tests {
             HandlerConfig {
                 page: 4096,
                 chunk: 16384,
+                read_extent: 0,
             },
             Box::new(move || stop2.notify()),
         ))

@@ -352,13 +352,16 @@ impl Sources {
 pub mod mem {
     use super::*;
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     pub struct MemBlob {
         pub data: Vec<u8>,
         /// Report this size instead of `data.len()` (a "truncated" blob).
         pub claimed_size: Option<u64>,
         pub fail: AtomicBool,
+        /// Fail reads that start below this offset (a source error in part
+        /// of a blob).
+        pub fail_below: AtomicU64,
         /// Panic in read_at (a bug in a source).
         pub panic: AtomicBool,
         /// The digest it claims to have (as an `oci://` blob does).
@@ -370,7 +373,7 @@ pub mod mem {
             self.claimed_size.unwrap_or(self.data.len() as u64)
         }
         fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-            if self.fail.load(Ordering::Relaxed) {
+            if self.fail.load(Ordering::Relaxed) || off < self.fail_below.load(Ordering::Relaxed) {
                 return Err(io::Error::other("injected failure"));
             }
             if self.panic.load(Ordering::Relaxed) {
@@ -404,6 +407,7 @@ pub mod mem {
                 data,
                 claimed_size: None,
                 fail: AtomicBool::new(false),
+                fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: None,
             };
@@ -416,6 +420,7 @@ pub mod mem {
                 data,
                 claimed_size: None,
                 fail: AtomicBool::new(false),
+                fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: Some(digest.into()),
             };
@@ -427,6 +432,7 @@ pub mod mem {
                 data,
                 claimed_size: Some(size),
                 fail: AtomicBool::new(false),
+                fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: None,
             };
