@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # The benchmark run inside the guest (started by scripts/bench.sh through
 # scripts/vm-run.sh as the test ../bench/guest.sh). For every repetition,
-# workload and configuration (C backend, Rust backend, erofs file-backed,
-# squashfuse) it runs the workload cold: caches dropped, the cache directory
+# workload and configuration (C backend, Rust backend, each served by the
+# tests' od-serve and by odd, erofs file-backed, squashfuse) it runs the
+# workload cold: caches dropped, the cache directory
 # emptied and a fresh daemon bound before each run. Raw results go to /host/out/bench/raw:
 #   results.txt   "CONFIG REP WORKLOAD key=value ..." per run
 #   lat/          per-read latencies (ns) of the latency workloads
@@ -32,7 +33,7 @@ mkdir -p "$RAW/lat" "$RAW/stats" "$B/blobs" "$B/sqfs" "$MNT" /mnt/t
 } >"$RAW/meta.txt"
 
 t0=$(date +%s)
-cp /host/out/bench/bin/cfbench /host/out/bench/bin/od-serve "$KO" "$B/"
+cp /host/out/bench/bin/cfbench /host/out/bench/bin/od-serve /host/out/bench/bin/odd "$KO" "$B/"
 cp -r /host/out/bench/fuse "$B/fuse"
 # PROFILE=1 (scripts/bench.sh --profile): the measured commands run under
 # perf record, system-wide, sampling on the cpu-clock (TCG has no PMU).
@@ -92,13 +93,23 @@ cold() {
 	echo 3 >/proc/sys/vm/drop_caches
 }
 
-daemon_pid=
-start_daemon() { # backend: bind a fresh, empty cache with od-serve
+daemon_pid= daemon=
+# start_daemon BACKEND [odd]: bind a fresh, empty cache with od-serve, or
+# with odd (its defaults: ODD_THREADS workers, read amplification of
+# ODD_READ_EXTENT; it writes to its --ready-fd once bound and serving)
+start_daemon() {
+	daemon=${2:-od-serve}
 	set_backend "$1" || return 1
 	rm -rf "$CACHE" /tmp/od.pid
 	mkdir -p "$CACHE"
 	cold
-	"$B/od-serve" -p /tmp/od.pid "$CACHE" "$B/blobs" 2>/tmp/od.err &
+	if [ "$daemon" = odd ]; then
+		"$B/odd" -q serve --dir "$CACHE" --source "dir:$B/blobs" \
+			--threads "${ODD_THREADS:-4}" --read-extent "${ODD_READ_EXTENT:-1M}" \
+			--ready-fd 3 3>/tmp/od.pid 2>/tmp/od.err &
+	else
+		"$B/od-serve" -p /tmp/od.pid "$CACHE" "$B/blobs" 2>/tmp/od.err &
+	fi
 	daemon_pid=$!
 	i=0
 	while [ ! -s /tmp/od.pid ]; do
@@ -115,6 +126,13 @@ stop_daemon() {
 	wait "$daemon_pid"
 	daemon_pid=
 	od_reads=$(sed -n 's/.*open [0-9]* read \([0-9]*\).*/\1/p' /tmp/od.err)
+	if [ "$daemon" = odd ]; then
+		# its statistics at exit: "requests: total=N open=N close=N read=N ..."
+		_rq=$(grep '^ *requests: total=' /tmp/od.err | tail -n 1)
+		od_reads=$(echo "$_rq" | sed -n 's/.* read=\([0-9]*\).*/\1/p')
+		od_open=$(echo "$_rq" | sed -n 's/.* open=\([0-9]*\).*/\1/p')
+		od_close=$(echo "$_rq" | sed -n 's/.* close=\([0-9]*\).*/\1/p')
+	fi
 }
 
 wait_mount() { # dir: wait for a FUSE server to mount it
@@ -129,7 +147,7 @@ wait_mount() { # dir: wait for a FUSE server to mount it
 fuse_pid=
 mount_main() { # config
 	case $1 in
-	c|rust) "$B/cfbench" mount none "$MNT" fsid=main.img ;;
+	c|rust|odd-c|odd-rust) "$B/cfbench" mount none "$MNT" fsid=main.img ;;
 	file)
 		"$B/cfbench" mount /data/images/main.img "$MNT" || return 1
 		# file-backed: erofs reads the file, no loop device in between
@@ -157,12 +175,13 @@ run_one() {
 	lat=$RAW/lat/$wl-$cfg-$rep.txt
 	case $cfg in
 	c|rust) start_daemon "$cfg" || return 1 ;;
+	odd-c|odd-rust) start_daemon "${cfg#odd-}" odd || return 1 ;;
 	*) rm -rf "$CACHE"; cold ;;
 	esac
 	case $wl in
 	ttfb)
 		case $cfg in
-		c|rust) out=$("$B/cfbench" ttfb fscache - /mnt/t "$NBLOBS" "$lat") ;;
+		c|rust|odd-c|odd-rust) out=$("$B/cfbench" ttfb fscache - /mnt/t "$NBLOBS" "$lat") ;;
 		file) out=$("$B/cfbench" ttfb file /data/blobs /mnt/t "$NBLOBS" "$lat") ;;
 		fuse) out=$("$B/cfbench" ttfb exec "$B/sqfs" /mnt/t "$NBLOBS" "$lat" $SQUASHFUSE) ;;
 		esac || return 1
@@ -202,7 +221,7 @@ run_one() {
 	fi
 	[ "$wl" = ttfb ] || umount_main || return 1
 	case $cfg in
-	c|rust)
+	c|rust|odd-c|odd-rust)
 		stop_daemon
 		out="$out daemon_reads=$od_reads"
 		;;
@@ -213,10 +232,11 @@ run_one() {
 
 # The runs of one repetition and workload are back to back, so that the C
 # and Rust runs of a pair are seconds apart; which backend goes first
-# alternates, so that neither gains from the order.
+# alternates, so that neither gains from the order (odd's pair likewise).
 for rep in $(seq "$REPS"); do
 	confs=$CONFIGS
-	[ $((rep % 2)) = 0 ] && confs=$(echo " $CONFIGS " | sed 's/ c rust / rust c /')
+	[ $((rep % 2)) = 0 ] && confs=$(echo " $CONFIGS " |
+		sed 's/ c rust / rust c /; s/ odd-c odd-rust / odd-rust odd-c /')
 	for wl in $WORKLOADS; do
 		for cfg in $confs; do
 			s=$(date +%s)
@@ -224,7 +244,7 @@ for rep in $(seq "$REPS"); do
 				ktap_ok "$cfg rep $rep $wl ($(( $(date +%s) - s ))s)"
 			else
 				ktap_fail "$cfg rep $rep $wl"
-				[ -n "$daemon_pid" ] && sed 's/^/# od-serve: /' /tmp/od.err | tail -n 5
+				[ -n "$daemon_pid" ] && sed "s/^/# $daemon: /" /tmp/od.err | tail -n 5
 				grep -q " $MNT " /proc/mounts && umount -l "$MNT"
 				for m in $(grep ' /mnt/t/' /proc/mounts | cut -d' ' -f2); do
 					umount -l "$m"

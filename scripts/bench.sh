@@ -2,7 +2,8 @@
 # The benchmarks (issue #7), from a fresh machine: set-up, the bench kernel
 # (no debug options; cached), the module built against it, the guest tools,
 # the data, one boot that runs every workload for the C backend, the Rust
-# backend and the two references (erofs file-backed, squashfuse), then the
+# backend (each with the tests' od-serve and with the project's daemon, odd)
+# and the two references (erofs file-backed, squashfuse), then the
 # report: out/bench/results.json, the table in Documentation/benchmarks.md
 # and the plot Documentation/benchmarks-latency.svg.
 #   scripts/bench.sh            (make bench)
@@ -51,6 +52,9 @@ echo "bench: module $B/module/cachefiles_ondemand_rs.ko"
 cflags=(-static -O2 -g -Wall -Wextra -Werror)
 gcc "${cflags[@]}" -o "$B/bin/cfbench" "$CFOD_TOP/bench/cfbench.c" -lpthread
 gcc "${cflags[@]}" -Wno-unused-parameter -o "$B/bin/od-serve" "$CFOD_TOP/tests/tools/od-serve.c"
+# odd, static, from the working tree (configurations odd-c and odd-rust)
+odd=$(JOBS=$(nproc) "$CFOD_TOP/daemon/build-static.sh")
+cp "$odd" "$B/bin/odd"
 
 # squashfuse from Debian with its shared libraries and loader, for a guest
 # that has none.
@@ -78,7 +82,7 @@ fi
 cat >"$B/config" <<EOF
 # written by scripts/bench.sh, read by bench/guest.sh
 REPS=${BENCH_REPS:-11}
-CONFIGS="c rust file fuse"
+CONFIGS="${BENCH_CONFIGS:-c rust odd-c odd-rust file fuse}"
 EOF
 [ $profile = 0 ] || cat >>"$B/config" <<EOF
 PROFILE=1
