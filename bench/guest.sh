@@ -12,6 +12,11 @@
 #   meta.txt      the guest's kernel, CPUs and memory
 # Settings come from /host/out/bench/config (written by scripts/bench.sh);
 # the images from the second virtio disk (/dev/vdb, out/bench/data/disk.img).
+# ICOUNT=1 (the instruction-count boot, under the icount plugin): each run
+# is bracketed by plugin marks (marks: "N CONFIG REP WORKLOAD start|end"),
+# from just before its mount to just after its daemon has exited, so the
+# daemon's request counts (daemon_open/_reads/_close) cover the bracket; no
+# warm re-read, no statistics read, no disk fill, times are not kept.
 . "$T/lib/ktap.sh"
 . /host/out/bench/config
 RAW=/host/out/bench/${RAW_DIR:-raw}
@@ -27,6 +32,8 @@ mkdir -p "$RAW/lat" "$RAW/stats" "$B/blobs" "$B/sqfs" "$MNT" /mnt/t
 	echo "uname=$(uname -r)"
 	echo "kernel=$(cat /proc/version)"
 	echo "guest_cpus=$(grep -c ^processor /proc/cpuinfo)"
+	# the vCPUs QEMU was given (scripts/vm-run.sh passes its -smp)
+	echo "qemu_smp=$(sed -n 's/.*cfod\.smp=\([0-9]*\).*/\1/p' /proc/cmdline)"
 	echo "guest_mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"
 	echo "cpu_model=$(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -n1)"
 	echo "clocksource=$(cat $CLK)"
@@ -61,7 +68,7 @@ cp /data/images/main.sqfs /data/blobs/*.sqfs "$B/sqfs/"
 # Fill the cache disk once: the host allocates its sparse image file on
 # first write, and that cost would otherwise land on whichever run writes
 # a region first.
-dd if=/dev/zero of=/cache/fill bs=1M count=$(( $(df -m /cache | awk 'NR==2{print $4}') - 64 )) 2>/dev/null
+[ "${ICOUNT:-0}" = 1 ] || dd if=/dev/zero of=/cache/fill bs=1M count=$(( $(df -m /cache | awk 'NR==2{print $4}') - 64 )) 2>/dev/null
 rm -f /cache/fill
 sync
 ktap_diag "copied the images to tmpfs and filled the cache disk in $(( $(date +%s) - t0 ))s"
@@ -126,6 +133,8 @@ stop_daemon() {
 	wait "$daemon_pid"
 	daemon_pid=
 	od_reads=$(sed -n 's/.*open [0-9]* read \([0-9]*\).*/\1/p' /tmp/od.err)
+	od_open=$(sed -n 's/.*open \([0-9]*\) read [0-9]*.*/\1/p' /tmp/od.err)
+	od_close=$(sed -n 's/.*open [0-9]* read [0-9]* close \([0-9]*\).*/\1/p' /tmp/od.err)
 	if [ "$daemon" = odd ]; then
 		# its statistics at exit: "requests: total=N open=N close=N read=N ..."
 		_rq=$(grep '^ *requests: total=' /tmp/od.err | tail -n 1)
@@ -133,6 +142,29 @@ stop_daemon() {
 		od_open=$(echo "$_rq" | sed -n 's/.* open=\([0-9]*\).*/\1/p')
 		od_close=$(echo "$_rq" | sed -n 's/.* close=\([0-9]*\).*/\1/p')
 	fi
+}
+
+# ICOUNT=1: the plugin's ranges (scripts/bench.sh passes ranges=$RAW/ranges):
+# vmlinux's from the host (nokaslr), plus the module's functions at its
+# current load address if it is loaded (each insmod may place it anew). The
+# plugin re-reads the file at each mark.
+icount_ranges() {
+	cp /host/out/bench/plugin/vmlinux.ranges "$RAW/ranges.new"
+	if [ -e /sys/module/cachefiles_ondemand_rs/sections/.text ]; then
+		_base=$(cat /sys/module/cachefiles_ondemand_rs/sections/.text)
+		while read -r _off _size _name; do
+			echo "$_base+$_off +$_size rs:$_name"
+		done </host/out/bench/plugin/rs-text.syms >>"$RAW/ranges.new"
+	fi
+	mv "$RAW/ranges.new" "$RAW/ranges"
+}
+nmark=0
+icount_mark() { # CONFIG REP WORKLOAD start|end: a plugin mark, and what it is
+	[ "${ICOUNT:-0}" = 1 ] || return 0
+	[ "$4" = start ] && icount_ranges
+	nmark=$((nmark + 1))
+	echo "$nmark $*" >>"$RAW/marks"
+	"$B/cfbench" mark
 }
 
 wait_mount() { # dir: wait for a FUSE server to mount it
@@ -178,6 +210,7 @@ run_one() {
 	odd-c|odd-rust) start_daemon "${cfg#odd-}" odd || return 1 ;;
 	*) rm -rf "$CACHE"; cold ;;
 	esac
+	icount_mark "$cfg" "$rep" "$wl" start
 	case $wl in
 	ttfb)
 		case $cfg in
@@ -192,9 +225,12 @@ run_one() {
 		case $wl in
 		seq)
 			out=$("$B/cfbench" seq "$MNT/seq.bin") || return 1
-			# warm: the same file again, now in the page cache
-			warm=$("$B/cfbench" seq "$MNT/seq.bin") || return 1
-			echo "$cfg $rep warm $warm" >>"$RAW/results.txt"
+			# warm: the same file again, now in the page cache (not
+			# in the instruction-count boot: no request)
+			if [ "${ICOUNT:-0}" != 1 ]; then
+				warm=$("$B/cfbench" seq "$MNT/seq.bin") || return 1
+				echo "$cfg $rep warm $warm" >>"$RAW/results.txt"
+			fi
 			;;
 		rand) out=$(prof "$wl-$cfg" "$B/cfbench" rand "$MNT/rand.bin" "$RAND_COUNT" "$rep" "$lat") || return 1 ;;
 		par) out=$(prof "$wl-$cfg" "$B/cfbench" par "$MNT/par" "$PAR_READERS") || return 1 ;;
@@ -215,7 +251,7 @@ run_one() {
 			>"$RAW/perf-$wl-$cfg-$rep-graph.txt" 2>&1
 		rm -f "/tmp/$wl-$cfg.data"
 	fi
-	if [ "$cfg" = rust ]; then
+	if [ "$cfg" = rust ] && [ "${ICOUNT:-0}" != 1 ]; then
 		cs=$(rs_cache_stats)
 		[ -n "$cs" ] && cp "$cs" "$RAW/stats/$wl-$cfg-$rep.txt"
 	fi
@@ -223,9 +259,10 @@ run_one() {
 	case $cfg in
 	c|rust|odd-c|odd-rust)
 		stop_daemon
-		out="$out daemon_reads=$od_reads"
+		out="$out daemon_reads=$od_reads daemon_open=$od_open daemon_close=$od_close"
 		;;
 	esac
+	icount_mark "$cfg" "$rep" "$wl" end
 	echo "$cfg $rep $wl $out" >>"$RAW/results.txt"
 	ktap_diag "$cfg $rep $wl: $out"
 }

@@ -248,6 +248,175 @@ def requests_table(res):
     return "\n".join(out)
 
 
+# The instruction-count boot (scripts/bench.sh, out/bench/icount): what each
+# backend runs of its own, by the plugin's range labels, as in
+# bench/plugin/icount-report.py. Rust also runs code in vmlinux: the patch's
+# dispatch, the kernel crate and rust_helper_ functions, and the anonymous
+# fd's write_iter and llseek, which are ondemand.c's on both backends.
+ICOUNT_BACKEND = {"c": ["ondemand", "dispatch"],
+                  "rust": ["rs", "rust_kernel", "dispatch", "ondemand"]}
+ICOUNT_WORKLOADS = ["seq", "rand", "par", "rps", "ttfb"]
+
+
+def icount_backend(cfg):
+    """The backend that serves a configuration (c, rust, odd-c, odd-rust), or None."""
+    for b in ("rust", "c"):
+        if cfg == b or cfg.endswith("-" + b):
+            return b
+    return None
+
+
+def read_icount(d):
+    """Per workload, configuration and repetition, from the icount boot: the
+    requests the daemon read and the instructions between the run's two
+    marks (kernel, user, per range group, the backend's sum). None if the
+    directory has no run."""
+    need = [os.path.join(d, f) for f in ("icount.txt", "marks", "results.txt")]
+    if not all(os.path.exists(p) for p in need):
+        return None
+    plugin = {}
+    with open(need[0]) as f:
+        for line in f:
+            p = line.split()
+            if len(p) > 4 and p[0] == "mark":
+                plugin[int(p[1])] = dict(zip(p[4::2], (int(v) for v in p[5::2])))
+    marks = {}
+    with open(need[1]) as f:
+        for line in f:
+            p = line.split()
+            if len(p) == 5:
+                marks[(p[1], int(p[2]), p[3], p[4])] = int(p[0])
+    res = parse_results(need[2])
+    notes = []
+    if len(plugin) != len(marks):
+        notes.append(f"{len(plugin)} plugin marks for {len(marks)} guest marks")
+    runs = {}
+    for (cfg, rep, wl, ph), n in sorted(marks.items()):
+        e = marks.get((cfg, rep, wl, "end"))
+        kv = res.get(wl, {}).get(cfg, {}).get(rep)
+        if ph != "start" or e is None or n not in plugin or e not in plugin or kv is None:
+            continue
+        a, z = plugin[n], plugin[e]
+        delta = {k: z.get(k, 0) - a.get(k, 0) for k in set(a) | set(z)}
+        groups = {}
+        for k, v in delta.items():
+            g = k.split(":")[0]
+            groups[g] = groups.get(g, 0) + v
+        cnt = [kv.get(k, "") for k in ("daemon_open", "daemon_reads", "daemon_close")]
+        b = icount_backend(cfg)
+        runs.setdefault(wl, {}).setdefault(cfg, {})[rep] = {
+            "requests": sum(int(x) for x in cnt) if all(x.isdigit() for x in cnt) else None,
+            "requests_open_read_close": [int(x) if x.isdigit() else None for x in cnt],
+            "backend": sum(groups.get(g, 0) for g in ICOUNT_BACKEND[b]) if b else None,
+            "kernel": groups.get("kernel", 0), "user": groups.get("user", 0),
+            "groups": {g: v for g, v in sorted(groups.items()) if v}}
+    meta = {}
+    mp = os.path.join(d, "meta.txt")
+    if os.path.exists(mp):
+        with open(mp) as f:
+            meta.update(dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line))
+    log = os.path.join(os.path.dirname(os.path.abspath(d)), "icount-vm.log")
+    m = re.search(r"^(\S+: \d+ passed, \d+ failed.*)$",
+                  open(log).read() if os.path.exists(log) else "", re.M)
+    meta["guest_result"] = m.group(1) if m else None
+    return {"meta": meta, "notes": notes, "runs": runs}
+
+
+def icount_summary(ic):
+    """Per workload and configuration: instructions per request, median,
+    min, max and spread (max - min) / median over the repetitions; the
+    Rust/C ratio of the medians (odd-rust/odd-c likewise)."""
+    out = {}
+    for wl, per in ic["runs"].items():
+        for cfg, reps in per.items():
+            s = {"n": len(reps)}
+            rq = [r["requests"] for r in reps.values() if r["requests"]]
+            if rq:
+                s["requests"] = {"median": statistics.median(rq), "min": min(rq), "max": max(rq)}
+            for what in ("backend", "kernel"):
+                v = [r[what] / r["requests"] for r in reps.values()
+                     if r["requests"] and r[what] is not None]
+                if v:
+                    med = statistics.median(v)
+                    s[what + "_per_request"] = {
+                        "median": med, "min": min(v), "max": max(v),
+                        "spread": (max(v) - min(v)) / med if med else None}
+            out.setdefault(wl, {})[cfg] = s
+        for cfg in per:
+            if icount_backend(cfg) != "rust":
+                continue
+            ccfg = cfg[:-len("rust")] + "c"
+            if ccfg not in per:
+                continue
+            ratio = {}
+            for what in ("backend", "kernel"):
+                r, c = out[wl][cfg].get(what + "_per_request"), out[wl][ccfg].get(what + "_per_request")
+                if r and c and c["median"]:
+                    ratio[what] = r["median"] / c["median"]
+            out[wl].setdefault("ratios", {})[f"{cfg}/{ccfg}"] = ratio
+    return out
+
+
+def icount_table(ic, summ):
+    names = dict(CONFIGS)
+    cfgs = [c for c, _ in CONFIGS if any(c in d for d in summ.values())]
+    cfgs += sorted({c for d in summ.values() for c in d if c != "ratios" and c not in cfgs})
+    out = ["| Workload | | requests per run | backend instructions per request | spread "
+           "| kernel instructions per request | spread |", "|---|---|---|---|---|---|---|"]
+    wls = [w for w in ICOUNT_WORKLOADS if w in summ] + sorted(w for w in summ
+                                                              if w not in ICOUNT_WORKLOADS)
+
+    def cell(x):
+        if not x:
+            return ["–", "–"]
+        sp = "–" if x["spread"] is None else f"{x['spread'] * 100:.2f} %"
+        return [f"{fmt(x['median'])} ({fmt(x['min'])}–{fmt(x['max'])})", sp]
+
+    for wl in wls:
+        first = True
+        for cfg in cfgs:
+            s = summ[wl].get(cfg)
+            if not s:
+                continue
+            rq = s.get("requests")
+            rqs = "–" if not rq else (f"{rq['median']:.0f}" if rq["min"] == rq["max"]
+                                      else f"{rq['median']:.0f} ({rq['min']}–{rq['max']})")
+            out.append("| " + " | ".join([wl if first else "", names.get(cfg, cfg), rqs]
+                                         + cell(s.get("backend_per_request"))
+                                         + cell(s.get("kernel_per_request"))) + " |")
+            first = False
+        for pair, r in summ[wl].get("ratios", {}).items():
+            a, b = pair.split("/")
+            out.append("| " + " | ".join(["", f"**{names.get(a, a)}/{names.get(b, b)}**", "",
+                                          f"**{r['backend']:.2f}**" if "backend" in r else "–", "",
+                                          f"**{r['kernel']:.3f}**" if "kernel" in r else "–", ""])
+                       + " |")
+    return "\n".join(out)
+
+
+def icount_section(ic, summ):
+    m = ic["meta"]
+    reps = sorted({r for per in ic["runs"].values() for d in per.values() for r in d})
+    lines = [
+        "### Instructions per request (QEMU plugin)", "",
+        f"A separate boot of the same kernel under the icount plugin, {len(reps)} "
+        "repetitions of each on-demand workload per backend (no warm re-read); the guest "
+        f"brought up {m.get('guest_cpus', '?')} of the {m.get('qemu_smp', '?')} vCPUs QEMU "
+        "was given" + (f" ({m['guest_result']})" if m.get("guest_result") else "") + ". "
+        "A run is counted from just before its mount to just after its daemon exited; "
+        "requests: the OPENs, READs and CLOSEs the daemon read in that run. Backend: "
+        "the instructions in the backend's own ranges (C: `ondemand.c` and the "
+        "dispatch; Rust: the module, vmlinux's Rust code, the dispatch and `ondemand.c`'s "
+        "fd functions); kernel: every kernel-mode instruction of the guest in the run. "
+        "Median (min–max) over the repetitions; spread = (max − min) / median; the ratio "
+        "is of the medians (\"Instruction counts\" below says what is and is not counted).",
+        "", icount_table(ic, summ)]
+    lines[2] = textwrap.fill(lines[2], 76, break_on_hyphens=False)
+    if ic["notes"]:
+        lines += ["", "Warning: " + "; ".join(ic["notes"]) + "."]
+    return lines
+
+
 def plot(lat, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -283,12 +452,24 @@ def plot(lat, path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--raw", required=True)
-    ap.add_argument("--vm-log", required=True)
-    ap.add_argument("--json", required=True)
-    ap.add_argument("--doc", required=True)
-    ap.add_argument("--plot", required=True)
+    ap.add_argument("--raw")
+    ap.add_argument("--vm-log")
+    ap.add_argument("--json")
+    ap.add_argument("--doc")
+    ap.add_argument("--plot")
+    ap.add_argument("--icount", help="the instruction-count boot's output (out/bench/icount)")
+    ap.add_argument("--icount-only", action="store_true",
+                    help="print the instruction-count table only, write nothing")
     a = ap.parse_args()
+    ic = read_icount(a.icount) if a.icount else None
+    summ = icount_summary(ic) if ic else None
+    if a.icount_only:
+        if not ic:
+            sys.exit(f"bench-report: no instruction counts in {a.icount}")
+        print("\n".join(icount_section(ic, summ)))
+        return
+    if not all((a.raw, a.vm_log, a.json, a.doc, a.plot)):
+        ap.error("--raw, --vm-log, --json, --doc and --plot are required")
 
     res_path = os.path.join(a.raw, "results.txt")
     if not os.path.exists(res_path):
@@ -304,9 +485,13 @@ def main():
     vmlog = open(a.vm_log).read() if os.path.exists(a.vm_log) else ""
     m = re.search(r"accel (\w+)", vmlog)
     meta["accel"] = m.group(1) if m else "unknown"
+    # the vCPUs QEMU was given: the guest's record, else vm-run's line
+    m = re.search(r"accel \w+, (\d+) vCPUs", vmlog)
+    if not meta.get("qemu_smp") and m:
+        meta["qemu_smp"] = m.group(1)
     m = re.search(r"guest ran for (\d+)s", vmlog)
     meta["guest_seconds"] = int(m.group(1)) if m else None
-    m = re.search(r"^(bench-run: \d+ passed, \d+ failed.*)$", vmlog, re.M)
+    m = re.search(r"^(\S+-run: \d+ passed, \d+ failed.*)$", vmlog, re.M)
     meta["guest_result"] = m.group(1) if m else None
     top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     meta.update({
@@ -335,6 +520,10 @@ def main():
                         for cfg, v in d.items() if v} for wl, d in lat.items()}
     doc = {"meta": meta, "configs": dict(CONFIGS), "lines": lines,
            "pooled_latency_ns": lat_summary, "rust_stats": rust_stats(a.raw),
+           "icount": ic and {"meta": ic["meta"], "notes": ic["notes"], "summary": summ,
+                             "runs": {wl: {cfg: {str(r): v for r, v in sorted(d.items())}
+                                           for cfg, d in per.items()}
+                                      for wl, per in ic["runs"].items()}},
            "raw": {wl: {cfg: {str(r): kv for r, kv in sorted(d.items())}
                         for cfg, d in per.items()} for wl, per in res.items()}}
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
@@ -348,7 +537,8 @@ def main():
         f"- Guest kernel: `{meta.get('kernel', '?')}` (the bench kernel: no KASAN, lockdep, kmemleak).",
         f"- Toolchain: {meta['rustc']}; {meta['clang']}; {meta['bindgen']}; tools: {meta['gcc']}.",
         f"- QEMU: {meta['qemu']}, accelerator **{meta['accel'].upper()}** (no KVM), "
-        f"-smp 2 but the guest kernel brings up {meta.get('guest_cpus', '?')} CPU(s), "
+        f"-smp {meta.get('qemu_smp', '?')}, of which the guest kernel brought up "
+        f"{meta.get('guest_cpus', '?')} vCPU(s), "
         f"{int(meta.get('guest_mem_kb', 0)) // 1024} MiB; guest clocksource "
         f"`{meta.get('clocksource', '?')}`.",
         f"- Host: {meta['host_cpu']}, {meta['host_cores']} cores, Linux {meta['host_kernel']}.",
@@ -372,6 +562,7 @@ def main():
         "daemon, so the same counter for both backends; odd answers a READ with the",
         "aligned extent around it, so it is asked fewer times):", "",
         requests_table(res), "",
+        *(icount_section(ic, summ) + [""] if ic else []),
         "![latency distributions](benchmarks-latency.svg)", "",
         END])
     if os.path.exists(a.doc):

@@ -12,17 +12,26 @@
 #   BENCH_KIND=test scripts/bench.sh   on the debug kernel (a functional trial:
 #                               its numbers mean nothing)
 #   scripts/bench.sh --report   only redo the report from out/bench/raw
+#                               (and out/bench/icount)
+# After the timed boot, a second boot of the same kernel under the icount
+# plugin (bench/plugin/icount.c) runs the on-demand workloads again, C and
+# Rust, and counts the guest instructions of each run (out/bench/icount;
+# Documentation/benchmarks.md, "Instruction counts (QEMU plugin)"):
+#   BENCH_ICOUNT_REPS=N scripts/bench.sh   its repetitions (default 3; 0: no such boot)
+#   scripts/bench.sh --icount   only that boot (then the report if out/bench/raw exists)
+#   BENCH_NAME=N scripts/bench.sh   the VMs' names, N-run and N-icount (default bench)
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 B=$CFOD_TOP/out/bench
 report() {
 	/usr/bin/python3 "$CFOD_TOP/scripts/bench-report.py" --raw "$B/raw" --vm-log "$B/vm.log" \
 		--json "$B/results.json" --doc "$CFOD_TOP/Documentation/benchmarks.md" \
-		--plot "$CFOD_TOP/Documentation/benchmarks-latency.svg"
+		--plot "$CFOD_TOP/Documentation/benchmarks-latency.svg" --icount "$B/icount"
 }
-profile=0
+profile=0 icount_only=0
 case "${1:-}" in
 --report) report; exit 0 ;;
+--icount) icount_only=1 ;;
 # C and Rust only, the random-read workloads under perf (out/bench/profile)
 --profile) profile=1 ;;
 esac
@@ -105,7 +114,7 @@ EOF
 # (milliseconds). Tell it the rate; the guest checks that it uses the TSC.
 tsc_khz=$("$B/bin/cfbench" tsc-khz)
 echo "bench: set-up and builds took $(( SECONDS - start ))s; booting (TSC $tsc_khz kHz)"
-vmrc=0
+vmrc=0 icrc=0
 if [ $profile = 1 ]; then
 	"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name bench-profile \
 		--tests ../bench/guest.sh --timeout 3600 --test-timeout 3300 \
@@ -113,10 +122,51 @@ if [ $profile = 1 ]; then
 	echo "bench: profiles in out/bench/profile/perf-*.txt"
 	exit 0
 fi
-"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name bench-run \
+[ $icount_only = 1 ] ||
+"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name "${BENCH_NAME:-bench}-run" \
 	--tests ../bench/guest.sh --timeout 3600 --test-timeout 3300 \
 	--append "tsc_early_khz=$tsc_khz tsc=reliable" --disk "$B/data/disk.img" 2>&1 |
 	tee "$B/vm.log" || vmrc=$?
-report
-echo "bench: done in $(( SECONDS - start ))s (guest log: out/bench-run/)"
+
+# The instruction counts: a boot of its own, so that the plugin's cost
+# never touches the timed figures. The ranges of vmlinux (the VM boots with
+# nokaslr) and the module's functions as "OFFSET SIZE NAME" (hex) in its
+# .text, to which the guest adds the load address (bench/guest.sh,
+# icount_ranges); the plugin's lines go to out/NAME-icount/icount.txt and
+# are copied beside the guest's marks and results in out/bench/icount.
+icount_reps=${BENCH_ICOUNT_REPS:-3}
+if [ "$icount_reps" -gt 0 ]; then
+	so=$("$CFOD_TOP/scripts/build-plugin.sh")
+	ko=$B/module/cachefiles_ondemand_rs.ko
+	rm -rf "$B/plugin" "$B/icount"
+	mkdir -p "$B/plugin"
+	python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$B/plugin/vmlinux.ranges"
+	ndx=$(readelf -SW "$ko" | sed -n 's/^ *\[ *\([0-9]*\)\] \.text .*/\1/p')
+	readelf -sW "$ko" | awk -v ndx="$ndx" '$4 == "FUNC" && $7 == ndx && $3 > 0 {
+		printf "%s %x %s\n", $2, $3, $8 }' >"$B/plugin/rs-text.syms"
+	# The same guest driver, C and Rust only (BENCH_ICOUNT_CONFIGS), marks
+	# around every run, results in out/bench/icount.
+	cat >>"$B/config" <<EOF
+# the instruction-count boot
+ICOUNT=1
+REPS=$icount_reps
+CONFIGS="${BENCH_ICOUNT_CONFIGS:-c rust}"
+RAW_DIR=icount
+EOF
+	echo "bench: instruction counts, $icount_reps repetitions"
+	icname=${BENCH_NAME:-bench}-icount
+	VM_PLUGIN="$so,ranges=$B/icount/ranges,out=$CFOD_TOP/out/$icname/icount.txt" \
+	"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --name "$icname" \
+		--tests ../bench/guest.sh --timeout 3600 --test-timeout 3300 \
+		--append "tsc_early_khz=$tsc_khz tsc=reliable" --disk "$B/data/disk.img" 2>&1 |
+		tee "$B/icount-vm.log" || icrc=$?
+	cp "$CFOD_TOP/out/$icname/icount.txt" "$B/icount/" || icrc=1
+fi
+if [ -f "$B/raw/results.txt" ]; then
+	report
+else
+	/usr/bin/python3 "$CFOD_TOP/scripts/bench-report.py" --icount "$B/icount" --icount-only
+fi
+echo "bench: done in $(( SECONDS - start ))s (guest logs: out/${BENCH_NAME:-bench}-run/, out/${BENCH_NAME:-bench}-icount/)"
+[ $vmrc != 0 ] || vmrc=$icrc
 exit $vmrc
