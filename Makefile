@@ -9,11 +9,12 @@
 #                                       the differential fuzzer, C against Rust (replay: SEED=N)
 #   make kernel | kernel-bench          build (or reuse) a kernel
 #   make bench                          the benchmarks (Documentation/benchmarks.md)
+#   make curves                         per-request cost as the work grows (benchmarks.md, "Cost curves")
 CFOD_CACHE ?= /var/cache/cfod
 KDIR ?= $(CFOD_CACHE)/build-test
 BACKEND ?= c rust
 
-.PHONY: fuzz mutants module check demo bench lint fmt-check clippy panic-check kernel kernel-bench setup clean
+.PHONY: fuzz mutants module check demo bench curves lint fmt-check clippy panic-check kernel kernel-bench setup clean
 module:
 	scripts/build-module.sh $(KDIR)
 check:
@@ -22,6 +23,8 @@ demo:
 	scripts/demo.sh $(if $(filter command line environment,$(origin BACKEND)),$(firstword $(BACKEND)),rust)
 bench:
 	scripts/bench.sh
+curves:
+	scripts/curves.sh
 # The panic check inspects the built module: it runs after clippy (which
 # rebuilds the module in place) even with -j.
 lint: fmt-check clippy
