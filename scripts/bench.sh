@@ -9,6 +9,10 @@
 #   scripts/bench.sh            (make bench)
 #   BENCH_REPS=N scripts/bench.sh   repetitions (default 11)
 #   BENCH_REV=HEAD scripts/bench.sh   the module as committed, not the working tree
+#   BENCH_CONFIGS="c odd-c" scripts/bench.sh   some of the configurations
+#                               (default: c rust odd-c odd-rust file fuse)
+#   BENCH_ODD_THREADS=N BENCH_ODD_READ_EXTENT=BYTES   odd's --threads (4) and
+#                               --read-extent (1M) in odd-c and odd-rust
 #   BENCH_KIND=test scripts/bench.sh   on the debug kernel (a functional trial:
 #                               its numbers mean nothing)
 #   scripts/bench.sh --report   only redo the report from out/bench/raw
@@ -92,6 +96,8 @@ cat >"$B/config" <<EOF
 # written by scripts/bench.sh, read by bench/guest.sh
 REPS=${BENCH_REPS:-11}
 CONFIGS="${BENCH_CONFIGS:-c rust odd-c odd-rust file fuse}"
+ODD_THREADS=${BENCH_ODD_THREADS:-4}
+ODD_READ_EXTENT=${BENCH_ODD_READ_EXTENT:-1M}
 EOF
 [ $profile = 0 ] || cat >>"$B/config" <<EOF
 PROFILE=1
