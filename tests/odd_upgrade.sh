@@ -28,7 +28,9 @@ gone() { for i in $(seq 50); do alive "$1" || return 0; sleep 0.1; done; return 
 # READs take 25 s, one at a time at 1 s each, and the upgrade starts after
 # the fourth (at 30 ms the read was over before the upgrade, run
 # odd15-rust; at 400 ms on two threads, 5 s, it was too under a third
-# guest's load, run check2).
+# guest's load, run check2). odd runs with --read-extent 0: with its
+# default 1 MiB extents the 3 MiB file is 4 READs, all served before the
+# upgrade (run oa1c).
 upgrade_during_read() {
 	mode=$1 sock=$2
 	ktap_check "$mode: mount" mount -t erofs none -o fsid=simple.img /mnt/odd
@@ -57,7 +59,7 @@ upgrade_during_read() {
 rm -f /tmp/oddbin/odd && cp "$BIN/odd" /tmp/oddbin/odd
 rm -rf /cache/odd-up && mkdir -p /cache/odd-up
 /tmp/oddbin/odd serve --dir /cache/odd-up --source "dir:$DATA/blobs" --control /tmp/up1.sock \
-	--persona delay:1000 --threads 1 2>/tmp/odd-up1.err &
+	--persona delay:1000 --threads 1 --read-extent 0 2>/tmp/odd-up1.err &
 old=$!
 ktap_check "serve: odd bound the cache" wait_bound
 upgrade_during_read serve /tmp/up1.sock
@@ -73,7 +75,7 @@ for i in $(seq 100); do kill -0 "$new" 2>/dev/null || break; sleep 0.1; done
 rm -f /tmp/oddbin/odd && cp "$BIN/odd" /tmp/oddbin/odd
 rm -rf /cache/odd-up2 && mkdir -p /cache/odd-up2
 /tmp/oddbin/odd supervise --dir /cache/odd-up2 --source "dir:$DATA/blobs" --control /tmp/up2.sock \
-	--persona delay:1000 --threads 1 2>/tmp/odd-up2.err &
+	--persona delay:1000 --threads 1 --read-extent 0 2>/tmp/odd-up2.err &
 sup=$!
 ktap_check "supervise: bound" wait_bound
 upgrade_during_read supervise /tmp/up2.sock

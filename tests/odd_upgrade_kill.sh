@@ -28,11 +28,15 @@ worker_of() { cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '$4 == p {print 
 alive() { [ -e "/proc/$1" ] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }
 gone() { for i in $(seq 50); do alive "$1" || return 0; sleep 0.1; done; return 1; }
 
+# The supervisor is killed while big/two.bin (3 MiB) is being read, after
+# the fourth READ: odd runs with --read-extent 0, so that the file is 25 READs
+# of 128 KiB (with 1 MiB extents the fourth READ could be its last).
+
 # 1. With the fd holder.
 "$BIN/odd" hold --socket /tmp/holder.sock 2>/tmp/odd-hold.err &
 holder=$!
 rm -rf /cache/odd-k1 && mkdir -p /cache/odd-k1
-sup_args="--dir /cache/odd-k1 --source dir:$DATA/blobs --control /tmp/k1.sock --fd-holder /tmp/holder.sock --persona delay:30 --threads 2"
+sup_args="--dir /cache/odd-k1 --source dir:$DATA/blobs --control /tmp/k1.sock --fd-holder /tmp/holder.sock --persona delay:30 --threads 2 --read-extent 0"
 "$BIN/odd" supervise $sup_args 2>/tmp/odd-k1.err &
 sup=$!
 c_bound() { wait_bound && grep -q "fd holder .* keeps a copy" /tmp/odd-k1.err; }
@@ -64,7 +68,7 @@ kill -TERM $holder; wait $holder
 # 2. Without a holder.
 rm -rf /cache/odd-k2 && mkdir -p /cache/odd-k2
 "$BIN/odd" supervise --dir /cache/odd-k2 --source "dir:$DATA/blobs" --control /tmp/k2.sock \
-	--persona delay:30 --threads 2 2>/tmp/odd-k2.err &
+	--persona delay:30 --threads 2 --read-extent 0 2>/tmp/odd-k2.err &
 sup=$!
 wait_bound
 mount -t erofs none -o fsid=simple.img /mnt/odd
