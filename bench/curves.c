@@ -20,6 +20,10 @@
  *	kill: the N/2 readers of a child process are killed (SIGKILL): their
  *	N/2 requests are cancelled while N/2 others stay queued.
  *
+ * With CURVES_DOMAIN=D in the environment, the mounts share the fscache
+ * domain D (-o domain_id=D): one volume for all of them, each fsid still
+ * an object of its own.
+ *
  * Prints one line "key=value ...". MARKS gets "SEQ LABEL start|end" per
  * mark (SEQ counts the lines already there: only this program marks).
  * Exits non-zero if the point was not reached (in-flight count, errors).
@@ -276,7 +280,8 @@ static char mntdir[256];
 static void setup(const char *cachedir, const char *blobpath, const char *mnt, int objs)
 {
 	struct stat st;
-	char dir[300], opt[64];
+	const char *domain = getenv("CURVES_DOMAIN");
+	char dir[300], opt[128];
 
 	for (int i = 0; i < MAXOBJ; i++)
 		anon[i] = -1;
@@ -295,7 +300,10 @@ static void setup(const char *cachedir, const char *blobpath, const char *mnt, i
 	snprintf(mntdir, sizeof(mntdir), "%s", mnt);
 	for (nobj = 0; nobj < objs; nobj++) {
 		snprintf(dir, sizeof(dir), "%s/%d", mnt, nobj);
-		snprintf(opt, sizeof(opt), "fsid=o%d", nobj);
+		if (domain)
+			snprintf(opt, sizeof(opt), "domain_id=%s,fsid=o%d", domain, nobj);
+		else
+			snprintf(opt, sizeof(opt), "fsid=o%d", nobj);
 		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 			die("mkdir %s", dir);
 		if (mount("none", dir, "erofs", MS_RDONLY, opt) < 0)

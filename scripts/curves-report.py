@@ -8,7 +8,11 @@ median (min-max) over the repetitions; writes results JSON, one SVG per
 curve (by hand, standard library only) and the section of
 Documentation/benchmarks.md between the curves markers.
 
-    curves-report.py --run out/cv1 --json F --doc Documentation/benchmarks.md --svg-dir Documentation
+    curves-report.py --run out/cv1 [--run out/cv2 ...] --json F --doc Documentation/benchmarks.md \
+        --svg-dir Documentation
+
+Several runs are combined: each curve is taken from the last run that
+has it (e.g. the objects curve re-run alone); the section names the runs.
 """
 import argparse
 import importlib.util
@@ -41,7 +45,7 @@ BACKEND = bench_report.ICOUNT_BACKEND
 CURVES = [
     ("inflight", "READs in flight", "requests queued at once (N reader threads)",
      "per READ"),
-    ("objects", "objects bound", "objects bound (erofs mounts, one blob each)",
+    ("objects", "objects bound", "objects bound (erofs mounts in one domain, one blob each)",
      "per READ (8 in flight on one object)"),
     ("fail-death", "cache death: n of n fail", "requests queued (n), all failed",
      "per failed request"),
@@ -92,6 +96,9 @@ def read_run(run):
             g = icount_report.grouped(delta)
             pt["backend_instr"] = sum(g.get(x, 0) for x in BACKEND[b])
             pt["kernel_instr"] = g.get("kernel", 0)
+            # with the rest of fs/cachefiles: C's flush (cachefiles_flush_reqs)
+            # and devnode poll are in daemon.c, outside C's own ranges
+            pt["cf_instr"] = pt["backend_instr"] + g.get("cachefiles", 0)
             pt["groups"] = {k: v for k, v in sorted(g.items()) if v}
         points.append(pt)
     meta = {}
@@ -116,6 +123,7 @@ def summarize(points):
                 s = {"n": len(good), "failed_points": len([p for p in pts if p["x"] == x])
                      - len(good)}
                 for m, f in (("backend", lambda p: p.get("backend_instr")),
+                             ("with_cachefiles", lambda p: p.get("cf_instr")),
                              ("kernel", lambda p: p.get("kernel_instr")),
                              ("wall_us", lambda p: p["wall_ns"] / 1e3)):
                     v = [f(p) / p["requests"] for p in good if f(p) is not None]
@@ -134,9 +142,10 @@ def cell(s, m):
 
 def table(summ):
     rows = ["| curve | x | C backend instr./req. | Rust backend instr./req. | Rust/C "
+            "| C with cachefiles | Rust with cachefiles "
             "| C kernel instr./req. | Rust kernel instr./req. | C wall µs/req. "
             "| Rust wall µs/req. | runs (C, Rust) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for curve, title, _, per in CURVES:
         d = summ.get(curve, {})
         xs = sorted(set(d.get("c", {})) | set(d.get("rust", {})))
@@ -151,6 +160,8 @@ def table(summ):
                 runs += f" ({bad} not reached)"
             rows.append("| " + " | ".join([f"{title}, {per}" if i == 0 else "", str(x),
                                            cell(c, "backend"), cell(r, "backend"), ratio,
+                                           cell(c, "with_cachefiles"),
+                                           cell(r, "with_cachefiles"),
                                            cell(c, "kernel"), cell(r, "kernel"),
                                            cell(c, "wall_us"), cell(r, "wall_us"), runs]) + " |")
     return "\n".join(rows)
@@ -267,7 +278,7 @@ def section(summ, points, meta, gr, svgs):
     bad = [p for p in points if not p["ok"]]
     reps = sorted({p["rep"] for p in points})
     lines = [BEGIN, "",
-             f"Run `{meta['run']}`: module from commit `{meta['module_source'][:12]}`, "
+             f"Run(s) `{meta['run']}`: module from commit `{meta['module_source'][:12]}`, "
              f"{len(reps)} repetition(s) per point and backend, guest with "
              f"{meta.get('guest_cpus', '?')} of {meta.get('qemu_smp', '?')} vCPUs, clocksource "
              f"`{meta.get('clocksource', '?')}`, plugin "
@@ -276,7 +287,9 @@ def section(summ, points, meta, gr, svgs):
              + (": " + ", ".join(p["raw"]["label"] for p in bad) if bad else "") + ".",
              "", "Median (min–max) over the repetitions; per request = the phase's count "
              "divided by the READs it served (inflight, objects) or the requests it failed "
-             "(fail curves). Rust/C: the ratio of the backend medians.", "",
+             "(fail curves). Rust/C: the ratio of the backend medians. \"With cachefiles\": the "
+             "backend plus the rest of `fs/cachefiles` (one range), which holds C's flush "
+             "loop (`cachefiles_flush_reqs`, `daemon.c`) and its devnode `poll()`.", "",
              table(summ), "",
              "Growth of the backend's instructions per request from the smallest to the "
              "largest point (1.00 = flat):", ""]
@@ -295,12 +308,22 @@ def section(summ, points, meta, gr, svgs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", required=True, action="append")
     ap.add_argument("--json")
     ap.add_argument("--doc")
     ap.add_argument("--svg-dir")
     a = ap.parse_args()
-    points, meta = read_run(a.run)
+    points, meta = [], None
+    for r in a.run:
+        p, m = read_run(r)
+        later = {x["curve"] for x in p}
+        points = [x for x in points if x["curve"] not in later] + p
+        if meta is None:
+            meta = m
+        else:
+            meta["run"] += ", " + m["run"]
+            if m["module_source"] != meta["module_source"]:
+                meta["module_source"] += " / " + m["module_source"]
     if not points:
         sys.exit(f"curves-report: no points in {a.run}/raw/results.txt")
     summ = summarize(points)

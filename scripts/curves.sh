@@ -9,10 +9,12 @@
 # between the curves markers (scripts/curves-report.py).
 #
 #   scripts/curves.sh [--name cv1] [--reps N] [--no-plugin] [--smp N]
-#   scripts/curves.sh --report NAME   the report of a finished run again
+#   scripts/curves.sh --report "NAME..."   the report of finished runs
+#                                     again, pooled (e.g. one run per curve)
 #
 # CURVES_REV=REV: the module's commit; CURVES_INFLIGHT, CURVES_OBJECTS,
-# CURVES_FAIL_N, CURVES_FAIL_HOW: the points (defaults below).
+# CURVES_FAIL_N, CURVES_FAIL_HOW: the points (defaults below; set to ""
+# to leave a curve out).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 name=curves reps=2 plugin=1 smp=${SMP:-2} report=
@@ -28,13 +30,16 @@ while [ $# -gt 0 ]; do
 	shift
 done
 C=$CFOD_TOP/out/curves
-doc() {
-	python3 "$CFOD_TOP/scripts/curves-report.py" --run "$CFOD_TOP/out/$1" \
-		--json "$C/results-$1.json" --doc "$CFOD_TOP/Documentation/benchmarks.md" \
-		--svg-dir "$CFOD_TOP/Documentation"
+doc() { # NAME...: the report of these runs, pooled
+	runs=()
+	for r in "$@"; do runs+=(--run "$CFOD_TOP/out/$r"); done
+	python3 "$CFOD_TOP/scripts/curves-report.py" "${runs[@]}" \
+		--json "$C/results-$(echo "$@" | tr ' ' +).json" \
+		--doc "$CFOD_TOP/Documentation/benchmarks.md" --svg-dir "$CFOD_TOP/Documentation"
 }
 if [ -n "$report" ]; then
-	doc "$report"
+	# shellcheck disable=SC2086 # a list of run names
+	doc $report
 	exit 0
 fi
 kdir=$(kernel_build_dir bench)
@@ -79,13 +84,13 @@ cat >"$C/config" <<EOF
 # written by scripts/curves.sh, read by bench/curves.sh
 REPS=$reps
 ICOUNT=$plugin
-INFLIGHT="${CURVES_INFLIGHT:-1 8 64 256 1024}"
+INFLIGHT="${CURVES_INFLIGHT-1 8 64 256 1024}"
 INFLIGHT_READS=256
-OBJECTS="${CURVES_OBJECTS:-1 64 256 1024}"
+OBJECTS="${CURVES_OBJECTS-1 64 256 1024}"
 OBJ_THREADS=8
 OBJ_ROUNDS=16
-FAIL_N="${CURVES_FAIL_N:-64 256 1024}"
-FAIL_HOW="${CURVES_FAIL_HOW:-death kill}"
+FAIL_N="${CURVES_FAIL_N-64 256 1024}"
+FAIL_HOW="${CURVES_FAIL_HOW-death kill}"
 POINT_TIMEOUT=${CURVES_POINT_TIMEOUT:-900}
 EOF
 tsc_khz=$("$C/bin/cfbench" tsc-khz)
