@@ -70,10 +70,12 @@ def read_run(run):
             p = line.split()
             if len(p) == 3:
                 marks[(p[1], p[2])] = int(p[0])
-    points = []
+    points, meta_lost = [], []
     for line in open(os.path.join(raw, "results.txt")):
         d = kv(line)
         if "label" not in d:
+            # the point's process died before its line (the guest log says why)
+            meta_lost.append(f"{d.get('backend', '?')}, repetition {d.get('rep', '?')}")
             continue
         lab = d["label"]
         b, rep = d["backend"], int(d["rep"])
@@ -100,6 +102,8 @@ def read_run(run):
             # and devnode poll are in daemon.c, outside C's own ranges
             pt["cf_instr"] = pt["backend_instr"] + g.get("cachefiles", 0)
             pt["groups"] = {k: v for k, v in sorted(g.items()) if v}
+            pt["functions"] = {k: v for k, v in delta.items()
+                               if v and k.split(":")[0] in BACKEND[b]}
         points.append(pt)
     meta = {}
     mp = os.path.join(raw, "meta.txt")
@@ -108,6 +112,7 @@ def read_run(run):
     src = os.path.join(run, "module-source")
     meta["module_source"] = open(src).read().strip() if os.path.exists(src) else "?"
     meta["run"] = os.path.basename(os.path.abspath(run))
+    meta["lost"] = [f"{meta['run']}: {x}" for x in meta_lost]
     return points, meta
 
 
@@ -165,6 +170,48 @@ def table(summ):
                                            cell(c, "kernel"), cell(r, "kernel"),
                                            cell(c, "wall_us"), cell(r, "wall_us"), runs]) + " |")
     return "\n".join(rows)
+
+
+def ratios(summ):
+    """Per curve: the min and max over its points of the Rust/C ratio of
+    the medians, for the backend and with the rest of cachefiles."""
+    out = {}
+    for curve, *_ in CURVES:
+        d = summ.get(curve, {})
+        for m in ("backend", "with_cachefiles"):
+            v = [d["rust"][x][m]["median"] / d["c"][x][m]["median"]
+                 for x in d.get("c", {}) if x in d.get("rust", {})
+                 and m in d["c"][x] and m in d["rust"][x] and d["c"][x][m]["median"]]
+            if v:
+                out.setdefault(curve, {})[m] = {"min": min(v), "max": max(v)}
+    return out
+
+
+def breakdown(points, curve, n=6):
+    """Per backend, at the curve's largest point and lowest repetition: the
+    functions with the most instructions per request."""
+    out = {}
+    for b in ("c", "rust"):
+        pts = [p for p in points if p["curve"] == curve and p["backend"] == b
+               and p["ok"] and p.get("functions")]
+        if not pts:
+            continue
+        p = min(pts, key=lambda p: (-p["x"], p["rep"]))
+        top = sorted(p["functions"].items(), key=lambda kv: -kv[1])[:n]
+        names = icount_report.demangle([k.split(":", 1)[1] for k, _ in top])
+        out[b] = (p["x"], p["rep"], [(short(names.get(k.split(":", 1)[1], k)), v / p["requests"])
+                                     for k, v in top])
+    return out
+
+
+def short(name):
+    """A demangled Rust path shortened: "<a::B<T> as c::D>::f" to "B::f",
+    "a::b::C::f" to "C::f"; C names as they are."""
+    name = re.sub(r"\[[0-9a-f]{16}\]", "", name)
+    m = re.match(r"<([\w:]+)(?:<.*>)?(?: as .*)?>::(\w+)$", name)
+    if m:
+        return m.group(1).split("::")[-1] + "::" + m.group(2)
+    return "::".join(re.sub(r"<.*>", "", name).split("::")[-2:])
 
 
 def growth(summ):
@@ -274,7 +321,7 @@ def svg(curve, d, title, xlabel, per, path, meta):
         f.write("\n".join(body) + "\n")
 
 
-def section(summ, points, meta, gr, svgs):
+def section(summ, points, meta, gr, svgs, rt):
     bad = [p for p in points if not p["ok"]]
     reps = sorted({p["rep"] for p in points})
     lines = [BEGIN, "",
@@ -284,7 +331,9 @@ def section(summ, points, meta, gr, svgs):
              f"`{meta.get('clocksource', '?')}`, plugin "
              f"{'loaded' if meta.get('plugin') == '1' else 'not loaded'}; "
              f"{len(points)} points run, {len(bad)} failed or did not reach their count"
-             + (": " + ", ".join(p["raw"]["label"] for p in bad) if bad else "") + ".",
+             + (": " + ", ".join(p["raw"]["label"] for p in bad) if bad else "") + "."
+             + (f" {len(meta['lost'])} point(s) ended without a result line ("
+                + "; ".join(meta["lost"]) + "; the guest's log names them)." if meta["lost"] else ""),
              "", "Median (min–max) over the repetitions; per request = the phase's count "
              "divided by the READs it served (inflight, objects) or the requests it failed "
              "(fail curves). Rust/C: the ratio of the backend medians. \"With cachefiles\": the "
@@ -299,6 +348,26 @@ def section(summ, points, meta, gr, svgs):
             lines.append(f"- {title}: " + "; ".join(
                 f"{NAMES[b]} {v['ratio']:.2f} ({v['from']} → {v['to']})"
                 for b, v in sorted(g.items())))
+    lines += ["", "Rust/C over each curve's points (min–max of the ratios of the medians):", ""]
+    for curve, title, *_ in CURVES:
+        r = rt.get(curve)
+        if r:
+            lines.append(f"- {title}: backend " + (
+                f"{r['backend']['min']:.2f}–{r['backend']['max']:.2f}" if "backend" in r else "–")
+                + "; with cachefiles " + (
+                f"{r['with_cachefiles']['min']:.2f}–{r['with_cachefiles']['max']:.2f}"
+                if "with_cachefiles" in r else "–"))
+    for curve, title, *_ in CURVES:
+        if not curve.startswith("fail"):
+            continue
+        bd = breakdown(points, curve)
+        if bd:
+            lines += ["", f"Where a failed request's instructions go, {title} (the backend's "
+                      "functions with the most instructions per failed request, largest n, "
+                      "first repetition):", ""]
+            for b, (x, rep, top) in sorted(bd.items()):
+                lines.append(f"- {NAMES[b]} (n = {x}): " + ", ".join(
+                    f"`{name}` {v:.0f}" for name, v in top))
     lines.append("")
     for p in svgs:
         lines.append(f"![{p}]({p})")
@@ -322,6 +391,7 @@ def main():
             meta = m
         else:
             meta["run"] += ", " + m["run"]
+            meta["lost"] += m["lost"]
             if m["module_source"] != meta["module_source"]:
                 meta["module_source"] += " / " + m["module_source"]
     if not points:
@@ -351,7 +421,7 @@ def main():
         i, j = text.find(BEGIN), text.find(END)
         if i < 0 or j < 0:
             sys.exit(f"curves-report: no curves markers in {a.doc}")
-        text = text[:i] + section(summ, points, meta, gr, svgs) + text[j + len(END):]
+        text = text[:i] + section(summ, points, meta, gr, svgs, ratios(summ)) + text[j + len(END):]
         with open(a.doc, "w") as f:
             f.write(text)
 
