@@ -99,6 +99,8 @@ pub(crate) struct Ondemand;
 
 /// A cachefiles object of a cache using this backend; its data is an [`OndemandObject`].
 pub(crate) type Object = cachefiles::Object<Ondemand>;
+/// An owned reference to an [`Object`], with direct access to its data.
+pub(crate) type ObjectRef = cachefiles::ObjectRef<Ondemand>;
 /// A cachefiles cache using this backend; its data is an [`OndemandCache`].
 pub(crate) type Cache = cachefiles::Cache<Ondemand>;
 
@@ -193,6 +195,7 @@ impl kernel::Module for CachefilesOndemand {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("cachefiles_ondemand_rs"));
         dir.create_file(c_str!("stats"), &stats::TOTALS_FOPS, &stats::TOTALS);
+        dir.create_u32(c_str!("stats_enabled"), &stats::ENABLED);
         dir.create_u32(c_str!("release_delay_ms"), &anon_fd::RELEASE_DELAY_MS);
         dir.create_u32_ro(c_str!("bound"), &BOUND);
         dir.create_u32_ro(c_str!("binds"), &BINDS);

@@ -8,12 +8,21 @@
 //! succeeded) -> closed -> reopening (a READ met it closed; work re-sends the
 //! OPEN) -> open ...; dropping (withdrawn) is final.
 
-use kernel::{new_spinlock, prelude::*, sync::SpinLock, types::ARef};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::{
+        lock::{spinlock::SpinLockBackend, Guard},
+        SpinLock,
+    },
+    types::ARef,
+};
 
 use crate::{
     abstractions::error,
     request::{Opcode, Payload, Request},
-    Object,
+    Object, ObjectRef,
 };
 
 /// The object id of an object whose anonymous fd was released.
@@ -21,12 +30,13 @@ pub(crate) const ID_CLOSED: i32 = -1;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum ObjState {
-    Close,
-    Open,
-    Reopening,
-    Dropping,
+    Close = 0,
+    Open = 1,
+    Reopening = 2,
+    Dropping = 3,
 }
 
+#[derive(Clone, Copy)]
 struct Inner {
     state: ObjState,
     /// 0: no anonymous fd yet; > 0: the id of the open anonymous fd;
@@ -34,43 +44,111 @@ struct Inner {
     id: i32,
 }
 
+impl Inner {
+    fn pack(self) -> u64 {
+        ((self.state as u64) << 32) | u64::from(self.id as u32)
+    }
+
+    fn unpack(word: u64) -> Self {
+        Inner {
+            state: match word >> 32 {
+                0 => ObjState::Close,
+                1 => ObjState::Open,
+                2 => ObjState::Reopening,
+                // 3: only `pack` writes the word.
+                _ => ObjState::Dropping,
+            },
+            id: word as u32 as i32,
+        }
+    }
+}
+
 /// The on-demand backend's state of an object (the data of an [`Object`]).
+///
+/// State changes are made under `inner`'s lock, as read-modify-writes of the
+/// whole state; the hot paths (queueing a request, the daemon's `read()` and
+/// `poll()`) only read it, from `seen`, without the lock.
+///
+/// # Invariants
+///
+/// `seen` is `inner` packed, as of the end of the last critical section: it
+/// is only written by [`Locked`]'s `drop`, under the lock.
 #[pin_data]
 pub(crate) struct OndemandObject {
     #[pin]
     inner: SpinLock<Inner>,
+    seen: AtomicU64,
+}
+
+/// The object's state, locked; its copy for lockless readers is updated when
+/// the lock is dropped.
+struct Locked<'a> {
+    guard: Guard<'a, Inner, SpinLockBackend>,
+    seen: &'a AtomicU64,
+}
+
+impl core::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // INVARIANT: Still under the lock: the copy is of the final state.
+        self.seen.store(self.guard.pack(), Ordering::Release);
+    }
 }
 
 impl OndemandObject {
     pub(crate) fn new() -> impl PinInit<Self, Error> {
+        let initial = Inner {
+            state: ObjState::Close,
+            id: 0,
+        };
+        // INVARIANT: `seen` starts as the packed initial state.
         try_pin_init!(Self {
-            inner <- new_spinlock!(
-                Inner {
-                    state: ObjState::Close,
-                    id: 0,
-                },
-                "OndemandObject::inner"
-            ),
+            inner <- new_spinlock!(initial, "OndemandObject::inner"),
+            seen: AtomicU64::new(initial.pack()),
         })
     }
 
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            guard: self.inner.lock(),
+            seen: &self.seen,
+        }
+    }
+
+    /// The state as of the last change, without the lock.
+    fn peek(&self) -> Inner {
+        Inner::unpack(self.seen.load(Ordering::Acquire))
+    }
+
     pub(crate) fn is_open(&self) -> bool {
-        self.inner.lock().state == ObjState::Open
+        self.peek().state == ObjState::Open
     }
 
     pub(crate) fn is_reopening(&self) -> bool {
-        self.inner.lock().state == ObjState::Reopening
+        self.peek().state == ObjState::Reopening
     }
 
     /// The object id, as put in messages.
     pub(crate) fn ondemand_id(&self) -> i32 {
-        self.inner.lock().id
+        self.peek().id
     }
 
     /// Whether `req` may be queued: never once dropping, and a CLOSE only
     /// while open with the anonymous fd it was made for.
     pub(crate) fn accepts(&self, req: &Request) -> bool {
-        let s = self.inner.lock();
+        let s = self.peek();
         match req.close_id() {
             Some(id) => s.state == ObjState::Open && i64::from(s.id) == i64::from(id),
             None => s.state != ObjState::Dropping,
@@ -78,12 +156,12 @@ impl OndemandObject {
     }
 
     pub(crate) fn set_dropping(&self) {
-        self.inner.lock().state = ObjState::Dropping;
+        self.lock().state = ObjState::Dropping;
     }
 
     /// An OPEN could not be queued: back to closed (unless dropping).
     pub(crate) fn open_not_sent(&self) {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         if s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -92,7 +170,7 @@ impl OndemandObject {
     /// An OPEN failed before an anonymous fd was made: back to closed, unless
     /// the object has an open anonymous fd (or is dropping).
     pub(crate) fn open_failed(&self) {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         if s.id <= 0 && s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -101,16 +179,23 @@ impl OndemandObject {
     /// Called under the queue lock when the daemon's read meets a READ for
     /// `object`: whether it may be handed out. A closed object is switched to
     /// reopening and its work queued to send a new OPEN.
-    pub(crate) fn ready_for_read(object: &ARef<Object>) -> bool {
+    pub(crate) fn ready_for_read(object: &ObjectRef) -> bool {
         let info = object.data();
-        let mut s = info.inner.lock();
+        // The common case, lockless: open (or dropping), or already
+        // reopening. A change racing with this read is ordered after it.
+        match info.peek().state {
+            ObjState::Open | ObjState::Dropping => return true,
+            ObjState::Reopening => return false,
+            ObjState::Close => {}
+        }
+        let mut s = info.lock();
         match s.state {
             ObjState::Close => {
                 s.state = ObjState::Reopening;
                 drop(s);
                 // The request holds a reference, so the one the queue attempt
                 // may drop here is never the last.
-                Object::queue_work(object);
+                object.queue_work();
                 false
             }
             ObjState::Reopening => false,
@@ -120,7 +205,7 @@ impl OndemandObject {
 
     /// Records `id` as the object's anonymous fd; `EEXIST` if it has one.
     pub(crate) fn claim_id(&self, id: u32) -> Result {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         if s.id > 0 {
             return Err(EEXIST);
         }
@@ -131,7 +216,7 @@ impl OndemandObject {
     /// The anonymous fd is gone: the object is closed (unless dropping).
     /// Called under the queue lock, with the sweep of its CLOSEs.
     pub(crate) fn release_id(&self) {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         s.id = ID_CLOSED;
         if s.state != ObjState::Dropping {
             s.state = ObjState::Close;
@@ -142,7 +227,7 @@ impl OndemandObject {
     /// the object, unless the anonymous fd was closed in the meantime
     /// (`EBADFD`).
     pub(crate) fn copen(&self, object: &Object, msg_id: u32, size: i64) -> Result {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         if s.id == ID_CLOSED {
             return Err(error::ebadfd());
         }
@@ -156,7 +241,7 @@ impl OndemandObject {
     /// After any copen: if the anonymous fd is gone, the object is closed,
     /// not left reopening.
     pub(crate) fn copen_done(&self) {
-        let mut s = self.inner.lock();
+        let mut s = self.lock();
         if s.id == ID_CLOSED && s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -169,8 +254,7 @@ impl OndemandObject {
 /// taken back out of the queue; otherwise whoever took it is completing it,
 /// and its result is returned.
 fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
-    let cache = object.cache();
-    let state = cache.data();
+    let state = object.cache_data();
     let queued = (|| {
         if state.is_dead() {
             return Err(EIO);
@@ -181,9 +265,9 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
         match &payload {
             Payload::Read(read) => object.trace_read(0, 0, read.off, read.len),
             Payload::Close { .. } => object.trace_close(0, 0),
-            Payload::Open { .. } => {}
+            Payload::Open(_) => {}
         }
-        let req = Request::new(object.into(), payload)?;
+        let req = Request::new(ObjectRef::new(object), payload)?;
         let id = state.enqueue(&req)?;
         Ok((id, req))
     })();
@@ -197,7 +281,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
         }
     };
     pr_debug!("{:?} queued as msg {}\n", opcode, id);
-    cache.wake_daemon();
+    req.object().cache().wake_daemon();
 
     if req.wait_killable().is_err() {
         match state.take_if_same(id, &req) {
@@ -238,7 +322,7 @@ pub(crate) fn clean_object(object: &Object) {
             Ok(Payload::Close { object_id })
         });
     }
-    object.cache().data().drop_object(object);
+    object.cache_data().drop_object(object);
     object.cancel_work_sync();
 }
 

@@ -8,13 +8,12 @@
 //!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 
-use kernel::{
-    bindings,
-    error::Result,
-    prelude::*,
-    sync::{Arc, SpinLock},
-    types::Opaque,
+use core::{
+    marker::PhantomData,
+    ptr,
+    sync::atomic::{AtomicPtr, Ordering},
 };
+use kernel::{bindings, error::Result, prelude::*, sync::Arc, types::Opaque};
 
 use super::helpers;
 
@@ -79,14 +78,14 @@ impl Completion {
     pub(crate) fn complete_handing_over<T: Send + Sync>(
         this: Arc<T>,
         done: impl for<'a> FnOnce(&'a T) -> &'a Completion,
-        parked: impl for<'a> FnOnce(&'a T) -> &'a SpinLock<Option<Arc<T>>>,
+        parked: impl for<'a> FnOnce(&'a T) -> &'a ArcSlot<T>,
     ) {
         let ptr = Arc::into_raw(this);
         // SAFETY: `ptr` comes from `into_raw`, whose reference is held until
         // it is given back just below, and then by `parked`.
         let t = unsafe { &*ptr };
         // SAFETY: `ptr` comes from `into_raw` above and is given back once.
-        let old = parked(t).lock().replace(unsafe { Arc::from_raw(ptr) });
+        let old = parked(t).put(unsafe { Arc::from_raw(ptr) });
         // Only one completer: `old` is `None`, and if not, it is not the last
         // reference (the parked one is another).
         drop(old);
@@ -95,5 +94,58 @@ impl Completion {
         // which it does only once `complete` has released the completion's
         // internal lock, the last thing `complete` touches.
         done(t).complete();
+    }
+}
+
+/// A slot for one `Arc<T>` reference, handed from one thread to another
+/// with an atomic exchange, no lock.
+///
+/// # Invariants
+///
+/// `ptr` is null or a pointer from `Arc::into_raw` whose reference the slot
+/// owns.
+pub(crate) struct ArcSlot<T> {
+    ptr: AtomicPtr<T>,
+    _owns: PhantomData<Arc<T>>,
+}
+
+// SAFETY: The slot only moves `Arc<T>`s between threads, which `Arc<T>`
+// allows for these `T`.
+unsafe impl<T: Send + Sync> Send for ArcSlot<T> {}
+// SAFETY: As above; every access is one atomic exchange.
+unsafe impl<T: Send + Sync> Sync for ArcSlot<T> {}
+
+impl<T> ArcSlot<T> {
+    /// Creates an empty slot.
+    pub(crate) const fn new() -> Self {
+        // INVARIANT: Null.
+        Self {
+            ptr: AtomicPtr::new(ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    /// Stores `arc`; returns the reference the slot held, if any.
+    pub(crate) fn put(&self, arc: Arc<T>) -> Option<Arc<T>> {
+        // INVARIANT: The slot now owns `arc`'s reference.
+        let old = self
+            .ptr
+            .swap(Arc::into_raw(arc).cast_mut(), Ordering::AcqRel);
+        // SAFETY: `old` was the slot's (type invariant), and the exchange
+        // took it out: it is given back exactly once.
+        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+    }
+
+    /// Takes the reference the slot holds, if any.
+    pub(crate) fn take(&self) -> Option<Arc<T>> {
+        let old = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: As in `put`.
+        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+    }
+}
+
+impl<T> Drop for ArcSlot<T> {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }

@@ -11,14 +11,13 @@
 use kernel::{
     prelude::*,
     sync::{Arc, ArcBorrow},
-    types::ARef,
 };
 
-use super::{Opcode, Request, Stats};
+use super::{Opcode, Request, Stamp, Stats};
 use crate::{
     abstractions::xarray::{Guard, Mark, XArray},
     stats::CacheStats,
-    Object,
+    ObjectRef,
 };
 
 /// Requests not read by the daemon yet.
@@ -138,13 +137,14 @@ impl<'a, D> QueueGuard<'a, D> {
     /// under the lock before this call must be checked again after it, with
     /// [`Inserted::data`].
     pub(crate) fn insert(&mut self, req: Arc<Request>) -> Result<Inserted<'_, 'a, D>> {
-        let opcode = req.opcode();
+        let (opcode, stamp) = (req.opcode(), req.stamp());
         match self.q.alloc_cyclic(req, 0, u32::MAX) {
             // INVARIANT: Stored under `id`, in this critical section.
             Ok(id) => Ok(Inserted {
                 guard: self,
                 id,
                 opcode,
+                stamp,
             }),
             // Not the last reference (the caller holds one): fine to drop here.
             Err((_req, e)) => Err(e),
@@ -159,11 +159,12 @@ impl<'a, D> QueueGuard<'a, D> {
 /// # Invariants
 ///
 /// Entry `id` of the locked queue is the request [`QueueGuard::insert`]
-/// stored, not marked NEW, and `opcode` is its opcode.
+/// stored, not marked NEW, and `opcode` and `stamp` are its own.
 pub(crate) struct Inserted<'g, 'a, D> {
     guard: &'g mut QueueGuard<'a, D>,
     id: u32,
     opcode: Opcode,
+    stamp: Stamp,
 }
 
 impl<D> Inserted<'_, '_, D> {
@@ -175,7 +176,7 @@ impl<D> Inserted<'_, '_, D> {
     /// Marks the request NEW and counts it; returns its msg_id.
     pub(crate) fn publish(self) -> u32 {
         self.guard.mark_new(self.id as usize);
-        self.guard.stats.request_queued(self.opcode);
+        self.guard.stats.request_queued(self.opcode, self.stamp);
         self.id
     }
 
@@ -203,7 +204,7 @@ pub(crate) struct Taken<'a> {
 
 impl Taken<'_> {
     /// Returns the request's object.
-    pub(crate) fn object(&self) -> Option<&ARef<Object>> {
+    pub(crate) fn object(&self) -> Option<&ObjectRef> {
         self.req.as_ref().map(|r| &r.object)
     }
 

@@ -19,11 +19,13 @@ use crate::abstractions::{file::File, helpers, workqueue::RawWork};
 /// # Invariants
 ///
 /// `object` is the object whose private data this slot is, `cache` its cache
-/// (bound to `B`); `work` runs [`object_work_fn`] for `B`.
+/// (bound to `B`) and `cache_data` that cache's backend data; `work` runs
+/// [`object_work_fn`] for `B`.
 #[pin_data]
 pub(super) struct ObjectSlot<B: Operations> {
     object: *mut bindings::cachefiles_object,
     cache: *mut bindings::cachefiles_cache,
+    cache_data: *mut kernel::ffi::c_void,
     #[pin]
     work: RawWork,
     #[pin]
@@ -40,16 +42,24 @@ unsafe impl<B: Operations> Sync for ObjectSlot<B> {}
 impl<B: Operations> ObjectSlot<B> {
     /// Initialises the slot of `object` of `cache`, with the backend's data
     /// from `data`.
-    pub(super) fn new(
+    ///
+    /// # Safety
+    ///
+    /// `cache` is bound to `B`, with its data set.
+    pub(super) unsafe fn new(
         object: *mut bindings::cachefiles_object,
         cache: *mut bindings::cachefiles_cache,
         data: impl PinInit<B::ObjectData, Error>,
     ) -> impl PinInit<Self, Error> {
-        // INVARIANT: The slot is `object`'s, of `cache`; its work runs
-        // `object_work_fn::<B>`.
+        // SAFETY: The cache is valid (the caller's guarantee).
+        let cache_data = unsafe { bindings::cachefiles_cache_backend_priv(cache) };
+        // INVARIANT: The slot is `object`'s, of `cache`, whose data is
+        // `cache_data` until it is unbound, after all its objects are freed;
+        // its work runs `object_work_fn::<B>`.
         try_pin_init!(Self {
             object,
             cache,
+            cache_data,
             work <- RawWork::new(object_work_fn::<B>),
             data <- data,
         })
@@ -119,11 +129,14 @@ impl<B: Operations> Object<B> {
         unsafe { slot.map_unchecked(|s| &s.data) }
     }
 
-    /// Returns the cache of this object (alive: objects go before their cache).
-    pub(crate) fn cache(&self) -> &Cache<B> {
-        // SAFETY: By the type invariant the slot names the object's cache,
-        // bound to `B` with its data set, which outlives the object.
-        unsafe { Cache::from_raw(self.slot().cache) }
+    /// Returns the backend's data of the cache of this object, as
+    /// `Cache::data` does, with one call into cachefiles less.
+    pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'_> {
+        kernel::build_assert!(B::HAS_BIND);
+        // SAFETY: By the slot's invariant `cache_data` is the data of the
+        // object's cache, a `B::CacheData` from `into_foreign` that stays
+        // until `unbind`, which cannot happen while the object lives.
+        unsafe { B::CacheData::borrow(self.slot().cache_data) }
     }
 
     /// Returns the volume key (NUL-terminated, the NUL counted) and the
@@ -223,10 +236,10 @@ impl<B: Operations> Object<B> {
     /// reference to the object until it runs or is cancelled.
     ///
     /// Returns `false` if the work was already pending.
-    pub(crate) fn queue_work(this: &ARef<Self>) -> bool {
-        let slot = this.slot();
+    pub(crate) fn queue_work(&self) -> bool {
+        let slot = self.slot();
         // SAFETY: The object is alive; this reference is the work's.
-        unsafe { bindings::cachefiles_object_get(this.as_ptr()) };
+        unsafe { bindings::cachefiles_object_get(self.as_ptr()) };
         // SAFETY: The work's reference keeps the object, hence its private
         // data and the work in it, alive until `object_work_fn` or
         // `cancel_work_sync` drops it. `fscache_wq` is set up before any
@@ -234,8 +247,8 @@ impl<B: Operations> Object<B> {
         let queued = unsafe { slot.work.queue(bindings::fscache_wq) };
         if !queued {
             // SAFETY: The work was not queued: its reference is still ours,
-            // and not the last one (`this` is another).
-            unsafe { bindings::cachefiles_object_put(this.as_ptr()) };
+            // and not the last one (`self` is borrowed from another).
+            unsafe { bindings::cachefiles_object_put(self.as_ptr()) };
         }
         queued
     }
@@ -248,6 +261,78 @@ impl<B: Operations> Object<B> {
             // one: our caller holds one.
             unsafe { bindings::cachefiles_object_put(self.as_ptr()) };
         }
+    }
+}
+
+/// An owned reference to an object of a cache bound to `B`, which reaches
+/// the object's backend data (and its cache) directly: unlike
+/// `ARef<Object<B>>`, without a call into cachefiles.
+///
+/// # Invariants
+///
+/// `slot` is the private data of an object on which this holds a reference
+/// (so the slot, freed only with the object, is alive).
+pub(crate) struct ObjectRef<B: Operations> {
+    slot: NonNull<ObjectSlot<B>>,
+}
+
+// SAFETY: Like `ARef<Object<B>>`: the reference may be moved to and dropped
+// on any thread, and `Object<B>` and the backend data are `Sync`.
+unsafe impl<B: Operations> Send for ObjectRef<B> {}
+// SAFETY: As above.
+unsafe impl<B: Operations> Sync for ObjectRef<B> {}
+
+impl<B: Operations> ObjectRef<B> {
+    /// Takes a new reference on `object`.
+    pub(crate) fn new(object: &Object<B>) -> Self {
+        object.inc_ref();
+        // INVARIANT: The slot of `object`, on which we now hold a reference.
+        Self {
+            slot: NonNull::from(object.slot().get_ref()),
+        }
+    }
+
+    fn slot(&self) -> Pin<&ObjectSlot<B>> {
+        // SAFETY: The slot is alive (type invariant) and pinned: it is the
+        // private data `into_foreign` put there.
+        unsafe { Pin::new_unchecked(self.slot.as_ref()) }
+    }
+
+    /// Returns the backend's data of the object.
+    pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
+        let slot = self.slot();
+        // SAFETY: Projection of a structurally pinned field.
+        unsafe { slot.map_unchecked(|s| &s.data) }
+    }
+
+    /// Returns the cache of the object.
+    pub(crate) fn cache(&self) -> &Cache<B> {
+        // SAFETY: By the type invariant of the slot, it names the object's cache,
+        // which outlives the object.
+        unsafe { Cache::from_raw(self.slot().cache) }
+    }
+}
+
+impl<B: Operations> core::ops::Deref for ObjectRef<B> {
+    type Target = Object<B>;
+
+    fn deref(&self) -> &Object<B> {
+        // SAFETY: The slot names its object (type invariant of `ObjectSlot`),
+        // on which we hold a reference, and whose private data is the slot.
+        unsafe { Object::from_raw(self.slot().object) }
+    }
+}
+
+impl<B: Operations> Clone for ObjectRef<B> {
+    fn clone(&self) -> Self {
+        Self::new(self)
+    }
+}
+
+impl<B: Operations> Drop for ObjectRef<B> {
+    fn drop(&mut self) {
+        // SAFETY: The reference this holds (type invariant), dropped once.
+        unsafe { bindings::cachefiles_object_put(self.slot().object) };
     }
 }
 

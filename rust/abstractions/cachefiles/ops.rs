@@ -246,10 +246,10 @@ unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
     cache: *mut bindings::cachefiles_cache,
 ) -> *mut kernel::ffi::c_void {
-    let slot = KBox::pin_init(
-        ObjectSlot::<B>::new(object, cache, B::new_object_data()),
-        GFP_KERNEL,
-    );
+    // SAFETY: `cache` is bound to `B` (the caller's guarantee), with its
+    // data set by `bind` before any of its objects is created.
+    let slot = unsafe { ObjectSlot::<B>::new(object, cache, B::new_object_data()) };
+    let slot = KBox::pin_init(slot, GFP_KERNEL);
     match slot {
         // From now on the object's private data is our slot (see `Object`).
         Ok(slot) => slot.into_foreign() as *mut _,

@@ -83,6 +83,21 @@ pub(crate) struct Read {
     pub(crate) len: u64,
 }
 
+/// A whole READ message: the header, then the body, so that it is written
+/// to the daemon in one copy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ReadMsg {
+    /// The header.
+    pub(crate) msg: Msg,
+    /// The body.
+    pub(crate) read: Read,
+}
+
+// SAFETY: `ReadMsg` is a `repr(C)` pair of the two structures below, whose
+// sizes (16, a multiple of both alignments) leave no padding between or
+// after them (asserted below).
+unsafe impl AsBytes for ReadMsg {}
 // SAFETY: `Msg`, `Open` and `Read` are `repr(C)` structures of integers with
 // no padding (their sizes are the sums of their fields', asserted below), so
 // all their bytes are initialised.
@@ -93,6 +108,8 @@ unsafe impl AsBytes for Open {}
 unsafe impl AsBytes for Read {}
 
 const _: () = {
+    assert!(size_of::<ReadMsg>() == size_of::<Msg>() + size_of::<Read>());
+    assert!(offset_of!(ReadMsg, read) == size_of::<Msg>());
     assert!(size_of::<Msg>() == 16 && size_of::<Msg>() == size_of::<uapi::cachefiles_msg>());
     assert!(offset_of!(Msg, msg_id) == offset_of!(uapi::cachefiles_msg, msg_id));
     assert!(offset_of!(Msg, opcode) == offset_of!(uapi::cachefiles_msg, opcode));
