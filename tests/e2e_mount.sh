@@ -4,10 +4,38 @@
 # file reads back byte for byte identical to the tree the image was made of.
 . "$T/lib/ktap.sh"
 DATA=/host/out/data
-ktap_plan 14
+# Rust: 4 more points, on request counting (off by default).
+[ "$CFOD_BACKEND" = rust ] && ktap_plan 18 || ktap_plan 14
 backend_setup || { ktap_diag "cannot set up backend $CFOD_BACKEND"; exit 1; }
-cache=/cache/e2e-$CFOD_BACKEND
 mkdir -p /mnt/e2e /mnt/e2e-multi
+# The Rust backend counts requests only when asked to (stats_enabled), so
+# that the hot path pays nothing for them by default: first a round trip
+# with counting off, which must leave the cache's counters at zero.
+if [ "$CFOD_BACKEND" = rust ]; then
+	ktap_check "request counting is off by default" \
+		sh -c "[ \$(cat $RS_DIR/stats_enabled) = 0 ] && grep -qx 'counting: off' $RS_TOTALS"
+	uncounted() {
+		od_serve_start /cache/e2e-off /tmp/od-off.pid /tmp/od-off.err || return 1
+		_cs=$(rs_cache_stats)
+		_ok=0
+		if mount -t erofs none -o fsid=simple.img /mnt/e2e; then
+			cat /mnt/e2e/small/* >/dev/null &&
+				grep -q '^open: queued 0 completed 0$' "$_cs" &&
+				grep -q '^read: queued 0 completed 0$' "$_cs" &&
+				grep -qx 'in_flight: 0' "$_cs" && _ok=1
+			umount /mnt/e2e
+		fi
+		kill -TERM $od_pid
+		wait $od_pid
+		_reads=$(sed -n 's/^od-serve: open [0-9]* read \([0-9]*\) .*/\1/p' /tmp/od-off.err)
+		ktap_diag "counting off: the daemon answered ${_reads:-?} READs; the cache counted: $(tr '\n' ' ' <"$_cs" 2>/dev/null)"
+		[ $_ok = 1 ] && [ "${_reads:-0}" -gt 0 ]
+	}
+	ktap_check "with counting off, a cache's requests (READs answered) are not counted" uncounted
+	echo 1 >$RS_DIR/stats_enabled
+	ktap_check "request counting turned on" grep -qx 'counting: on' $RS_TOTALS
+fi
+cache=/cache/e2e-$CFOD_BACKEND
 ktap_check "daemon bound the cache" od_serve_start "$cache" /tmp/od.pid /tmp/od.err
 daemon=$od_pid
 ktap_check "cache bound to the $CFOD_BACKEND backend" [ "$(bound_backend)" = "$CFOD_BACKEND" ]
@@ -55,5 +83,9 @@ else
 	ktap_check "no backend bound once the cache is unbound" [ "$(bound_backend)" = none ]
 fi
 sed 's/^/# /' /tmp/od.err
+if [ "$CFOD_BACKEND" = rust ]; then
+	echo 0 >$RS_DIR/stats_enabled
+	ktap_check "request counting turned off again" grep -qx 'counting: off' $RS_TOTALS
+fi
 ktap_check "no task left in D state" d_state_scan
 ktap_finish
