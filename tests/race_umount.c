@@ -149,6 +149,9 @@ static int mount_two(struct od_server *s)
 
 	s->opens = s->closes = 0;
 	st = od_serve_until(s, start_mount("fsid=meta.img,device=blob.img", MNT), 60000);
+	/* blob.img's OPEN may come after the mount returned. */
+	if (st == 0)
+		od_serve_opens(s, NFD, 60000);
 	for (int i = 0; i < OD_MAX_OBJS; i++)
 		n += s->objs[i].anon_fd > 0;
 	return st == 0 && n == NFD;

@@ -477,6 +477,20 @@ static void od_serve_for(struct od_server *s, int timeout_ms)
 	} while (now_ms() < end);
 }
 
+/*
+ * Serve requests until at least `opens` OPENs have been answered in all, or
+ * timeout_ms. A mount returns once its primary blob is open; the lookup of
+ * an extra device's cookie (device=) runs in fscache's worker, and its OPEN
+ * may come after the mount returned.
+ */
+static void od_serve_opens(struct od_server *s, unsigned long opens, int timeout_ms)
+{
+	long end = now_ms() + timeout_ms;
+
+	while (s->opens < opens && now_ms() < end)
+		od_serve_for(s, 20);
+}
+
 static void od_close_all(struct od_server *s)
 {
 	for (int i = 0; i < OD_MAX_OBJS; i++) {
