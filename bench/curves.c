@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -283,6 +284,11 @@ static void setup(const char *cachedir, const char *blobpath, const char *mnt, i
 	const char *domain = getenv("CURVES_DOMAIN");
 	char dir[300], opt[128];
 
+	/* an anonymous fd per object: more than the default 1024 files */
+	struct rlimit rl = { .rlim_cur = 16384, .rlim_max = 16384 };
+
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die("setrlimit");
 	for (int i = 0; i < MAXOBJ; i++)
 		anon[i] = -1;
 	blob = open(blobpath, O_RDONLY);
