@@ -9,6 +9,7 @@
 #   results.txt   "CONFIG REP WORKLOAD key=value ..." per run
 #   lat/          per-read latencies (ns) of the latency workloads
 #   stats/        the Rust backend's per-cache statistics after each run
+#                 (RS_STATS=1 only: the module does not count by default)
 #   meta.txt      the guest's kernel, CPUs and memory
 # Settings come from /host/out/bench/config (written by scripts/bench.sh);
 # the images from the second virtio disk (/dev/vdb, out/bench/data/disk.img).
@@ -84,6 +85,8 @@ ktap_check "clocksource is the TSC ($(cat $CLK))" [ "$(cat $CLK)" = tsc ]
 set_backend() { # c | rust
 	if [ "$1" = rust ]; then
 		grep -q '^cachefiles_ondemand_rs ' /proc/modules || insmod "$KOFILE"
+		# The module counts requests only if asked (RS_STATS=1).
+		echo "${RS_STATS:-0}" >/sys/kernel/debug/cachefiles_ondemand_rs/stats_enabled
 	else
 		i=0
 		while grep -q '^cachefiles_ondemand_rs ' /proc/modules; do
@@ -251,7 +254,7 @@ run_one() {
 			>"$RAW/perf-$wl-$cfg-$rep-graph.txt" 2>&1
 		rm -f "/tmp/$wl-$cfg.data"
 	fi
-	if [ "$cfg" = rust ] && [ "${ICOUNT:-0}" != 1 ]; then
+	if [ "$cfg" = rust ] && [ "${ICOUNT:-0}" != 1 ] && [ "${RS_STATS:-0}" = 1 ]; then
 		cs=$(rs_cache_stats)
 		[ -n "$cs" ] && cp "$cs" "$RAW/stats/$wl-$cfg-$rep.txt"
 	fi

@@ -13,6 +13,8 @@
 #                               (default: c rust odd-c odd-rust file fuse)
 #   BENCH_ODD_THREADS=N BENCH_ODD_READ_EXTENT=BYTES   odd's --threads (4) and
 #                               --read-extent (1M) in odd-c and odd-rust
+#   BENCH_RS_STATS=1 scripts/bench.sh   the Rust module counts requests (off by
+#                               default); out/bench/raw/stats, results.json
 #   BENCH_KIND=test scripts/bench.sh   on the debug kernel (a functional trial:
 #                               its numbers mean nothing)
 #   scripts/bench.sh --report   only redo the report from out/bench/raw
@@ -113,6 +115,7 @@ RAND_COUNT=4096
 RPS_THREADS=8
 RPS_COUNT=8192
 PAR_READERS=8
+RS_STATS=${BENCH_RS_STATS:-0}
 EOF
 
 # The guest's clock: under TCG its TSC runs at the host's rate, but the
