@@ -45,7 +45,7 @@ BACKEND = bench_report.ICOUNT_BACKEND
 CURVES = [
     ("inflight", "READs in flight", "requests queued at once (N reader threads)",
      "per READ"),
-    ("objects", "objects bound", "objects bound (erofs mounts in one domain, one blob each)",
+    ("objects", "objects bound", "objects bound (erofs mounts, one blob each)",
      "per READ (8 in flight on one object)"),
     ("fail-death", "cache death: n of n fail", "requests queued (n), all failed",
      "per failed request"),
@@ -90,6 +90,7 @@ def read_run(run):
             nreq = int(d["failed"])
             ok = d["rc"] == "0" and int(d["peak"]) == x
         pt = {"curve": curve, "x": x, "backend": b, "rep": rep, "ok": ok, "requests": nreq,
+              "run": os.path.basename(os.path.abspath(run)),
               "wall_ns": int(d["wall_ns"]), "raw": d}
         s, e = marks.get((lab, "start")), marks.get((lab, "end"))
         if s in plugin and e in plugin:
@@ -111,6 +112,8 @@ def read_run(run):
         meta = dict(line.rstrip("\n").split("=", 1) for line in open(mp) if "=" in line)
     src = os.path.join(run, "module-source")
     meta["module_source"] = open(src).read().strip() if os.path.exists(src) else "?"
+    for p in points:
+        p["module"] = meta["module_source"]
     meta["run"] = os.path.basename(os.path.abspath(run))
     meta["lost"] = [f"{meta['run']}: {x}" for x in meta_lost]
     return points, meta
@@ -325,8 +328,7 @@ def section(summ, points, meta, gr, svgs, rt):
     bad = [p for p in points if not p["ok"]]
     reps = sorted({p["rep"] for p in points})
     lines = [BEGIN, "",
-             f"Run(s) `{meta['run']}`: module from commit `{meta['module_source'][:12]}`, "
-             f"{len(reps)} repetition(s) per point and backend, guest with "
+             f"Run(s) `{meta['run']}`, guest with "
              f"{meta.get('guest_cpus', '?')} of {meta.get('qemu_smp', '?')} vCPUs, clocksource "
              f"`{meta.get('clocksource', '?')}`, plugin "
              f"{'loaded' if meta.get('plugin') == '1' else 'not loaded'}; "
@@ -334,7 +336,14 @@ def section(summ, points, meta, gr, svgs, rt):
              + (": " + ", ".join(p["raw"]["label"] for p in bad) if bad else "") + "."
              + (f" {len(meta['lost'])} point(s) ended without a result line ("
                 + "; ".join(meta["lost"]) + "; the guest's log names them)." if meta["lost"] else ""),
-             "", "Median (min–max) over the repetitions; per request = the phase's count "
+             "", "Where each curve comes from (run, commit of the module, repetitions):", ""]
+    for curve, title, *_ in CURVES:
+        cp = [p for p in points if p["curve"] == curve]
+        if cp:
+            lines.append(f"- {title}: " + "; ".join(sorted(
+                {f"run `{p['run']}`, module `{p['module'][:12]}`" for p in cp}))
+                + f", {len({p['rep'] for p in cp})} repetition(s)")
+    lines += ["", "Median (min–max) over the repetitions; per request = the phase's count "
              "divided by the READs it served (inflight, objects) or the requests it failed "
              "(fail curves). Rust/C: the ratio of the backend medians. \"With cachefiles\": the "
              "backend plus the rest of `fs/cachefiles` (one range), which holds C's flush "
