@@ -326,7 +326,6 @@ def svg(curve, d, title, xlabel, per, path, meta):
 
 def section(summ, points, meta, gr, svgs, rt):
     bad = [p for p in points if not p["ok"]]
-    reps = sorted({p["rep"] for p in points})
     lines = [BEGIN, "",
              f"Run(s) `{meta['run']}`, guest with "
              f"{meta.get('guest_cpus', '?')} of {meta.get('qemu_smp', '?')} vCPUs, clocksource "
