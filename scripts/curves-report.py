@@ -211,6 +211,7 @@ def short(name):
     """A demangled Rust path shortened: "<a::B<T> as c::D>::f" to "B::f",
     "a::b::C::f" to "C::f"; C names as they are."""
     name = re.sub(r"\[[0-9a-f]{16}\]", "", name)
+    name = re.sub(r"::<.*>$", "", name)
     m = re.match(r"<([\w:]+)(?:<.*>)?(?: as .*)?>::(\w+)$", name)
     if m:
         return m.group(1).split("::")[-1] + "::" + m.group(2)
