@@ -102,7 +102,8 @@ env "${plug[@]}" "$CFOD_TOP/scripts/vm-run.sh" --kind bench --backend c --name "
 	--tests ../bench/curves.sh --smp "$smp" --ko "out/curves/module/cachefiles_ondemand_rs.ko" \
 	--append "tsc_early_khz=$tsc_khz tsc=reliable" --timeout 5400 --test-timeout 5300 || rc=$?
 # Keep the guest's raw output with the run (out/curves/raw is the next run's).
-cp -r "$C/raw" "$run/raw"
+mkdir -p "$run"
+cp -r "$C/raw" "$run/raw" || rc=1
 cp "$C/module/SOURCE" "$run/module-source"
 cp "$C/config" "$run/config"
 doc "$name" || rc=1
