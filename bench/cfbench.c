@@ -54,31 +54,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROG "cfbench"
+#include "util.h"
+
 #define PAGE 4096
 #define SEQ_BS (1 << 20)
 #define MAX_READERS 64
 #define MAX_BLOBS 1024
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	int e = errno;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "cfbench: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, ": %s\n", strerror(e));
-	va_end(ap);
-	exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 /* splitmix64: a small deterministic generator, the same for every run */
 static uint64_t rng_state;

@@ -48,6 +48,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROG "curves"
+#include "util.h"
+
 #define PAGE		4096
 #define MAXHELD		4096
 #define MAXOBJ		65536
@@ -71,27 +74,6 @@ static uint64_t held_since;
 static unsigned long n_open, n_read, n_close, peak, batches, batch_short, complete_err;
 static const char *marks_path;
 static unsigned int mark_seq;
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-	int e = errno;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "curves: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, ": %s\n", strerror(e));
-	va_end(ap);
-	exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 static void command(const char *fmt, ...)
 {
