@@ -150,9 +150,7 @@ if [ "$icount_reps" -gt 0 ]; then
 	rm -rf "$B/plugin" "$B/icount"
 	mkdir -p "$B/plugin"
 	python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$B/plugin/vmlinux.ranges"
-	ndx=$(readelf -SW "$ko" | sed -n 's/^ *\[ *\([0-9]*\)\] \.text .*/\1/p')
-	readelf -sW "$ko" | awk -v ndx="$ndx" '$4 == "FUNC" && $7 == ndx && $3 > 0 {
-		printf "%s %x %s\n", $2, $3, $8 }' >"$B/plugin/rs-text.syms"
+	"$CFOD_TOP/bench/plugin/module-syms.sh" "$ko" >"$B/plugin/rs-text.syms"
 	# The same guest driver, C and Rust only (BENCH_ICOUNT_CONFIGS), marks
 	# around every run, results in out/bench/icount.
 	cat >>"$B/config" <<EOF

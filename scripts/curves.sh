@@ -76,9 +76,7 @@ fi
 # The plugin's ranges, as scripts/icount.sh makes them.
 so=$("$CFOD_TOP/scripts/build-plugin.sh")
 python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$C/plugin/vmlinux.ranges"
-ndx=$(readelf -SW "$ko" | sed -n 's/^ *\[ *\([0-9]*\)\] \.text .*/\1/p')
-readelf -sW "$ko" | awk -v ndx="$ndx" '$4 == "FUNC" && $7 == ndx && $3 > 0 {
-	printf "%s %x %s\n", $2, $3, $8 }' >"$C/plugin/rs-text.syms"
+"$CFOD_TOP/bench/plugin/module-syms.sh" "$ko" >"$C/plugin/rs-text.syms"
 
 cat >"$C/config" <<EOF
 # written by scripts/curves.sh, read by bench/curves.sh

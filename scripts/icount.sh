@@ -43,9 +43,7 @@ fi
 ic=$CFOD_TOP/out/icount
 mkdir -p "$ic"
 python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$ic/vmlinux.ranges"
-ndx=$(readelf -SW "$ko" | sed -n 's/^ *\[ *\([0-9]*\)\] \.text .*/\1/p')
-readelf -sW "$ko" | awk -v ndx="$ndx" '$4 == "FUNC" && $7 == ndx && $3 > 0 {
-	printf "%s %x %s\n", $2, $3, $8 }' >"$ic/rs-text.syms"
+"$CFOD_TOP/bench/plugin/module-syms.sh" "$ko" >"$ic/rs-text.syms"
 out=$CFOD_TOP/out/$name
 VM_PLUGIN="$so,ranges=$out/ranges,out=$out/icount.txt" \
 	"$CFOD_TOP/scripts/vm-run.sh" --kind "$kind" --backend c --tests icount_probe.sh \
