@@ -767,7 +767,8 @@ impl Handler {
                     want.end,
                     obj.blob_name
                 );
-                let fill = (span != want)
+                let filling = self.filler.as_ref().is_some_and(|f| f.covers(obj, span));
+                let fill = (span != want && !filling)
                     .then(|| Fill::new(obj.clone(), span, want))
                     .flatten();
                 (true, fill)
