@@ -171,6 +171,9 @@ impl OndemandCache {
     ///
     /// `EMSGSIZE` if it does not fit; it then stays NEW.
     pub(crate) fn select(&self, buflen: usize) -> Result<Option<(u32, Arc<Request>)>> {
+        if self.reqs.is_empty() {
+            return Ok(None);
+        }
         let mut q = self.reqs.lock();
         let next = q.data().read_next;
         let found = find_ready(&q, next, usize::MAX)
@@ -189,6 +192,9 @@ impl OndemandCache {
 
     /// Returns whether a daemon `read()` would find something (for `poll()`).
     pub(crate) fn has_ready(&self) -> bool {
+        if self.reqs.is_empty() {
+            return false;
+        }
         let q = self.reqs.lock();
         let mut start = 0;
         while let Some((i, r)) = q.find(start, usize::MAX, true) {

@@ -253,8 +253,8 @@ def requests_table(res):
 # bench/plugin/icount-report.py. Rust also runs code in vmlinux: the patch's
 # dispatch, the kernel crate and rust_helper_ functions, and the anonymous
 # fd's write_iter and llseek, which are ondemand.c's on both backends.
-ICOUNT_BACKEND = {"c": ["ondemand", "dispatch"],
-                  "rust": ["rs", "rust_kernel", "dispatch", "ondemand"]}
+ICOUNT_BACKEND = {"c": ["ondemand", "dispatch", "devpoll"],
+                  "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll"]}
 ICOUNT_WORKLOADS = ["seq", "rand", "par", "rps", "ttfb"]
 
 

@@ -7,7 +7,8 @@
 One line a function, "START END LABEL" (hex, END exclusive): the functions
 of fs/cachefiles/ondemand.o (labels ondemand:FUNCTION, the C backend),
 backend.o (dispatch:FUNCTION, the patch's switch between the two
-backends), the rest of
+backends), daemon.o's cachefiles_daemon_poll (devpoll:, which holds the
+built-in backend's poll walk and calls the module's), the rest of
 fs/cachefiles (cachefiles), fs/netfs (netfs, fscache included), fs/erofs
 (erofs), and the Rust code built into vmlinux (rust_kernel:FUNCTION: the
 kernel crate and the rust_helper_ functions the module calls). Names come from
@@ -47,6 +48,9 @@ def main():
     groups = [
         ("ondemand", [os.path.join(cf, "ondemand.o")]),
         ("dispatch", [os.path.join(cf, "backend.o")]),
+        # The devnode's poll(): the built-in backend's on-demand walk is
+        # inline in it, where the module's is reached through the dispatch.
+        ("devpoll", [os.path.join(cf, "daemon.o")], {"cachefiles_daemon_poll"}),
         ("cachefiles", [o for o in glob.glob(os.path.join(cf, "*.o"))
                         if os.path.basename(o) not in ("ondemand.o", "backend.o")]),
         ("netfs", glob.glob(os.path.join(kdir, "fs/netfs/*.o"))),
@@ -55,11 +59,13 @@ def main():
     taken = set()
     ranges = []
     left_out = []
-    for label, objs in groups:
+    for label, objs, *only in groups:
         names = set()
         for o in objs:
             if not o.endswith((".mod.o",)) and os.path.exists(o):
                 names.update(nm(o))
+        if only:
+            names &= only[0]
         # Archive members are included through built-in.a, not listed
         # here: only the plain objects of the directory count.
         uniq = [syms[n][0] for n in names if len(syms.get(n, [])) == 1]
@@ -77,7 +83,7 @@ def main():
                 continue
             if cands[0] not in taken:
                 taken.add(cands[0])
-                per_function = label in ("ondemand", "dispatch")
+                per_function = label in ("ondemand", "dispatch", "devpoll")
                 ranges.append((cands[0][0], cands[0][1],
                                f"{label}:{n}" if per_function else label))
     for n, rs in syms.items():

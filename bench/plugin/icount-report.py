@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per phase and per request from a run of scripts/icount.sh.
 
-    icount-report.py OUTDIR
+    icount-report.py [--functions N] OUTDIR
 
 Reads OUTDIR/icount.txt (the plugin's lines), OUTDIR/marks (what each mark
 separates, written by tests/icount_probe.sh) and OUTDIR/served (od-serve's
@@ -9,7 +9,8 @@ request counts per repetition). Labels "GROUP:FUNCTION" are summed per
 group. For every backend, phase and counter: the median over the
 repetitions, the min and max, and the spread (max - min) / median; then the
 backend's instructions per request over the whole cycle, and the functions
-whose counts varied.
+whose counts varied. With --functions N, also the backend's N costliest
+functions: their median whole-cycle count divided by the requests.
 """
 import statistics
 import subprocess
@@ -20,8 +21,8 @@ import sys
 # functions, and the anonymous fd's write_iter and llseek, which are C's
 # (in ondemand.c) on both backends.
 BACKEND = {
-    "c": ["ondemand", "dispatch"],
-    "rust": ["rs", "rust_kernel", "dispatch", "ondemand"],
+    "c": ["ondemand", "dispatch", "devpoll"],
+    "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll"],
 }
 PHASES = [("mount", "read"), ("read", "umount"), ("umount", "end"), ("mount", "end")]
 
@@ -59,7 +60,14 @@ def row(name, vals, star=""):
 
 
 def main():
-    d = sys.argv[1]
+    args = sys.argv[1:]
+    top = 0
+    if len(args) == 3 and args[0] == "--functions":
+        top = int(args[1])
+        args = args[2:]
+    if len(args) != 1:
+        sys.exit("usage: icount-report.py [--functions N] OUTDIR")
+    d = args[0]
     raw = parse_counts(f"{d}/icount.txt")
     counts = {k: grouped(v) for k, v in raw.items()}
     what = {}
@@ -114,6 +122,14 @@ def main():
         for diff, k, vals in var[:12]:
             g, n = k.split(":", 1)
             print(f"     {diff:6d}: {' '.join(map(str, vals))}  {g}:{dm.get(n, n)[:90]}")
+        if top:
+            med = sorted(((statistics.median(x.get(k, 0) / r for x, r in zip(fn, reqs)), k)
+                          for k in names), reverse=True)[:top]
+            dm = demangle([k.split(":", 1)[1] for _, k in med])
+            print(f"   the {len(med)} costliest functions, instructions per request (median):")
+            for v, k in med:
+                g, n = k.split(":", 1)
+                print(f"     {v:8.1f}  {g}:{dm.get(n, n)[:160]}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,18 @@ impl<T: ForeignOwnable, D> XArray<T, D> {
         })
     }
 
+    /// Returns whether the array holds no entry, read without the lock, as
+    /// `xa_empty()` does: the answer may be out of date by the time it is
+    /// used, so it can only spare a caller a locked search that a concurrent
+    /// store would have raced with anyway.
+    pub(crate) fn is_empty_unlocked(&self) -> bool {
+        // SAFETY: `self.xa` is initialised (type invariant). `xa_head` is
+        // read once, as `READ_ONCE()` would; stores to it are single
+        // pointer-sized writes, and the value is only compared with null.
+        let head = unsafe { ptr::read_volatile(ptr::addr_of!((*self.xa.get()).xa_head)) };
+        head.is_null()
+    }
+
     /// Takes the array's lock.
     pub(crate) fn lock(&self) -> Guard<'_, T, D> {
         // SAFETY: `self.xa` is initialised by the type invariant.

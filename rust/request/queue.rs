@@ -46,6 +46,14 @@ impl<D> Queue<D> {
         self.stats.get()
     }
 
+    /// Returns whether nothing is queued, without the lock: an answer that
+    /// may be stale, for the daemon's `read()` and `poll()` to return at
+    /// once when the queue is empty (a request queued meanwhile wakes the
+    /// daemon after it is stored).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reqs.is_empty_unlocked()
+    }
+
     /// Takes the queue lock.
     pub(crate) fn lock(&self) -> QueueGuard<'_, D> {
         QueueGuard {
