@@ -1038,3 +1038,42 @@ fn read_extent_one_fill_per_extent_at_a_time() {
     r.settle();
     assert_eq!(coverage(&f), vec![(0, 4 * M)]);
 }
+
+#[test]
+fn read_extent_sequential_read_takes_over_a_queued_fill() {
+    let data = pattern(4 * M as usize, 14);
+    let src = MemSource::default().with("b", data.clone());
+    let blob = src.blobs["b"].clone();
+    let r = rig_ext(src, vec![], 65536, M);
+    let f = r.open(1, 1, 100, "b");
+    let filler = r.h.filler.as_ref().unwrap();
+    blob.delay_ms.store(5, Ordering::SeqCst);
+    // Both fill threads busy with extents 0 and 1 ...
+    r.read(2, 1, 0, 4096);
+    r.read(3, 1, M, 4096);
+    // ... so extent 2's fill waits in the queue.
+    r.read(4, 1, 2 * M, 128 * 1024);
+    assert!(r
+        .dev
+        .wait_until(Duration::from_secs(5), || filler.running() == 2));
+    assert_eq!(filler.pending(), 3);
+    let seen = coverage_at_completion(&f);
+    // The reader's next window: answered with its own pages, then its
+    // worker fills the extent (here, before read() returns).
+    r.read(5, 1, 2 * M + 128 * 1024, 128 * 1024);
+    let at_completion = seen.lock().unwrap()[0].clone();
+    assert_eq!(at_completion.0, 5);
+    assert!(
+        at_completion
+            .1
+            .iter()
+            .any(|&(s, e)| s <= 2 * M && e == 2 * M + 256 * 1024),
+        "{at_completion:?}"
+    );
+    assert!(coverage(&f).iter().any(|&(s, e)| s <= 2 * M && e >= 3 * M));
+    r.settle();
+    assert_eq!(coverage(&f), vec![(0, 3 * M)]);
+    assert_eq!(f.bytes(0, 3 * M as usize), &data[..3 * M as usize]);
+    assert_eq!(r.stat(|s| &s.bytes_written), 3 * M);
+    assert_eq!(f.completed(), vec![2, 3, 4, 5]);
+}
