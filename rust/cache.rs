@@ -15,14 +15,17 @@
 //! with the completions done between critical sections.
 
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+};
 
 use crate::{
     abstractions::{error, xarray::IdAllocator},
     object::OndemandObject,
     request::{
         queue::{Queue, QueueGuard},
-        Opcode, Request, Taken,
+        CopiedMsg, Identity, Opcode, Request, Taken,
     },
     stats::{CacheStats, Stats},
     Object,
@@ -30,6 +33,16 @@ use crate::{
 
 /// How many requests one critical section of a drain takes out at most.
 const DRAIN_BATCH: usize = 16;
+
+/// What a daemon `read()` is to deliver.
+pub(crate) enum Selected {
+    /// An OPEN, with its msg_id: its message is written with an anonymous
+    /// fd made outside the lock, so the request is held.
+    Open(u32, Arc<Request>),
+    /// A READ or a CLOSE, with its msg_id: its message, and what
+    /// recognises the request if it must be completed after the copy.
+    Copied(u32, CopiedMsg, Identity),
+}
 
 /// State under the queue lock.
 pub(crate) struct QueueState {
@@ -170,7 +183,7 @@ impl OndemandCache {
     /// on objects being reopened (and starting the reopening of closed ones).
     ///
     /// `EMSGSIZE` if it does not fit; it then stays NEW.
-    pub(crate) fn select(&self, buflen: usize) -> Result<Option<(u32, Arc<Request>)>> {
+    pub(crate) fn select(&self, buflen: usize) -> Result<Option<Selected>> {
         if self.reqs.is_empty() {
             return Ok(None);
         }
@@ -182,12 +195,18 @@ impl OndemandCache {
             return Ok(None);
         };
         if req.msg_len() > buflen {
-            // Not the last reference: the queue holds one.
             return Err(error::emsgsize());
         }
         q.clear_new(id);
+        // msg_ids are allocated in `0..=u32::MAX`.
+        let msg_id = id as u32;
+        let object_id = req.object().data().ondemand_id() as u32;
+        let selected = match req.copy_msg(msg_id, object_id) {
+            Some(msg) => Selected::Copied(msg_id, msg, req.identity()),
+            None => Selected::Open(msg_id, req.into()),
+        };
         q.data_mut().read_next = id.saturating_add(1);
-        Ok(Some((id as u32, req)))
+        Ok(Some(selected))
     }
 
     /// Returns whether a daemon `read()` would find something (for `poll()`).
@@ -271,11 +290,15 @@ impl OndemandCache {
 }
 
 /// Returns the first NEW request in `start..=max` the daemon may be given.
-fn find_ready(q: &Guard<'_>, start: usize, max: usize) -> Option<(usize, Arc<Request>)> {
+fn find_ready<'q>(
+    q: &'q Guard<'_>,
+    start: usize,
+    max: usize,
+) -> Option<(usize, ArcBorrow<'q, Request>)> {
     let mut at = start;
     while let Some((i, r)) = q.find(at, max, true) {
         if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object()) {
-            return Some((i, r.into()));
+            return Some((i, r));
         }
         at = i.checked_add(1)?;
     }

@@ -11,6 +11,7 @@ use crate::{
         kstrtox::{kstrtol, kstrtoul},
     },
     anon_fd,
+    cache::Selected,
     request::{Opcode, Request},
     Cache,
 };
@@ -22,41 +23,50 @@ use crate::{
 /// error; a CLOSE is complete once delivered.
 pub(crate) fn daemon_read(cache: &Cache, buf: UserSlice, buflen: usize) -> Result<usize> {
     let state = cache.data();
-    let Some((id, req)) = state.select(buflen)? else {
-        return Ok(0);
+    let (id, res, done) = match state.select(buflen)? {
+        None => return Ok(0),
+        Some(Selected::Open(id, req)) => {
+            let res = deliver_open(id, &req, buf);
+            if let Err(e) = &res {
+                // Unless somebody (flush, restore + another reader...) took it first.
+                if let Some(taken) = state.take_if_same(id, &req) {
+                    taken.finish(e.to_errno());
+                }
+            }
+            (id, res, None)
+        }
+        Some(Selected::Copied(id, msg, which)) => {
+            let res = msg.write(&mut buf.writer()).map(|()| msg.len());
+            let done = match &res {
+                Err(e) => Some(e.to_errno()),
+                Ok(_) if msg.opcode() == Opcode::Close => Some(0),
+                Ok(_) => None,
+            };
+            (id, res, done.map(|result| (which, result)))
+        }
     };
-    let res = deliver(id, &req, buf);
-    let done = match &res {
-        Err(e) => Some(e.to_errno()),
-        Ok(_) if req.opcode() == Opcode::Close => Some(0),
-        Ok(_) => None,
-    };
-    if let Some(result) = done {
-        // Unless somebody (flush, restore + another reader...) took it first.
-        if let Some(taken) = state.take_if_same(id, &req) {
+    if let Some((which, result)) = done {
+        // As above; the request is recognised by its address, as no
+        // reference to it was kept.
+        if let Some(taken) = state.take_if(id as usize, |r| r.identity() == which) {
             taken.finish(result);
         }
     }
-    pr_debug!("msg {} {:?} read: {:?}\n", id, req.opcode(), res);
+    pr_debug!("msg {} read: {:?}\n", id, res);
     res
 }
 
-/// Copies request `id` to the daemon; for an OPEN, with a new anonymous fd
-/// installed only once the copy succeeded.
-fn deliver(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
+/// Writes OPEN `id` to the daemon, with a new anonymous fd installed only
+/// once the copy succeeded.
+fn deliver_open(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
     let mut w = buf.writer();
-    if req.opcode() == Opcode::Open {
-        let open = anon_fd::open(req.object())?;
-        // Traced with the ids of the OPEN's previous delivery (0 if none),
-        // as the built-in code, which sets them after tracing, shows them.
-        let (last_id, last_object_id) = req.delivered(id, open.object_id());
-        req.object().trace_open(last_id, last_object_id, open.fd());
-        req.write_msg(&mut w, id, open.object_id(), open.fd())?;
-        open.install();
-    } else {
-        let object_id = req.object().data().ondemand_id() as u32;
-        req.write_msg(&mut w, id, object_id, 0)?;
-    }
+    let open = anon_fd::open(req.object())?;
+    // Traced with the ids of the OPEN's previous delivery (0 if none),
+    // as the built-in code, which sets them after tracing, shows them.
+    let (last_id, last_object_id) = req.delivered(id, open.object_id());
+    req.object().trace_open(last_id, last_object_id, open.fd());
+    req.write_open_msg(&mut w, id, open.object_id(), open.fd())?;
+    open.install();
     Ok(req.msg_len())
 }
 

@@ -105,6 +105,51 @@ impl Payload {
     }
 }
 
+/// The whole message of a READ or a CLOSE, copied out of the request under
+/// the queue lock, so that the daemon's `read()` writes it without holding
+/// a reference to the request.
+pub(crate) enum CopiedMsg {
+    /// A READ's header and body.
+    Read(uapi::ReadMsg),
+    /// A CLOSE's header.
+    Close(uapi::Msg),
+}
+
+impl CopiedMsg {
+    /// Returns the opcode of the message.
+    pub(crate) fn opcode(&self) -> Opcode {
+        match self {
+            CopiedMsg::Read(_) => Opcode::Read,
+            CopiedMsg::Close(_) => Opcode::Close,
+        }
+    }
+
+    /// Returns the length of the message.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            CopiedMsg::Read(_) => size_of::<uapi::ReadMsg>(),
+            CopiedMsg::Close(_) => size_of::<uapi::Msg>(),
+        }
+    }
+
+    /// Writes the message, in one copy.
+    pub(crate) fn write(&self, w: &mut UserSliceWriter) -> Result {
+        match self {
+            CopiedMsg::Read(m) => w.write(m),
+            CopiedMsg::Close(m) => w.write(m),
+        }
+    }
+}
+
+/// The address of a request: only ever compared, never followed.
+///
+/// A request found again in its queue under the same msg_id and at the same
+/// address is the one that was there before, unless it was completed, freed,
+/// and another one allocated at its address under the same msg_id in the
+/// meantime, which needs the cyclic msg_ids to wrap around in between.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity(usize);
+
 /// A request to the daemon about one object.
 ///
 /// # Invariants
@@ -202,34 +247,52 @@ impl Request {
         })
     }
 
-    /// Writes the message, with the given ids (and anonymous fd for an
-    /// OPEN); a CLOSE carries its own object id.
-    pub(crate) fn write_msg(
+    /// Returns the message of a READ or a CLOSE with these ids (a CLOSE
+    /// carries its own object id); `None` for an OPEN, whose message is
+    /// written with its anonymous fd ([`Request::write_open_msg`]).
+    pub(crate) fn copy_msg(&self, msg_id: u32, object_id: u32) -> Option<CopiedMsg> {
+        let msg = |opcode, object_id| uapi::Msg {
+            msg_id,
+            opcode: opcode as u32,
+            len: self.msg_len() as u32,
+            object_id,
+        };
+        match &self.payload {
+            Payload::Read(read) => Some(CopiedMsg::Read(uapi::ReadMsg {
+                msg: msg(Opcode::Read, object_id),
+                read: *read,
+            })),
+            Payload::Close { object_id } => Some(CopiedMsg::Close(msg(Opcode::Close, *object_id))),
+            Payload::Open(_) => None,
+        }
+    }
+
+    /// Writes the message of an OPEN with its ids and anonymous fd; nothing
+    /// for another request.
+    pub(crate) fn write_open_msg(
         &self,
         w: &mut UserSliceWriter,
         msg_id: u32,
         object_id: u32,
         fd: u32,
     ) -> Result {
-        let msg = uapi::Msg {
-            msg_id,
-            opcode: self.opcode() as u32,
-            len: self.msg_len() as u32,
-            object_id: self.close_id().unwrap_or(object_id),
+        let Payload::Open(open) = &self.payload else {
+            return Ok(());
         };
-        if let Payload::Read(read) = &self.payload {
-            // The common case, in one copy.
-            return w.write(&uapi::ReadMsg { msg, read: *read });
-        }
-        w.write(&msg)?;
-        match &self.payload {
-            Payload::Open(msg) => {
-                w.write(&uapi::Open { fd, ..msg.open })?;
-                w.write_slice(&msg.keys)
-            }
-            Payload::Close { .. } => Ok(()),
-            Payload::Read(read) => w.write(read),
-        }
+        w.write(&uapi::Msg {
+            msg_id,
+            opcode: Opcode::Open as u32,
+            len: self.msg_len() as u32,
+            object_id,
+        })?;
+        w.write(&uapi::Open { fd, ..open.open })?;
+        w.write_slice(&open.keys)
+    }
+
+    /// Returns what tells this request from the others in its queue, to
+    /// recognise it later without holding a reference to it.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity(core::ptr::from_ref(self) as usize)
     }
 
     /// Waits for the request to be completed, or a fatal signal.

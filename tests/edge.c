@@ -7,6 +7,7 @@
  *      errors and bad sizes, each with the errno the mount gets
  *   C  a served mount; checks on the anonymous fd at the first READ
  *   D  a reader killed while waiting; its late READ_COMPLETE is refused
+ *   J  a READ whose copy to the daemon faults: EFAULT, and the READ fails
  *   F  failover: the daemon's fds go away, restore, reopen
  *   G  unmount with the reopen OPEN pending (group 10); a lazy unmount with
  *      a READ pending and the reopen work waiting for its copen
@@ -21,6 +22,9 @@
 
 #define MNT "/mnt/edge"
 #define MNT2 "/mnt/edge2"
+/* What a reader with readahead off gets when its READ failed with EFAULT
+ * (erofs fails the folio with EIO, whatever the error). */
+#define EFAULT_READER EIO
 
 static char buf[CACHEFILES_MSG_MAX_SIZE];
 static struct cachefiles_msg *msg = (void *)buf;
@@ -273,6 +277,56 @@ static void phase_g(int dev)
 	check(st == 0, "G2: remount served (status %d)", st);
 }
 
+/*
+ * J: a READ whose copy to the daemon faults after its header: read() fails
+ * with EFAULT, and the READ is completed with that error, never handed out
+ * again; the reader is not left waiting.
+ */
+static unsigned int j_id;
+static int j_again;
+
+static void j_seen(struct cachefiles_msg *m)
+{
+	if (m->opcode == CACHEFILES_OP_READ && m->msg_id == j_id)
+		j_again++;
+}
+
+static void phase_j(int dev)
+{
+	size_t len = sizeof(struct cachefiles_msg) + sizeof(struct cachefiles_read);
+	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct cachefiles_msg *hdr;
+	struct od_obj *o;
+	ssize_t n;
+	pid_t r;
+	int st;
+
+	if (!check(pages != MAP_FAILED && !mprotect(pages + 4096, 4096, PROT_NONE),
+		   "J: a buffer whose second page is unmapped"))
+		return;
+	/* The header fits in the mapped page, the READ's body does not. */
+	hdr = (void *)(pages + 4096 - sizeof(*hdr));
+	memset(hdr, 0xff, sizeof(*hdr));
+	r = start_read_random(MNT "/mid/m4.bin", 65536, 4096);
+	check(dev_pollin(dev, 60000), "J: a cold read makes the devnode readable");
+	n = dev_read(dev, hdr, len);
+	check(n == -EFAULT, "J: READ into a buffer that faults after its header: EFAULT (%zd)", n);
+	j_id = hdr->msg_id;
+	check(hdr->opcode == CACHEFILES_OP_READ && hdr->len == len,
+	      "J: the header copied is the READ's (opcode %u, len %u, msg %u)", hdr->opcode,
+	      hdr->len, j_id);
+	o = od_find(&s, hdr->object_id);
+	errno = 0;
+	check(o && ioctl(o->anon_fd, CACHEFILES_IOC_READ_COMPLETE, j_id) < 0 && errno == EINVAL,
+	      "J: the faulted READ is complete: its READ_COMPLETE: EINVAL");
+	s.seen = j_seen;
+	st = od_serve_until(&s, r, 60000);
+	s.seen = NULL;
+	check(st == EFAULT_READER, "J: the reader's read fails with EIO (status %d)", st);
+	check(j_again == 0, "J: msg %u not handed out again (%d times)", j_id, j_again);
+	munmap(pages, 8192);
+}
+
 static void phase_h(void)
 {
 	static char page[4096] __attribute__((aligned(4096)));
@@ -416,7 +470,7 @@ int main(void)
 	img_size = st.st_size;
 	mkdir(MNT2, 0755);
 	atexit(injection_off);
-	ktap_plan(85);
+	ktap_plan(92);
 	dev = dev_open();
 	if (dev < 0)
 		return 1;
@@ -428,6 +482,7 @@ int main(void)
 	phase_b(dev);
 	phase_c(dev);
 	phase_d();
+	phase_j(dev);
 	phase_f(dev);
 	phase_g(dev);
 	phase_h();
