@@ -252,7 +252,8 @@ def requests_table(res):
 # backend runs of its own, by the plugin's range labels, as in
 # bench/plugin/icount-report.py. Rust also runs code in vmlinux: the patch's
 # dispatch, the kernel crate and rust_helper_ functions, and the anonymous
-# fd's write_iter and llseek, which are ondemand.c's on both backends.
+# fd's write_iter and llseek, which are ondemand.c's on both backends. Both
+# count daemon.c's poll(), where C's on-demand walk is inline.
 ICOUNT_BACKEND = {"c": ["ondemand", "dispatch", "devpoll"],
                   "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll"]}
 ICOUNT_WORKLOADS = ["seq", "rand", "par", "rps", "ttfb"]
@@ -405,9 +406,9 @@ def icount_section(ic, summ):
         "was given" + (f" ({m['guest_result']})" if m.get("guest_result") else "") + ". "
         "A run is counted from just before its mount to just after its daemon exited; "
         "requests: the OPENs, READs and CLOSEs the daemon read in that run. Backend: "
-        "the instructions in the backend's own ranges (C: `ondemand.c` and the "
-        "dispatch; Rust: the module, vmlinux's Rust code, the dispatch and `ondemand.c`'s "
-        "fd functions); kernel: every kernel-mode instruction of the guest in the run. "
+        "the instructions in the backend's own ranges (C: `ondemand.c`, the dispatch "
+        "and `daemon.c`'s `poll()`; Rust: the module, vmlinux's Rust code, the dispatch, "
+        "`ondemand.c`'s fd functions and `daemon.c`'s `poll()`); kernel: every kernel-mode instruction of the guest in the run. "
         "Median (min–max) over the repetitions; spread = (max − min) / median; the ratio "
         "is of the medians (\"Instruction counts\" below says what is and is not counted).",
         "", icount_table(ic, summ)]
