@@ -54,9 +54,6 @@ pub struct Fill {
 struct FillState {
     /// Everything in `[tail.start, cursor)` is in the cache file.
     cursor: u64,
-    /// Taken by a fill thread, or by a request worker (see
-    /// [`Filler::steal`]).
-    claimed: bool,
     running: bool,
     finished: bool,
 }
@@ -95,12 +92,6 @@ impl Fill {
     fn advance(&self, to: u64) {
         self.lock().cursor = to;
         self.moved.notify_all();
-    }
-
-    /// Takes the fill for running it; false if someone else has.
-    fn claim(&self) -> bool {
-        let mut s = self.lock();
-        !std::mem::replace(&mut s.claimed, true)
     }
 
     fn finish(&self) {
@@ -177,30 +168,24 @@ impl Worker {
                 rx.recv()
             };
             let Ok(fill) = fill else { return };
-            // A request worker may have taken it meanwhile.
-            if fill.claim() {
-                self.execute(&fill, buf);
+            if !self.stop.load(Ordering::Relaxed) {
+                // A bug in a source must not take the filler down.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.fill(&fill, buf)
+                }));
+                if r.is_err() {
+                    error!(
+                        "filling an extent of {:?} (object {}) panicked",
+                        fill.obj.blob_name, fill.obj.id
+                    );
+                }
             }
+            fill.finish();
+            self.active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|f| !Arc::ptr_eq(f, &fill));
         }
-    }
-
-    /// Runs a claimed fill to its end, then forgets it.
-    fn execute(&self, fill: &Fill, buf: &mut [u8]) {
-        if !self.stop.load(Ordering::Relaxed) {
-            // A bug in a source must not take the filler down.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fill(fill, buf)));
-            if r.is_err() {
-                error!(
-                    "filling an extent of {:?} (object {}) panicked",
-                    fill.obj.blob_name, fill.obj.id
-                );
-            }
-        }
-        fill.finish();
-        self.active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|f| !std::ptr::eq(Arc::as_ptr(f), fill));
     }
 
     fn fill(&self, fill: &Fill, buf: &mut [u8]) {
@@ -260,8 +245,6 @@ pub struct Filler {
     stop: Arc<AtomicBool>,
     /// Fills queued or running, for [`Filler::join`].
     active: Arc<Mutex<Vec<Arc<Fill>>>>,
-    /// Runs a fill a request worker took over ([`Filler::run_here`]).
-    core: Worker,
 }
 
 impl Filler {
@@ -292,13 +275,6 @@ impl Filler {
         Ok(Filler {
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
-            core: Worker {
-                stop: stop.clone(),
-                stats,
-                active: active.clone(),
-                page,
-                step,
-            },
             stop,
             active,
         })
@@ -327,35 +303,6 @@ impl Filler {
         active.iter().any(|f| {
             Arc::ptr_eq(&f.obj, obj) && f.head.start <= extent.start && extent.end <= f.tail.end
         })
-    }
-
-    /// For a READ of `want` on `obj` that continues where a fill of that
-    /// object still waiting for a fill thread would start (a sequential
-    /// reader whose fill is queued behind others): takes that fill, for the
-    /// request worker to run once the READ is answered
-    /// ([`Filler::run_here`]), so that the reader's next READs join it
-    /// instead of each copying its own window.
-    pub fn steal(&self, obj: &Arc<Object>, want: Span) -> Option<Arc<Fill>> {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        let fill = active.iter().find(|f| {
-            Arc::ptr_eq(&f.obj, obj)
-                && f.tail.start <= want.start
-                && want.start <= f.tail.start.saturating_add(STEP)
-                && want.end <= f.tail.end
-        })?;
-        fill.claim().then(|| fill.clone())
-    }
-
-    /// Runs a fill taken with [`Filler::steal`] on this thread.
-    pub fn run_here(&self, fill: &Fill) {
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            let buf = crate::copy::aligned(&mut b, self.core.step);
-            self.core.execute(fill, buf);
-        });
     }
 
     /// For a READ of `want` on `obj`: if a running fill of that object is

@@ -710,17 +710,9 @@ impl Handler {
         self.answered(hdr.msg_id);
         // The READ is answered: the rest of its extent goes to the fill
         // threads (never before READ_COMPLETE, so the reader does not wait
-        // for it), or is filled here (a sequential reader's queued fill).
-        if let Some(filler) = &self.filler {
-            match fill {
-                FillPlan::None => {}
-                FillPlan::Queue(fill) => filler.submit(fill),
-                FillPlan::Run(fill) => {
-                    // Its own time budget, not the READ's.
-                    let _deadline = crate::source::deadline::scope_from(Instant::now());
-                    filler.run_here(&fill);
-                }
-            }
+        // for it).
+        if let (Some(fill), Some(filler)) = (fill, &self.filler) {
+            filler.submit(fill);
         }
         self.after(&decision);
     }
@@ -728,13 +720,18 @@ impl Handler {
     /// Copies the pages covering the request; false if some data is missing.
     /// With read amplification, also returns the rest of the request's
     /// extent, to be filled once the READ is answered.
-    fn serve_read(&self, obj: &Arc<Object>, hdr: &Header, req: ReadReq) -> (bool, FillPlan) {
+    fn serve_read(
+        &self,
+        obj: &Arc<Object>,
+        hdr: &Header,
+        req: ReadReq,
+    ) -> (bool, Option<Arc<Fill>>) {
         let Some(want) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
             debug!(
                 "READ msg {} [{}, +{}) is past the end of {:?} ({} bytes): nothing to write",
                 hdr.msg_id, req.off, req.len, obj.blob_name, obj.size
             );
-            return (true, FillPlan::None);
+            return (true, None);
         };
         let span = match &self.filler {
             Some(_) => range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page),
@@ -752,7 +749,7 @@ impl Handler {
                         want.start,
                         want.end
                     );
-                    return (true, FillPlan::None);
+                    return (true, None);
                 }
             }
         }
@@ -770,23 +767,11 @@ impl Handler {
                     want.end,
                     obj.blob_name
                 );
-                let plan = match &self.filler {
-                    Some(filler) if span != want => {
-                        if filler.covers(obj, span) {
-                            // A fill of this extent is queued or running:
-                            // none other; a sequential READ takes a queued
-                            // one over.
-                            filler
-                                .steal(obj, want)
-                                .map_or(FillPlan::None, FillPlan::Run)
-                        } else {
-                            Fill::new(obj.clone(), span, want)
-                                .map_or(FillPlan::None, FillPlan::Queue)
-                        }
-                    }
-                    _ => FillPlan::None,
-                };
-                (true, plan)
+                let filling = self.filler.as_ref().is_some_and(|f| f.covers(obj, span));
+                let fill = (span != want && !filling)
+                    .then(|| Fill::new(obj.clone(), span, want))
+                    .flatten();
+                (true, fill)
             }
             Err((n, e)) => {
                 stats::add(&self.stats.bytes_written, n);
@@ -799,7 +784,7 @@ impl Handler {
                     "READ msg {} object {} ({:?}) [{}, +{}): {e}; the reader will see EIO",
                     hdr.msg_id, obj.id, obj.blob_name, req.off, req.len
                 );
-                (false, FillPlan::None)
+                (false, None)
             }
         }
     }
@@ -831,15 +816,6 @@ impl Handler {
             }
         }
     }
-}
-
-/// What to do with the rest of a READ's extent once the READ is answered.
-enum FillPlan {
-    None,
-    /// Queue it for the fill threads.
-    Queue(Arc<Fill>),
-    /// Fill it on this thread (taken over from the queue).
-    Run(Arc<Fill>),
 }
 
 /// A request on its way through the sources' lanes.

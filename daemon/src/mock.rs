@@ -45,6 +45,14 @@ impl MockFile {
     pub fn written_bytes(&self) -> usize {
         self.writes.lock().unwrap().iter().map(|w| w.1).sum()
     }
+
+    fn present(&self, off: u64) -> bool {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|&(s, n)| off >= s && off < s + n as u64)
+    }
 }
 
 struct Handle(Arc<MockFile>, u32);
@@ -91,34 +99,14 @@ impl CacheFile for Handle {
 
     fn seek_data(&self, off: u64) -> io::Result<Option<u64>> {
         let len = self.0.data.lock().unwrap().len() as u64;
-        if off >= len {
-            return Ok(None);
-        }
-        // The first written byte at or after `off`.
-        let w = self.0.writes.lock().unwrap();
-        Ok(w.iter()
-            .filter(|&&(s, n)| n > 0 && s + n as u64 > off)
-            .map(|&(s, _)| s.max(off))
-            .min()
-            .filter(|&d| d < len))
+        Ok((off..len).find(|&o| self.0.present(o)))
     }
 
     fn seek_hole(&self, off: u64) -> io::Result<u64> {
         let len = self.0.data.lock().unwrap().len() as u64;
-        // Walk forward through the writes covering the position.
-        let w = self.0.writes.lock().unwrap();
-        let mut pos = off;
-        loop {
-            match w
-                .iter()
-                .filter(|&&(s, n)| s <= pos && pos < s + n as u64)
-                .map(|&(s, n)| s + n as u64)
-                .max()
-            {
-                Some(end) if pos < len => pos = end,
-                _ => return Ok(pos.min(len.max(off))),
-            }
-        }
+        Ok((off..len)
+            .find(|&o| !self.0.present(o))
+            .unwrap_or(len.max(off)))
     }
 
     fn describe(&self) -> String {
