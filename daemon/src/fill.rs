@@ -6,8 +6,8 @@
 //! threads of their own (not the request workers, so that a fill never
 //! makes a READ wait for a worker). A fill copies the part after the
 //! request first, in order from the request's end, in steps of at most
-//! [`STEP`] bytes, then the part before the request; pages the cache file
-//! already holds (SEEK_DATA/SEEK_HOLE) are not copied again, and the fill stops when
+//! [`STEP`] bytes, then the part before the request; a step the cache file
+//! already holds (SEEK_DATA/SEEK_HOLE) is skipped, and the fill stops when
 //! its object is closed or a step fails (a failure here never fails a
 //! READ: the READ was answered before).
 //!
@@ -103,51 +103,10 @@ impl Fill {
     }
 }
 
-/// The parts of `c` (page-aligned start) the cache file does not hold yet,
-/// as page-aligned spans (a page only partly held is in them: its held
-/// bytes are written again, with the same data): a READ may have written
-/// pages inside a fill's step, which the fill does not copy again. If the
-/// file cannot say, all of `c`.
-fn holes(file: &dyn CacheFile, c: Span, page: u64) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    let mut push = |s: Span| match out.last_mut() {
-        Some(last) if last.end >= s.start => last.end = last.end.max(s.end),
-        _ => out.push(s),
-    };
-    let mut pos = c.start;
-    while pos < c.end {
-        let data = match file.seek_data(pos) {
-            Ok(Some(d)) => d.max(pos),
-            Ok(None) => c.end,
-            Err(_) => c.end,
-        };
-        let hole_end = range::align_up(data, page).min(c.end);
-        if hole_end > pos {
-            push(Span {
-                start: pos,
-                end: hole_end,
-            });
-        }
-        if hole_end >= c.end {
-            break;
-        }
-        let held_end = match file.seek_hole(hole_end) {
-            Ok(h) => range::align_down(h, page).min(c.end),
-            Err(_) => hole_end,
-        };
-        if held_end > hole_end {
-            pos = held_end;
-        } else {
-            // Less than a page held there (or no answer): copy that page.
-            let end = hole_end.saturating_add(page).min(c.end);
-            push(Span {
-                start: hole_end,
-                end,
-            });
-            pos = end;
-        }
-    }
-    out
+/// Whether the cache file already has data for all of `c`.
+pub fn already_cached(file: &dyn CacheFile, c: Span) -> bool {
+    matches!(file.seek_data(c.start), Ok(Some(d)) if d == c.start)
+        && matches!(file.seek_hole(c.start), Ok(h) if h >= c.end)
 }
 
 struct Worker {
@@ -196,10 +155,8 @@ impl Worker {
                 if fill.obj.is_closed() || self.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                for hole in holes(&*fill.obj.file, c, self.page) {
-                    if !self.copy(fill, hole, buf) {
-                        return;
-                    }
+                if !already_cached(&*fill.obj.file, c) && !self.copy(fill, c, buf) {
+                    return;
                 }
                 if part == fill.tail {
                     fill.advance(c.end);
@@ -372,49 +329,5 @@ impl Filler {
                 let _ = t.join();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::devnode::Devnode;
-    use crate::mock::MockDev;
-
-    const P: u64 = 4096;
-
-    fn file_with(writes: &[(u64, usize)]) -> Box<dyn CacheFile> {
-        let dev = MockDev::new();
-        dev.add_file(7);
-        let f = dev.adopt_anon_fd(7).unwrap();
-        for &(off, n) in writes {
-            f.write_at(&vec![1u8; n], off).unwrap();
-        }
-        f
-    }
-
-    fn sp(start: u64, end: u64) -> Span {
-        Span { start, end }
-    }
-
-    #[test]
-    fn holes_skip_what_is_held() {
-        let c = sp(0, 16 * P);
-        // Nothing held: all of it.
-        assert_eq!(holes(&*file_with(&[]), c, P), vec![c]);
-        // All held: nothing.
-        assert_eq!(holes(&*file_with(&[(0, 16 * P as usize)]), c, P), vec![]);
-        // A READ's window in the middle.
-        let f = file_with(&[(4 * P, 2 * P as usize)]);
-        assert_eq!(holes(&*f, c, P), vec![sp(0, 4 * P), sp(6 * P, 16 * P)]);
-        // Held at the start, and past the end of the span.
-        let f = file_with(&[(0, 2 * P as usize), (15 * P, 4 * P as usize)]);
-        assert_eq!(holes(&*f, c, P), vec![sp(2 * P, 15 * P)]);
-        // Less than a page held: that page is copied whole.
-        let f = file_with(&[(4 * P, 100)]);
-        assert_eq!(holes(&*f, c, P), vec![c]);
-        // A span ending on a partial page (the blob's end).
-        let f = file_with(&[(0, P as usize)]);
-        assert_eq!(holes(&*f, sp(0, 2 * P + 10), P), vec![sp(P, 2 * P + 10)]);
     }
 }
