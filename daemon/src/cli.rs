@@ -95,9 +95,9 @@ pub struct ServeArgs {
     /// Bytes copied per write to the cache file (K/M suffixes, page multiple).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size, hide = true)]
     pub chunk_size: u64,
-    /// Read amplification: once a READ is answered, fill the aligned extents
-    /// of this size around it, clipped to the blob, from threads of their
-    /// own (K/M suffixes; a power of two; 0, or a page or less, turns it off).
+    /// Read amplification: answer a READ with the aligned extents of this
+    /// size around it, clipped to the blob (K/M suffixes; a power of two; 0,
+    /// or a page or less, turns it off).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_read_extent)]
     pub read_extent: u64,
     /// Test personas, comma separated: open-error, read-error, no-data,
