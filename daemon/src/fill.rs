@@ -253,15 +253,6 @@ impl Filler {
         }
     }
 
-    /// Whether a fill of `obj` queued or running already covers `extent`
-    /// (a second READ in an extent whose fill has not finished).
-    pub fn covers(&self, obj: &Arc<Object>, extent: Span) -> bool {
-        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        active.iter().any(|f| {
-            Arc::ptr_eq(&f.obj, obj) && f.head.start <= extent.start && extent.end <= f.tail.end
-        })
-    }
-
     /// For a READ of `want` on `obj`: if a running fill of that object is
     /// about to write `want` (its cursor is at most a step before it), waits
     /// until it has. True if `want` is then in the cache file; false if the

@@ -767,8 +767,7 @@ impl Handler {
                     want.end,
                     obj.blob_name
                 );
-                let filling = self.filler.as_ref().is_some_and(|f| f.covers(obj, span));
-                let fill = (span != want && !filling)
+                let fill = (span != want)
                     .then(|| Fill::new(obj.clone(), span, want))
                     .flatten();
                 (true, fill)

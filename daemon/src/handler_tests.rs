@@ -1007,32 +1007,3 @@ fn read_extent_sequential_read_joins_the_running_fill() {
     assert_eq!(f.bytes(0, M as usize), &data[..M as usize]);
     assert_eq!(r.stat(|s| &s.reads_ok), 3);
 }
-
-#[test]
-fn read_extent_one_fill_per_extent_at_a_time() {
-    let data = pattern(4 * M as usize, 13);
-    let src = MemSource::default().with("b", data.clone());
-    let blob = src.blobs["b"].clone();
-    let r = rig_ext(src, vec![], 65536, M);
-    let f = r.open(1, 1, 100, "b");
-    let filler = r.h.filler.as_ref().unwrap();
-    blob.delay_ms.store(20, Ordering::SeqCst);
-    // Two fills running (two fill threads), the third queued.
-    r.read(2, 1, 0, 4096);
-    r.read(3, 1, M, 4096);
-    r.read(4, 1, 2 * M + 8192, 4096);
-    assert_eq!(filler.pending(), 3);
-    // More READs in those extents: served, no second fill of any of them.
-    r.read(5, 1, 2 * M + 512 * 1024, 4096);
-    r.read(6, 1, M + 768 * 1024, 4096);
-    assert_eq!(filler.pending(), 3);
-    assert_eq!(f.completed(), vec![2, 3, 4, 5, 6]);
-    r.settle();
-    assert_eq!(coverage(&f), vec![(0, 3 * M)]);
-    assert_eq!(f.bytes(0, 3 * M as usize), &data[..3 * M as usize]);
-    // Once it is done, a READ in the extent may start a new one.
-    r.read(7, 1, 3 * M, 4096);
-    assert!(filler.pending() <= 1);
-    r.settle();
-    assert_eq!(coverage(&f), vec![(0, 4 * M)]);
-}
