@@ -24,7 +24,6 @@ use std::time::Instant;
 
 use crate::copy::{copy_span, CopyError};
 use crate::devnode::{CacheFile, Devnode};
-use crate::fill::{Fill, Filler};
 use crate::keys;
 use crate::objects::{Object, ObjectTable};
 use crate::persona::{Action, Decision, Personas};
@@ -55,12 +54,9 @@ pub struct HandlerConfig {
     pub page: u64,
     /// Bytes copied per write (a multiple of the page size).
     pub chunk: usize,
-    /// Read amplification: the aligned extents of this many bytes around a
-    /// READ are filled, the rest of them after the READ is answered (a
-    /// power of two; 0 or up to a page: off).
+    /// Read amplification: a READ is answered with the aligned extents of
+    /// this many bytes around it (a power of two; 0 or up to a page: off).
     pub read_extent: u64,
-    /// Threads filling the rest of the extents (at least one).
-    pub fill_threads: usize,
 }
 
 /// Bound on the per-msg_id delivery counters kept for personas.
@@ -78,8 +74,6 @@ pub struct Handler {
     stats: Arc<Stats>,
     personas: Personas,
     prefetch: Option<Prefetcher>,
-    /// The extent fills (read amplification on), or `None` (off).
-    filler: Option<Filler>,
     cfg: HandlerConfig,
     inflight_reads: Mutex<HashSet<u32>>,
     lanes: Lanes<Step>,
@@ -102,18 +96,6 @@ impl Handler {
         on_dead: Box<dyn Fn() + Send + Sync>,
     ) -> Handler {
         let lanes = Lanes::new(&sources.lane_limits());
-        let amplify = cfg.read_extent > cfg.page && cfg.read_extent.is_power_of_two();
-        let filler = if amplify {
-            match Filler::start(cfg.fill_threads, cfg.chunk, cfg.page, stats.clone()) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    error!("cannot start the fill threads: {e}; read amplification is off");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         Handler {
             dev,
             lanes,
@@ -122,7 +104,6 @@ impl Handler {
             stats,
             personas,
             prefetch,
-            filler,
             cfg,
             inflight_reads: Mutex::new(HashSet::new()),
             deliveries: Mutex::new(HashMap::new()),
@@ -184,9 +165,6 @@ impl Handler {
     pub fn shutdown(&self) {
         if let Some(p) = &self.prefetch {
             p.stop(std::time::Duration::from_secs(2));
-        }
-        if let Some(f) = &self.filler {
-            f.stop(std::time::Duration::from_secs(2));
         }
         let n = self.objects.drain().len();
         if n > 0 {
@@ -699,7 +677,7 @@ impl Handler {
             }
             _ => {}
         }
-        let (ok, fill) = self.serve_read(&obj, hdr, req);
+        let ok = self.serve_read(&obj, hdr, req);
         guard.complete();
         if ok {
             stats::inc(&self.stats.reads_ok);
@@ -708,54 +686,58 @@ impl Handler {
         }
         self.stats.read_latency.record(started.elapsed());
         self.answered(hdr.msg_id);
-        // The READ is answered: the rest of its extent goes to the fill
-        // threads (never before READ_COMPLETE, so the reader does not wait
-        // for it).
-        if let (Some(fill), Some(filler)) = (fill, &self.filler) {
-            filler.submit(fill);
-        }
         self.after(&decision);
     }
 
     /// Copies the pages covering the request; false if some data is missing.
-    /// With read amplification, also returns the rest of the request's
-    /// extent, to be filled once the READ is answered.
-    fn serve_read(
-        &self,
-        obj: &Arc<Object>,
-        hdr: &Header,
-        req: ReadReq,
-    ) -> (bool, Option<Arc<Fill>>) {
+    fn serve_read(&self, obj: &Object, hdr: &Header, req: ReadReq) -> bool {
         let Some(want) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
             debug!(
                 "READ msg {} [{}, +{}) is past the end of {:?} ({} bytes): nothing to write",
                 hdr.msg_id, req.off, req.len, obj.blob_name, obj.size
             );
-            return (true, None);
+            return true;
         };
-        let span = match &self.filler {
-            Some(_) => range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page),
-            None => want,
-        };
+        let span = range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page);
+        let mut result = self.copy(obj, span);
         if span != want {
-            if let Some(filler) = &self.filler {
-                // A sequential reader's READ that the running fill of its
-                // extent is about to write: wait for it instead of copying.
-                if filler.join(obj, want) {
-                    trace!(
-                        "READ msg {} object {}: [{}, {}) written by the extent's fill",
-                        hdr.msg_id,
-                        obj.id,
-                        want.start,
-                        want.end
+            if let Err((n, e)) = &result {
+                // The extent is copied in order from its start, so its first
+                // n bytes are in the cache. If they cover the request, the
+                // READ is served and only the amplified rest failed; if the
+                // source failed before that, the rest of the request is
+                // tried on its own, as without amplification. A failed
+                // write to the cache is not retried.
+                let done = span.start.saturating_add(*n);
+                if done >= want.end {
+                    debug!(
+                        "READ msg {} object {} ({:?}): [{}, {}) served; \
+                         the amplified part failed at {done}: {e}",
+                        hdr.msg_id, obj.id, obj.blob_name, want.start, want.end
                     );
-                    return (true, None);
+                    stats::add(&self.stats.bytes_written, *n);
+                    self.stats.add_source_bytes(&obj.blob.describe(), *n);
+                    if !matches!(e, CopyError::Write { .. }) {
+                        stats::inc(&self.stats.source_errors);
+                    }
+                    result = Ok(0);
+                } else if !matches!(e, CopyError::Write { .. }) {
+                    let rest = Span {
+                        start: done.max(want.start),
+                        end: want.end,
+                    };
+                    debug!(
+                        "READ msg {} object {} ({:?}): the extent failed at {done} ({e}); \
+                         retrying [{}, {}) alone",
+                        hdr.msg_id, obj.id, obj.blob_name, rest.start, rest.end
+                    );
+                    stats::add(&self.stats.bytes_written, *n);
+                    self.stats.add_source_bytes(&obj.blob.describe(), *n);
+                    result = self.copy(obj, rest);
                 }
             }
         }
-        // The request's own pages first: the READ is answered as soon as
-        // they are in; the rest of the extent is filled after that.
-        match self.copy(obj, want) {
+        match result {
             Ok(n) => {
                 stats::add(&self.stats.bytes_written, n);
                 self.stats.add_source_bytes(&obj.blob.describe(), n);
@@ -763,14 +745,11 @@ impl Handler {
                     "READ msg {} object {}: wrote [{}, {}) of {:?}",
                     hdr.msg_id,
                     obj.id,
-                    want.start,
-                    want.end,
+                    span.start,
+                    span.end,
                     obj.blob_name
                 );
-                let fill = (span != want)
-                    .then(|| Fill::new(obj.clone(), span, want))
-                    .flatten();
-                (true, fill)
+                true
             }
             Err((n, e)) => {
                 stats::add(&self.stats.bytes_written, n);
@@ -783,7 +762,7 @@ impl Handler {
                     "READ msg {} object {} ({:?}) [{}, +{}): {e}; the reader will see EIO",
                     hdr.msg_id, obj.id, obj.blob_name, req.off, req.len
                 );
-                (false, None)
+                false
             }
         }
     }

@@ -34,7 +34,6 @@ fn rig_ext(src: MemSource, personas: Vec<Persona>, chunk: usize, read_extent: u6
             page: P,
             chunk,
             read_extent,
-            fill_threads: 2,
         },
         Box::new(move || {
             dc.fetch_add(1, Ordering::SeqCst);
@@ -81,17 +80,6 @@ impl Rig {
 
     fn stat(&self, f: impl Fn(&Stats) -> &std::sync::atomic::AtomicU64) -> u64 {
         f(self.h.stats()).load(Ordering::Relaxed)
-    }
-
-    /// Waits until every extent fill queued so far is done.
-    fn settle(&self) {
-        if let Some(filler) = &self.h.filler {
-            assert!(
-                self.dev
-                    .wait_until(Duration::from_secs(10), || filler.pending() == 0),
-                "the extent fills did not finish"
-            );
-        }
     }
 }
 
@@ -403,7 +391,6 @@ fn a_black_holed_remote_does_not_starve_a_local_source() {
             page: P,
             chunk: 4096,
             read_extent: 0,
-            fill_threads: 2,
         },
         Box::new(|| {}),
     ));
@@ -601,7 +588,6 @@ fn prefetch_fills_the_cache_file() {
             page: P,
             chunk: 65536,
             read_extent: 0,
-            fill_threads: 2,
         },
         Box::new(|| {}),
     );
@@ -641,7 +627,6 @@ fn prefetch_checks_digests() {
             page: P,
             chunk: 65536,
             read_extent: 0,
-            fill_threads: 2,
         },
         Box::new(|| {}),
     );
@@ -689,7 +674,6 @@ mod over_http {
                 page: P,
                 chunk: 16384,
                 read_extent: 0,
-                fill_threads: 2,
             },
             Box::new(|| {}),
         );
@@ -767,15 +751,12 @@ fn read_extent_fills_aligned_extents_up_to_the_end() {
     let f = r.open(1, 1, 100, "b");
     // READ at 0: the first extent, whole.
     r.read(2, 1, 0, 4096);
-    r.settle();
     assert_eq!(coverage(&f), vec![(0, M)]);
     // The last byte: the last extent, which ends at the blob's end.
     r.read(3, 1, size - 1, 1);
-    r.settle();
     assert_eq!(coverage(&f), vec![(0, M), (3 * M, size)]);
     // Straddling the boundary between the second and third extents: both.
     r.read(4, 1, 2 * M - 4096, 8192);
-    r.settle();
     assert_eq!(coverage(&f), vec![(0, size)]);
     assert_eq!(f.completed(), vec![2, 3, 4]);
     assert_eq!(r.stat(|s| &s.reads_ok), 3);
@@ -798,7 +779,6 @@ fn read_extent_never_passes_a_small_blob() {
     );
     let f = r.open(1, 1, 100, "b");
     r.read(2, 1, 8192, 4096);
-    r.settle();
     assert_eq!(coverage(&f), vec![(0, 50_000)]);
     assert_eq!(f.bytes(0, 50_000), data);
     assert_eq!(f.data.lock().unwrap().len(), 50_000);
@@ -809,15 +789,7 @@ fn read_extent_zero_writes_only_the_request() {
     let data = pattern(4 * M as usize, 5);
     let r = rig_ext(MemSource::default().with("b", data), vec![], 65536, 0);
     let f = r.open(1, 1, 100, "b");
-    assert!(
-        r.h.filler.is_none(),
-        "no fill threads without amplification"
-    );
     r.read(2, 1, 8192 + 5, 100);
-    assert_eq!(coverage(&f), vec![(8192, 12288)]);
-    assert_eq!(*f.writes.lock().unwrap(), vec![(8192, 4096)]);
-    assert_eq!(f.completed(), vec![2]);
-    std::thread::sleep(Duration::from_millis(50));
     assert_eq!(coverage(&f), vec![(8192, 12288)]);
 }
 
@@ -837,7 +809,6 @@ fn read_extent_source_errors_fail_only_the_requested_part() {
     let f = r.open(1, 1, 100, "b");
     // The request [1M, 1M+4K) is there: served, though its extent is short.
     r.read(2, 1, M, 4096);
-    r.settle();
     assert_eq!(r.stat(|s| &s.reads_ok), 1);
     assert_eq!(r.stat(|s| &s.reads_failed), 0);
     // The short extent is a source error all the same.
@@ -846,7 +817,6 @@ fn read_extent_source_errors_fail_only_the_requested_part() {
     assert_eq!(f.bytes(M as usize, 8192), &data[M as usize..]);
     // The request [1M+8K, 1M+12K) is not: it fails, as without amplification.
     r.read(3, 1, M + 8192, 4096);
-    r.settle();
     assert_eq!(r.stat(|s| &s.reads_failed), 1);
     assert_eq!(coverage(&f), vec![(M, M + 8192)]);
     assert_eq!(f.completed(), vec![2, 3]);
@@ -861,13 +831,9 @@ fn read_extent_failing_before_the_request_still_serves_it() {
     let r = rig_ext(src, vec![], 65536, M);
     let f = r.open(1, 1, 100, "b");
     r.read(2, 1, 512 * 1024, 4096);
-    r.settle();
     assert_eq!(r.stat(|s| &s.reads_ok), 1);
     assert_eq!(r.stat(|s| &s.reads_failed), 0);
-    // The request, the rest of the extent after it, nothing of the part
-    // before it (whose first piece failed: the fill stopped there).
-    assert_eq!(coverage(&f), vec![(512 * 1024, M)]);
-    assert_eq!(r.stat(|s| &s.source_errors), 1);
+    assert_eq!(coverage(&f), vec![(512 * 1024, 512 * 1024 + 4096)]);
     assert_eq!(
         f.bytes(512 * 1024, 4096),
         &data[512 * 1024..512 * 1024 + 4096]
@@ -875,135 +841,4 @@ fn read_extent_failing_before_the_request_still_serves_it() {
     // A READ inside the failing part fails.
     r.read(3, 1, 4096, 4096);
     assert_eq!(r.stat(|s| &s.reads_failed), 1);
-}
-
-/// Per msg_id, what the cache file held when its READ_COMPLETE was sent.
-type Seen = Arc<Mutex<Vec<(u32, Vec<(u64, u64)>)>>>;
-
-/// Records [`Seen`] from now on.
-fn coverage_at_completion(f: &Arc<MockFile>) -> Seen {
-    let seen: Seen = Arc::default();
-    let (s2, weak) = (seen.clone(), Arc::downgrade(f));
-    *f.on_complete.lock().unwrap() = Some(Box::new(move |id| {
-        let f = weak.upgrade().unwrap();
-        s2.lock().unwrap().push((id, coverage(&f)));
-    }));
-    seen
-}
-
-#[test]
-fn read_extent_answers_the_read_before_filling_the_rest() {
-    let data = pattern(4 * M as usize, 10);
-    let src = MemSource::default().with("b", data.clone());
-    let blob = src.blobs["b"].clone();
-    let r = rig_ext(src, vec![], 65536, M);
-    let f = r.open(1, 1, 100, "b");
-    let seen = coverage_at_completion(&f);
-    // A slow source: the fill takes a while, the READ must not wait for it.
-    blob.delay_ms.store(20, Ordering::SeqCst);
-    let t = Instant::now();
-    r.read(2, 1, M + 300 * 1024, 4096);
-    let answered = t.elapsed();
-    // Completed with only its own page in the cache file ...
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![(2, vec![(M + 300 * 1024, M + 304 * 1024)])]
-    );
-    assert_eq!(r.stat(|s| &s.reads_ok), 1);
-    // ... one source read, not the extent's five (256 KiB steps).
-    assert!(answered < Duration::from_millis(90), "{answered:?}");
-    // Then the rest of its extent lands, the blob's bytes, in page-aligned
-    // writes, the part after the request first.
-    r.settle();
-    assert_eq!(coverage(&f), vec![(M, 2 * M)]);
-    assert_eq!(
-        f.bytes(M as usize, M as usize),
-        &data[M as usize..2 * M as usize]
-    );
-    let writes = f.writes.lock().unwrap().clone();
-    assert!(writes.iter().all(|w| w.0 % P == 0));
-    let want_start = M + 300 * 1024;
-    let tail = writes[1..].iter().take_while(|w| w.0 > want_start).count();
-    assert!(tail > 1, "{writes:?}");
-    assert_eq!(writes[1].0, want_start + 4096, "{writes:?}");
-    // Every write after the tail's is the head's, in order from the start.
-    assert_eq!(writes[1 + tail].0, M, "{writes:?}");
-    assert!(writes[1 + tail..].iter().all(|w| w.0 < want_start));
-    assert_eq!(r.stat(|s| &s.bytes_written), M);
-    assert_eq!(r.stat(|s| &s.source_errors), 0);
-    assert_eq!(f.completed(), vec![2]);
-}
-
-#[test]
-fn read_extent_fill_failures_never_fail_the_read() {
-    // A cache file that refuses writes once the READ is answered.
-    let data = pattern(2 * M as usize, 11);
-    let r = rig_ext(
-        MemSource::default().with("b", data.clone()),
-        vec![],
-        65536,
-        M,
-    );
-    let f = r.open(1, 1, 100, "b");
-    let f2 = Arc::downgrade(&f);
-    *f.on_complete.lock().unwrap() = Some(Box::new(move |_| {
-        f2.upgrade()
-            .unwrap()
-            .fail_writes
-            .store(true, Ordering::SeqCst);
-    }));
-    r.read(2, 1, 8192, 4096);
-    r.settle();
-    assert_eq!(f.completed(), vec![2]);
-    assert_eq!(r.stat(|s| &s.reads_ok), 1);
-    assert_eq!(r.stat(|s| &s.reads_failed), 0);
-    assert_eq!(r.stat(|s| &s.write_errors), 0);
-    assert_eq!(coverage(&f), vec![(8192, 12288)]);
-    assert_eq!(f.bytes(8192, 4096), &data[8192..12288]);
-    // A source failing in the rest of the extent: counted, READ served.
-    f.fail_writes.store(false, Ordering::SeqCst);
-    *f.on_complete.lock().unwrap() = None;
-    let src = MemSource::default().with("c", data.clone());
-    src.blobs["c"].fail_below.store(M + 4096, Ordering::SeqCst);
-    let r = rig_ext(src, vec![], 65536, M);
-    let f = r.open(1, 1, 100, "c");
-    r.read(2, 1, M + 4096, 4096);
-    r.settle();
-    assert_eq!(r.stat(|s| &s.reads_ok), 1);
-    assert_eq!(r.stat(|s| &s.reads_failed), 0);
-    // The part after the request landed; the part before it failed.
-    assert_eq!(coverage(&f), vec![(M + 4096, 2 * M)]);
-    assert_eq!(r.stat(|s| &s.source_errors), 1);
-}
-
-#[test]
-fn read_extent_sequential_read_joins_the_running_fill() {
-    let data = pattern(2 * M as usize, 12);
-    let src = MemSource::default().with("b", data.clone());
-    let blob = src.blobs["b"].clone();
-    let r = rig_ext(src, vec![], 65536, M);
-    let f = r.open(1, 1, 100, "b");
-    r.read(2, 1, 0, 128 * 1024);
-    blob.delay_ms.store(30, Ordering::SeqCst);
-    let filler = r.h.filler.as_ref().unwrap();
-    assert!(r
-        .dev
-        .wait_until(Duration::from_secs(5), || filler.running() == 1));
-    // The next window, which the fill is writing: no copy of its own.
-    r.read(3, 1, 128 * 1024, 128 * 1024);
-    assert_eq!(f.completed(), vec![2, 3]);
-    assert!(coverage(&f)[0].1 >= 256 * 1024, "{:?}", coverage(&f));
-    let starts: Vec<u64> = f.writes.lock().unwrap().iter().map(|w| w.0).collect();
-    assert_eq!(
-        starts.iter().filter(|&&s| s == 128 * 1024).count(),
-        1,
-        "{starts:?}"
-    );
-    // A READ far from the fill's cursor does not wait for it.
-    r.read(4, 1, M - 4096, 4096);
-    assert!(f.writes.lock().unwrap().contains(&(M - 4096, 4096)));
-    r.settle();
-    assert_eq!(coverage(&f), vec![(0, M)]);
-    assert_eq!(f.bytes(0, M as usize), &data[..M as usize]);
-    assert_eq!(r.stat(|s| &s.reads_ok), 3);
 }

@@ -19,7 +19,6 @@ mod control;
 mod copy;
 mod cull;
 mod devnode;
-mod fill;
 mod handler;
 mod hold;
 mod keys;
@@ -338,9 +337,6 @@ fn serve(args: &ServeArgs) -> i32 {
             page,
             chunk,
             read_extent: args.read_extent,
-            // Half the workers (at least one): on a small machine the fills
-            // leave CPU to the READs and the readers.
-            fill_threads: (usize::from(args.threads) / 2).max(1),
         },
         Box::new(move || stop2.notify()),
     ));

@@ -262,7 +262,6 @@ mod tests {
                 page: 4096,
                 chunk: 16384,
                 read_extent: 0,
-                fill_threads: 2,
             },
             Box::new(move || stop2.notify()),
         ))

@@ -366,8 +366,6 @@ pub mod mem {
         pub panic: AtomicBool,
         /// The digest it claims to have (as an `oci://` blob does).
         pub digest: Option<String>,
-        /// Milliseconds every read takes (a slow source).
-        pub delay_ms: AtomicU64,
     }
 
     impl Blob for MemBlob {
@@ -380,10 +378,6 @@ pub mod mem {
             }
             if self.panic.load(Ordering::Relaxed) {
                 panic!("injected panic");
-            }
-            let delay = self.delay_ms.load(Ordering::Relaxed);
-            if delay > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(delay));
             }
             let off = usize::try_from(off).unwrap_or(usize::MAX);
             let Some(src) = self.data.get(off..) else {
@@ -416,7 +410,6 @@ pub mod mem {
                 fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: None,
-                delay_ms: AtomicU64::new(0),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
@@ -430,7 +423,6 @@ pub mod mem {
                 fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: Some(digest.into()),
-                delay_ms: AtomicU64::new(0),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
@@ -443,7 +435,6 @@ pub mod mem {
                 fail_below: AtomicU64::new(0),
                 panic: AtomicBool::new(false),
                 digest: None,
-                delay_ms: AtomicU64::new(0),
             };
             self.blobs.insert(name.into(), Arc::new(b));
             self
