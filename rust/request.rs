@@ -251,18 +251,12 @@ impl Request {
     /// carries its own object id); `None` for an OPEN, whose message is
     /// written with its anonymous fd ([`Request::write_open_msg`]).
     pub(crate) fn copy_msg(&self, msg_id: u32, object_id: u32) -> Option<CopiedMsg> {
-        let msg = |opcode, object_id| uapi::Msg {
-            msg_id,
-            opcode: opcode as u32,
-            len: self.msg_len() as u32,
-            object_id,
-        };
         match &self.payload {
             Payload::Read(read) => Some(CopiedMsg::Read(uapi::ReadMsg {
-                msg: msg(Opcode::Read, object_id),
+                msg: self.header(msg_id, object_id),
                 read: *read,
             })),
-            Payload::Close { object_id } => Some(CopiedMsg::Close(msg(Opcode::Close, *object_id))),
+            Payload::Close { object_id } => Some(CopiedMsg::Close(self.header(msg_id, *object_id))),
             Payload::Open(_) => None,
         }
     }
@@ -279,14 +273,17 @@ impl Request {
         let Payload::Open(open) = &self.payload else {
             return Ok(());
         };
-        w.write(&uapi::Msg {
-            msg_id,
-            opcode: Opcode::Open as u32,
-            len: self.msg_len() as u32,
-            object_id,
-        })?;
+        w.write(&self.header(msg_id, object_id))?;
         w.write(&uapi::Open { fd, ..open.open })?;
         w.write_slice(&open.keys)
+    }
+
+    /// Returns the message's header with these ids.
+    fn header(&self, msg_id: u32, object_id: u32) -> uapi::Msg {
+        uapi::Msg {
+            len: self.msg_len() as u32,
+            ..uapi::Msg::new(self.opcode(), msg_id, object_id)
+        }
     }
 
     /// Returns what tells this request from the others in its queue, to
