@@ -167,6 +167,7 @@ static void *poll_waiter(void *arg)
 static int release_under_waiters(void)
 {
 	int ready = 0, quiet = 0, errors = 0, nval = 0, failed = 0, opened = 0;
+	int enobufs = 0;
 
 	for (int i = 0; i < POLL_ROUNDS; i++) {
 		struct waiter e = { 0 }, p = { 0 };
@@ -195,12 +196,18 @@ static int release_under_waiters(void)
 		 */
 		close(dev);
 		st = wait_child(m, 30000);
-		if (st == EIO)
+		/* EIO, or ENOBUFS when fscache saw the cookie fail before the
+		 * mount's read asked (the core's choice, by timing; as in
+		 * failing_mounts() above).
+		 */
+		if (st == EIO || st == ENOBUFS) {
 			failed++;
-		else if (st != -1)
-			diag("round %d: the mount got status %d, not EIO", i, st);
-		else
+			enobufs += st == ENOBUFS;
+		} else if (st != -1) {
+			diag("round %d: the mount got status %d, not EIO or ENOBUFS", i, st);
+		} else {
 			kill(m, SIGKILL), wait_child(m, 5000);
+		}
 		/* The mount's failure came from the release, and the VFS takes
 		 * the file off the epoll set before calling the release: every
 		 * epoll_wait() begun from now on must report nothing.
@@ -223,7 +230,9 @@ static int release_under_waiters(void)
 	}
 	check(opened == POLL_ROUNDS && ready == POLL_ROUNDS,
 	      "epoll_wait() and poll() saw the pending OPEN (%d of %d rounds)", ready, opened);
-	check(failed == POLL_ROUNDS, "the mount fails with EIO when the devnode is released (%d)", failed);
+	check(failed == POLL_ROUNDS, "the mount fails with EIO or ENOBUFS when the devnode is released (%d)",
+	      failed);
+	diag("ENOBUFS instead of EIO in %d of %d rounds", enobufs, POLL_ROUNDS);
 	/* VFS behaviour on a closed fd, the same for any file. */
 	check(quiet == POLL_ROUNDS && errors == 0,
 	      "core: epoll_wait() begun after the release reports nothing, no call failed (%d, %d errors)",
