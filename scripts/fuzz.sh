@@ -2,7 +2,7 @@
 # The differential protocol fuzzer in a boot of its own (tests/fuzz.c and
 # tests/fuzz.sh): the same seeds on the built-in C code and on the Rust
 # module, whose logs must match. make check runs it in each backend's boot
-# with a fixed set of seeds; this is for replays and long runs.
+# for a time budget, from fixed seeds; this is for replays and long runs.
 #   scripts/fuzz.sh                    100 seeds from 1
 #   SEED=N [COUNT=N] scripts/fuzz.sh   COUNT seeds from N (COUNT 1 by
 #                                      default: a replay of one seed)
@@ -22,6 +22,8 @@ if [ -n "${SEED:-}" ]; then
 	args+=("FUZZ_SEED=$SEED" "FUZZ_COUNT=${COUNT:-1}")
 elif [ -n "${COUNT:-}" ]; then
 	args+=("FUZZ_COUNT=$COUNT")
+elif [ "${MINUTES:-0}" = 0 ]; then
+	args+=("FUZZ_COUNT=100")
 fi
 minutes=${MINUTES:-0}
 [ "$minutes" -gt 0 ] && args+=("FUZZ_MINUTES=$minutes")

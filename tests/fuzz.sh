@@ -5,20 +5,29 @@
 # the seed, the line and both results. Independent of the run's backend: it
 # loads and unloads the module itself.
 #
-# Seeds: FUZZ_SEED (first; default 1, 100001 in the Rust boot) and
-# FUZZ_COUNT (default 100), or
-# FUZZ_MINUTES=N for rounds of FUZZ_COUNT random seeds until N minutes have
-# passed; each may also come on the kernel command line (make fuzz). The logs
-# stay in $RES/fuzz-c and $RES/fuzz-rust. See Documentation/tests.md.
+# Seeds: FUZZ_SEED (first; default 1, 100001 in the Rust boot), then
+# - FUZZ_COUNT=N: N seeds from the first;
+# - FUZZ_MINUTES=N: rounds of FUZZ_COUNT (default 100) random seeds until N
+#   minutes have passed;
+# - neither (make check): rounds of 10 consecutive seeds from the first until
+#   FUZZ_BUDGET seconds (default 300) have passed, at least 2 rounds and at
+#   most 10, so that the boot's length follows the host's speed and the
+#   seeds stay the same from run to run.
+# Each may also come on the kernel command line (make fuzz). The logs stay
+# in $RES/fuzz-c and $RES/fuzz-rust. See Documentation/tests.md.
 . "$T/lib/ktap.sh"
 for kv in $(cat /proc/cmdline); do
-	case $kv in FUZZ_SEED=* | FUZZ_COUNT=* | FUZZ_MINUTES=* | FUZZ_TIMING=* | FUZZ_ZERO_SIZE=*) export "$kv" ;; esac
+	case $kv in FUZZ_SEED=* | FUZZ_COUNT=* | FUZZ_MINUTES=* | FUZZ_BUDGET=* | FUZZ_TIMING=* | FUZZ_ZERO_SIZE=*) export "$kv" ;; esac
 done
 # The two backends' boots of make check play different seeds.
 case $CFOD_BACKEND in rust) base=100001 ;; *) base=1 ;; esac
 SEED=${FUZZ_SEED:-$base}
-COUNT=${FUZZ_COUNT:-100}
 MINUTES=${FUZZ_MINUTES:-0}
+BUDGET=0
+if [ -z "${FUZZ_COUNT:-}" ] && [ "$MINUTES" = 0 ]; then
+	BUDGET=${FUZZ_BUDGET:-300}
+fi
+if [ "$BUDGET" -gt 0 ]; then COUNT=10; else COUNT=${FUZZ_COUNT:-100}; fi
 F=$BIN/fuzz
 # Logs in the guest's memory (a line at a time to the host's 9p share
 # costs more than the step), copied to $RES at the end.
@@ -26,6 +35,7 @@ LC=/tmp/fuzz-c
 LR=/tmp/fuzz-rust
 # The C replay that shows the fuzzer itself is deterministic.
 REPLAY=$((COUNT < 20 ? COUNT : 20))
+rounds=0
 
 ktap_plan 10
 # The images and the tree in the guest's memory: the readers and the
@@ -84,18 +94,27 @@ while :; do
 	bad=$(sed -n 's/^# seed \([0-9]*\) line [0-9]*: mismatch$/\1/p' /tmp/fuzz-cmp)
 	[ -z "$bad" ] || confirm $bad
 	ran=$((ran + COUNT))
-	[ "$MINUTES" -gt 0 ] || break
-	[ $(($(date +%s) - t0)) -lt $((MINUTES * 60)) ] || break
-	first=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
-	ktap_diag "next round from seed $first"
+	rounds=$((rounds + 1))
+	if [ "$BUDGET" -gt 0 ]; then
+		[ "$rounds" -lt 2 ] ||
+			{ [ "$rounds" -lt 10 ] && [ $(($(date +%s) - t0)) -lt "$BUDGET" ]; } || break
+		first=$((first + COUNT))
+	else
+		[ "$MINUTES" -gt 0 ] || break
+		[ $(($(date +%s) - t0)) -lt $((MINUTES * 60)) ] || break
+		first=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+		ktap_diag "next round from seed $first"
+	fi
 done
 secs=$(($(date +%s) - t0))
 ktap_check "played $ran traces on each backend" [ "$ran" -ge "$COUNT" ]
-ktap_diag "$ran traces per backend in $secs s"
+ktap_diag "$ran traces per backend in $secs s (seeds from $SEED)"
 ktap_check "C and Rust gave the same log for every trace that each replays exactly, but for documented divergences ($mism differ)" \
 	[ "$mism" = 0 ]
-ktap_check "at most 5% of the traces are not replayed exactly ($nondet of $ran)" \
-	[ "$nondet" -le $((ran / 20)) ]
+# A trace the fuzzer could not order by events: rare (1 of 100 in run
+# cc12), so a short run may have one or two.
+ktap_check "at most 5% of the traces, or 2, are not replayed exactly ($nondet of $ran)" \
+	[ "$nondet" -le $((ran / 20 > 2 ? ran / 20 : 2)) ]
 documented() {
 	for d in $("$F" divergences); do
 		grep -q "^#### \`$d\`" /host/Documentation/rust-backend.md ||
@@ -104,8 +123,9 @@ documented() {
 }
 ktap_check "each divergence the comparator knows is documented by name" documented
 
-# Coverage of the last round: steps, and distinct action/result pairs (a
-# positive count is N; a child's exit code counts as its own pair).
+# Coverage of every round: steps, and distinct action/result pairs (a
+# positive count is N; a child's exit code counts as its own pair). 10
+# seeds reached 50 pairs in run cc12, 20 seeds 61, 100 seeds 72.
 steps=$(cat "$LC"/* | wc -l)
 pairs() {
 	cat "$@" | awk '
@@ -125,20 +145,20 @@ pairs() {
 }
 paths=$(pairs "$LC"/* | wc -l)
 errs=$(cat "$LC"/* "$LR"/* | grep -o '=> -E[A-Z0-9]*' | sort -u | sed 's/=> -//' | tr '\n' ' ')
-ktap_diag "last round: $steps steps on C, $paths distinct action/result pairs"
+ktap_diag "$steps steps on C, $paths distinct action/result pairs"
 ktap_diag "errnos seen: $errs"
-if [ "$COUNT" -ge 50 ]; then
-	ktap_check "the traces reach at least 40 distinct action/result pairs" [ "$paths" -ge 40 ]
+if [ "$ran" -ge 20 ]; then
+	ktap_check "the traces reach at least 50 distinct action/result pairs" [ "$paths" -ge 50 ]
 else
-	ktap_skip "the traces reach at least 40 distinct action/result pairs (a replay of $COUNT)"
+	ktap_skip "the traces reach at least 50 distinct action/result pairs (a replay of $ran)"
 fi
 # A step that found the guest still busy after 20 s: the fuzzer printed
 # the busy tasks and their stacks in this test's log. Rare (1 of 240 traces
 # in a run of 2026-12-03, on Rust, not replayed); more fails the run.
 late=$(grep -l TIMEOUT "$LC"/* "$LR"/* 2>/dev/null | wc -l)
 [ "$late" = 0 ] || ktap_diag "traces with a step that did not settle in 20 s: $(grep -l TIMEOUT "$LC"/* "$LR"/* | tr '\n' ' ')"
-ktap_check "at most 1% of the traces had a step that did not settle in 20 s ($late of $((2 * ran)))" \
-	[ "$late" -le $((2 * ran / 100)) ]
+ktap_check "at most 1% of the traces, or 1, had a step that did not settle in 20 s ($late of $((2 * ran)))" \
+	[ "$late" -le $((2 * ran / 100 > 1 ? 2 * ran / 100 : 1)) ]
 ktap_check "no child hung at the end of a trace" sh -c "! grep -l HANG $LC/* $LR/* | head -n 5 | grep ."
 ktap_check "every trace bound a cache and mounted" sh -c \
 	"[ \$(grep -l '^1 mount ' $LC/* $LR/* | wc -l) = \$(ls $LC $LR | grep -c '^[0-9]') ]"
