@@ -107,15 +107,30 @@ done
 child_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
 ticks0=$(child_ticks)
 start=$SECONDS
-timeout -s KILL "$timeout" "${qemu_cmd[@]}" &
-qpid=$!
-tail -n +1 -F "$out/ktap.log" --pid=$qpid 2>/dev/null &
-tpid=$!
-qrc=0
-wait $qpid || qrc=$?
-sleep 0.5
-kill $tpid 2>/dev/null || true
-wait $tpid 2>/dev/null || true
+# A guest whose kernel died before it ran /init (no test ran, nothing of
+# the project's loaded) is booted once more: once in many hundreds of
+# boots the test kernel took an interrupt on an I/O APIC pin while it was
+# still setting the pin up, 0.06 s into the boot (KASAN null-ptr-deref in
+# mask_ioapic_irq from setup_IO_APIC, run cc13). That boot's console is
+# kept as console-boot1.log and its first lines of trouble are printed;
+# a crash after /init started is never retried.
+for attempt in 1 2; do
+	: >"$out/ktap.log"
+	timeout -s KILL "$timeout" "${qemu_cmd[@]}" &
+	qpid=$!
+	tail -n +1 -F "$out/ktap.log" --pid=$qpid 2>/dev/null &
+	tpid=$!
+	qrc=0
+	wait $qpid || qrc=$?
+	sleep 0.5
+	kill $tpid 2>/dev/null || true
+	wait $tpid 2>/dev/null || true
+	[ "$attempt" = 1 ] && [ ! -s "$out/ktap.log" ] &&
+		! grep -q 'Run /init as init process' "$out/console.log" || break
+	mv "$out/console.log" "$out/console-boot1.log"
+	echo "# vm-run: the kernel died before /init (qemu exit $qrc); booting again. First lines of trouble:"
+	grep -m 3 -E 'BUG:|Oops|panic|WARNING:' "$out/console-boot1.log" | sed 's/^/#   /'
+done
 cpu_s=$(( ($(child_ticks) - ticks0) / $(getconf CLK_TCK) ))
 echo "# vm-run: guest ran for $(( SECONDS - start ))s (qemu exit $qrc; host CPU ${cpu_s}s)"
 

@@ -57,6 +57,13 @@ upgrade_during_read() {
 	# Let the reader go on (the FIFO's open waits for it, if it is not
 	# there yet; a dead reader leaves it waiting, hence the timeout).
 	timeout 30 sh -c 'echo go >/tmp/up.go'
+	# A reader whose READs nobody serves would wait forever (killably):
+	# 120 s, then it is killed and the point below fails.
+	for i in $(seq 1200); do [ -e /tmp/up.rc ] && break; sleep 0.1; done
+	if [ ! -e /tmp/up.rc ]; then
+		ktap_diag "$mode: the read did not end in 120 s"
+		kill -KILL $(cat /proc/[0-9]*/stat 2>/dev/null | awk -v p=$reader '$4 == p {print $1}') $reader
+	fi
 	wait $reader
 	newreads=$(reads "$sock")
 	ktap_diag "$mode: the new process served $newreads READs"
