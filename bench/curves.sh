@@ -15,6 +15,7 @@
 # /host/out/curves/raw: results.txt ("backend=B rep=R " + the point's line),
 # marks ("SEQ LABEL start|end", the plugin's marks in order), meta.txt.
 . "$T/lib/ktap.sh"
+. "$T/lib/icount.sh"
 . /host/out/curves/config
 RAW=/host/out/curves/raw
 W=/tmp/cv
@@ -35,19 +36,10 @@ npts=$(( $(echo $INFLIGHT | wc -w) + $(echo $OBJECTS | wc -w) +
 	$(echo $FAIL_N | wc -w) * $(echo $FAIL_HOW | wc -w) ))
 ktap_plan $(( REPS * 2 * npts ))
 
-# The plugin's ranges: vmlinux's (nokaslr, from the host) plus the
-# module's functions at its load address if it is loaded; the plugin
-# re-reads the file at the next mark.
+# The plugin's ranges (tests/lib/icount.sh).
 ranges() {
 	[ "$ICOUNT" = 1 ] || return 0
-	cp /host/out/curves/plugin/vmlinux.ranges "$RAW/ranges.new"
-	if [ -e /sys/module/cachefiles_ondemand_rs/sections/.text ]; then
-		_base=$(cat /sys/module/cachefiles_ondemand_rs/sections/.text)
-		while read -r _off _size _name; do
-			echo "$_base+$_off +$_size rs:$_name"
-		done </host/out/curves/plugin/rs-text.syms >>"$RAW/ranges.new"
-	fi
-	mv "$RAW/ranges.new" "$RAW/ranges"
+	icount_write_ranges /host/out/curves/plugin "$RAW/ranges"
 }
 
 # point BACKEND REP LABEL ARGS...: one point, its line to results.txt

@@ -19,6 +19,7 @@
 # daemon's request counts (daemon_open/_reads/_close) cover the bracket; no
 # warm re-read, no statistics read, no disk fill, times are not kept.
 . "$T/lib/ktap.sh"
+. "$T/lib/icount.sh"
 . /host/out/bench/config
 RAW=/host/out/bench/${RAW_DIR:-raw}
 B=/tmp/b	# binaries and images, copied to tmpfs: the sources read from memory
@@ -147,20 +148,9 @@ stop_daemon() {
 	fi
 }
 
-# ICOUNT=1: the plugin's ranges (scripts/bench.sh passes ranges=$RAW/ranges):
-# vmlinux's from the host (nokaslr), plus the module's functions at its
-# current load address if it is loaded (each insmod may place it anew). The
-# plugin re-reads the file at each mark.
-icount_ranges() {
-	cp /host/out/bench/plugin/vmlinux.ranges "$RAW/ranges.new"
-	if [ -e /sys/module/cachefiles_ondemand_rs/sections/.text ]; then
-		_base=$(cat /sys/module/cachefiles_ondemand_rs/sections/.text)
-		while read -r _off _size _name; do
-			echo "$_base+$_off +$_size rs:$_name"
-		done </host/out/bench/plugin/rs-text.syms >>"$RAW/ranges.new"
-	fi
-	mv "$RAW/ranges.new" "$RAW/ranges"
-}
+# ICOUNT=1: the plugin's ranges (scripts/bench.sh passes ranges=$RAW/ranges),
+# written anew at each workload's start (tests/lib/icount.sh).
+icount_ranges() { icount_write_ranges /host/out/bench/plugin "$RAW/ranges"; }
 nmark=0
 icount_mark() { # CONFIG REP WORKLOAD start|end: a plugin mark, and what it is
 	[ "${ICOUNT:-0}" = 1 ] || return 0

@@ -9,25 +9,15 @@
 # separate go to out/NAME/marks, the daemon's request counts to
 # out/NAME/served; the host pairs them with the plugin's lines.
 . "$T/lib/ktap.sh"
+. "$T/lib/icount.sh"
 OUT=$(dirname "$RES")
 REPS=$(sed -n 's/.*icount\.reps=\([0-9]*\).*/\1/p' /proc/cmdline)
 REPS=${REPS:-5}
 MARK="$BIN/cfbench mark"
 ktap_plan $((2 * (REPS + 1)))
 
-# The plugin's ranges: the host's (vmlinux, nokaslr), plus the module's
-# functions once it is loaded (offsets in its .text from the host); the
-# plugin re-reads the file at each mark.
-ranges() {
-	cp /host/out/icount/vmlinux.ranges "$OUT/ranges.new"
-	if [ -e /sys/module/cachefiles_ondemand_rs/sections/.text ]; then
-		base=$(cat /sys/module/cachefiles_ondemand_rs/sections/.text)
-		while read -r off size name; do
-			echo "$base+$off +$size rs:$name"
-		done </host/out/icount/rs-text.syms >>"$OUT/ranges.new"
-	fi
-	mv "$OUT/ranges.new" "$OUT/ranges"
-}
+# The plugin's ranges (tests/lib/icount.sh).
+ranges() { icount_write_ranges /host/out/icount "$OUT/ranges"; }
 nmark=0
 mark() {
 	nmark=$((nmark + 1))
