@@ -10,7 +10,7 @@
 # - FUZZ_MINUTES=N: rounds of FUZZ_COUNT (default 100) random seeds until N
 #   minutes have passed;
 # - neither (make check): rounds of 10 consecutive seeds from the first until
-#   FUZZ_BUDGET seconds (default 300) have passed, at least 2 rounds and at
+#   FUZZ_BUDGET seconds (default 180) have passed, at least 2 rounds and at
 #   most 10, so that the boot's length follows the host's speed and the
 #   seeds stay the same from run to run.
 # Each may also come on the kernel command line (make fuzz). The logs stay
@@ -25,7 +25,7 @@ SEED=${FUZZ_SEED:-$base}
 MINUTES=${FUZZ_MINUTES:-0}
 BUDGET=0
 if [ -z "${FUZZ_COUNT:-}" ] && [ "$MINUTES" = 0 ]; then
-	BUDGET=${FUZZ_BUDGET:-300}
+	BUDGET=${FUZZ_BUDGET:-180}
 fi
 if [ "$BUDGET" -gt 0 ]; then COUNT=10; else COUNT=${FUZZ_COUNT:-100}; fi
 F=$BIN/fuzz
