@@ -17,6 +17,7 @@
 //! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`) |
 //! | [`debugfs`] | `kernel::debugfs` (directories and read-only files) |
 //! | [`kstrtox`] | none: the C parsers, for their exact semantics |
+//! | [`slim_arc`] | `kernel::sync::Arc` with an inline count and plain `kmalloc` |
 //! | [`kvec`] | none: `KVec::extend_from_slice` without its overflow checks |
 //! | [`delay`] | `kernel::time::delay` |
 //! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
@@ -34,5 +35,6 @@ pub(crate) mod file;
 mod helpers;
 pub(crate) mod kstrtox;
 pub(crate) mod kvec;
+pub(crate) mod slim_arc;
 pub(crate) mod workqueue;
 pub(crate) mod xarray;

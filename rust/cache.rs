@@ -15,13 +15,14 @@
 //! with the completions done between critical sections.
 
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use kernel::{
-    prelude::*,
-    sync::{Arc, ArcBorrow},
-};
+use kernel::prelude::*;
 
 use crate::{
-    abstractions::{error, xarray::IdAllocator},
+    abstractions::{
+        error,
+        slim_arc::{SlimArc, SlimArcBorrow},
+        xarray::IdAllocator,
+    },
     object::OndemandObject,
     request::{
         queue::{Queue, QueueGuard},
@@ -38,7 +39,7 @@ const DRAIN_BATCH: usize = 16;
 pub(crate) enum Selected {
     /// An OPEN, with its msg_id: its message is written with an anonymous
     /// fd made outside the lock, so the request is held.
-    Open(u32, Arc<Request>),
+    Open(u32, SlimArc<Request>),
     /// A READ or a CLOSE, with its msg_id: its message, and what
     /// recognises the request if it must be completed after the copy.
     Copied(u32, CopiedMsg, Identity),
@@ -103,7 +104,7 @@ impl OndemandCache {
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
-    pub(crate) fn enqueue(&self, req: &Arc<Request>) -> Result<u32> {
+    pub(crate) fn enqueue(&self, req: &SlimArc<Request>) -> Result<u32> {
         let mut q = self.reqs.lock();
         let inserted = q.insert(req.clone())?;
         // `insert` may have dropped the lock before storing: check now, in
@@ -118,8 +119,8 @@ impl OndemandCache {
     }
 
     /// Takes request `id` out of the queue if it is still `req`.
-    pub(crate) fn take_if_same(&self, id: u32, req: &Arc<Request>) -> Option<Taken<'_>> {
-        self.take_if(id as usize, |r| core::ptr::eq::<Request>(r, &**req))
+    pub(crate) fn take_if_same(&self, id: u32, req: &SlimArc<Request>) -> Option<Taken<'_>> {
+        self.take_if(id as usize, |r| SlimArc::ptr_eq(req, r))
     }
 
     /// Takes request `id` out of the queue if `pred` accepts it.
@@ -294,7 +295,7 @@ fn find_ready<'q>(
     q: &'q Guard<'_>,
     start: usize,
     max: usize,
-) -> Option<(usize, ArcBorrow<'q, Request>)> {
+) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
     let mut at = start;
     while let Some((i, r)) = q.find(at, max, true) {
         if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object()) {

@@ -22,7 +22,7 @@
 //!
 //! # Lifetimes
 //!
-//! - A request is an `Arc<Request>` held by its waiter, by the queue while
+//! - A request is a `SlimArc<Request>` held by its waiter, by the queue while
 //!   queued, and by a daemon `read()` while it is being delivered; it holds a
 //!   reference to its object. Only whoever removes it from the queue can
 //!   complete it (`request::queue::Taken`, which only the queue can make), so

@@ -3,12 +3,13 @@
 //! The daemon's side of the devnode: `read()`, `poll()`, and the `copen` and
 //! `restore` commands.
 
-use kernel::{prelude::*, sync::Arc, uaccess::UserSlice};
+use kernel::{prelude::*, uaccess::UserSlice};
 
 use crate::{
     abstractions::{
         error::MAX_ERRNO,
         kstrtox::{kstrtol, kstrtoul},
+        slim_arc::SlimArc,
     },
     anon_fd,
     cache::Selected,
@@ -58,7 +59,7 @@ pub(crate) fn daemon_read(cache: &Cache, buf: UserSlice, buflen: usize) -> Resul
 
 /// Writes OPEN `id` to the daemon, with a new anonymous fd installed only
 /// once the copy succeeded.
-fn deliver_open(id: u32, req: &Arc<Request>, buf: UserSlice) -> Result<usize> {
+fn deliver_open(id: u32, req: &SlimArc<Request>, buf: UserSlice) -> Result<usize> {
     let mut w = buf.writer();
     let open = anon_fd::open(req.object())?;
     // Traced with the ids of the OPEN's previous delivery (0 if none),

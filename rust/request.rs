@@ -2,7 +2,7 @@
 
 //! Requests: the messages sent to the daemon, and how they are completed.
 //!
-//! A request is shared (`Arc`) by the thread waiting for it, the cache's queue
+//! A request is shared (`SlimArc`) by the thread waiting for it, the cache's queue
 //! and, transiently, the daemon's `read()`. Whoever takes it out of the queue
 //! gets a [`Taken`], the only way to complete a request, which only the queue
 //! ([`queue`]) can make: a request is completed exactly once, and a taken
@@ -24,14 +24,15 @@ use core::{
     mem::size_of,
     sync::atomic::{AtomicI32, AtomicU64, Ordering},
 };
-use kernel::{prelude::*, sync::Arc, uaccess::UserSliceWriter};
+use kernel::{prelude::*, uaccess::UserSliceWriter};
 
 pub(crate) use crate::abstractions::cachefiles::uapi::Opcode;
 use crate::{
     abstractions::{
         cachefiles::uapi,
-        completion::{ArcSlot, Completion},
+        completion::{Completion, RefSlot},
         kvec,
+        slim_arc::SlimArc,
     },
     stats::{Stamp, Stats},
     Object, ObjectRef,
@@ -168,31 +169,28 @@ pub(crate) struct Request {
     /// 0 or a negative errno, set before `done` is completed.
     result: AtomicI32,
     /// The completer's reference, handed over to the waiter.
-    parked: ArcSlot<Request>,
+    parked: RefSlot<SlimArc<Request>>,
     /// When the request was created, if it is counted (statistics).
     stamp: Stamp,
 }
 
 // A READ or a CLOSE is allocated in the size class of the built-in code's
-// READ (96 bytes with `Arc`'s count), where locks carry no debugging state.
+// READ (96 bytes with its count, `SlimArc`), where locks carry no debugging state.
 #[cfg(not(any(CONFIG_DEBUG_SPINLOCK, CONFIG_DEBUG_LOCK_ALLOC)))]
 const _: () = assert!(size_of::<Request>() <= 88);
 
 impl Request {
     /// Creates a request about `object`.
-    pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<Arc<Self>> {
+    pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<SlimArc<Self>> {
         // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
-        Arc::pin_init(
-            pin_init!(Self {
-                object,
-                payload,
-                done <- Completion::new(),
-                result: AtomicI32::new(0),
-                parked: ArcSlot::new(),
-                stamp: Stamp::new(),
-            }),
-            GFP_KERNEL,
-        )
+        SlimArc::pin_init(pin_init!(Self {
+            object,
+            payload,
+            done <- Completion::new(),
+            result: AtomicI32::new(0),
+            parked: RefSlot::new(),
+            stamp: Stamp::new(),
+        }))
     }
 
     /// Returns the request's opcode.
@@ -321,7 +319,7 @@ impl Request {
     ///
     /// Private to this module and its child [`queue`]: only a [`Taken`] calls
     /// it, once, from its `drop`.
-    fn complete(this: Arc<Self>, result: i32, stats: &Stats) {
+    fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
         this.result.store(result, Ordering::Release);
         stats.request_done(this.opcode(), result, this.stamp);
         Completion::complete_handing_over(this, |r| &r.done, |r| &r.parked);

@@ -10,10 +10,17 @@
 
 use core::{
     marker::PhantomData,
+    ops::Deref,
     ptr,
     sync::atomic::{AtomicPtr, Ordering},
 };
-use kernel::{bindings, error::Result, prelude::*, sync::Arc, types::Opaque};
+use kernel::{
+    bindings,
+    error::Result,
+    ffi::c_void,
+    prelude::*,
+    types::{ForeignOwnable, Opaque},
+};
 
 use super::helpers;
 
@@ -75,47 +82,46 @@ impl Completion {
     /// last reference to `T`, and whatever dropping `T` does, is dropped by
     /// the waiter, never by the completer: the completer may be in a context
     /// that must not sleep.
-    pub(crate) fn complete_handing_over<T: Send + Sync>(
-        this: Arc<T>,
+    pub(crate) fn complete_handing_over<T, P>(
+        this: P,
         done: impl for<'a> FnOnce(&'a T) -> &'a Completion,
-        parked: impl for<'a> FnOnce(&'a T) -> &'a ArcSlot<T>,
-    ) {
-        let ptr = Arc::into_raw(this);
-        // SAFETY: `ptr` comes from `into_raw`, whose reference is held until
-        // it is given back just below, and then by `parked`.
-        let t = unsafe { &*ptr };
-        // SAFETY: `ptr` comes from `into_raw` above and is given back once.
-        let old = parked(t).put(unsafe { Arc::from_raw(ptr) });
-        // Only one completer: `old` is `None`, and if not, it is not the last
-        // reference (the parked one is another).
-        drop(old);
-        // `t` stays valid through `complete`: the waiter holds a reference
-        // and drops it (and the parked one) only after its wait returned,
-        // which it does only once `complete` has released the completion's
-        // internal lock, the last thing `complete` touches.
+        parked: impl for<'a> FnOnce(&'a T) -> &'a RefSlot<P>,
+    ) where
+        P: ForeignOwnable + Deref<Target = T>,
+    {
+        let t: *const T = &*this;
+        // SAFETY: Moving `this` into the slot does not move `*t`, which `this`
+        // keeps alive until it is parked, and the parked reference after
+        // that. It stays valid through `complete` below: the waiter holds a
+        // reference and drops it (and the parked one) only after its wait
+        // returned, which it does only once `complete` has released the
+        // completion's internal lock, the last thing `complete` touches.
+        let t = unsafe { &*t };
+        // Only one completer: the slot was empty, and if not, what it held
+        // is not the last reference (the parked one is another).
+        drop(parked(t).put(this));
         done(t).complete();
     }
 }
 
-/// A slot for one `Arc<T>` reference, handed from one thread to another
-/// with an atomic exchange, no lock.
+/// A slot for one counted reference `P` (an `Arc`-like pointer), handed
+/// from one thread to another with an atomic exchange, no lock.
 ///
 /// # Invariants
 ///
-/// `ptr` is null or a pointer from `Arc::into_raw` whose reference the slot
-/// owns.
-pub(crate) struct ArcSlot<T> {
-    ptr: AtomicPtr<T>,
-    _owns: PhantomData<Arc<T>>,
+/// `ptr` is null or a pointer from `P::into_foreign` whose reference the
+/// slot owns.
+pub(crate) struct RefSlot<P: ForeignOwnable> {
+    ptr: AtomicPtr<c_void>,
+    _owns: PhantomData<P>,
 }
 
-// SAFETY: The slot only moves `Arc<T>`s between threads, which `Arc<T>`
-// allows for these `T`.
-unsafe impl<T: Send + Sync> Send for ArcSlot<T> {}
+// SAFETY: The slot only moves `P`s between threads.
+unsafe impl<P: ForeignOwnable + Send> Send for RefSlot<P> {}
 // SAFETY: As above; every access is one atomic exchange.
-unsafe impl<T: Send + Sync> Sync for ArcSlot<T> {}
+unsafe impl<P: ForeignOwnable + Send> Sync for RefSlot<P> {}
 
-impl<T> ArcSlot<T> {
+impl<P: ForeignOwnable> RefSlot<P> {
     /// Creates an empty slot.
     pub(crate) const fn new() -> Self {
         // INVARIANT: Null.
@@ -125,26 +131,24 @@ impl<T> ArcSlot<T> {
         }
     }
 
-    /// Stores `arc`; returns the reference the slot held, if any.
-    pub(crate) fn put(&self, arc: Arc<T>) -> Option<Arc<T>> {
-        // INVARIANT: The slot now owns `arc`'s reference.
-        let old = self
-            .ptr
-            .swap(Arc::into_raw(arc).cast_mut(), Ordering::AcqRel);
+    /// Stores `r`; returns the reference the slot held, if any.
+    pub(crate) fn put(&self, r: P) -> Option<P> {
+        // INVARIANT: The slot now owns `r`'s reference.
+        let old = self.ptr.swap(r.into_foreign().cast_mut(), Ordering::AcqRel);
         // SAFETY: `old` was the slot's (type invariant), and the exchange
         // took it out: it is given back exactly once.
-        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+        unsafe { P::try_from_foreign(old) }
     }
 
     /// Takes the reference the slot holds, if any.
-    pub(crate) fn take(&self) -> Option<Arc<T>> {
+    pub(crate) fn take(&self) -> Option<P> {
         let old = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: As in `put`.
-        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+        unsafe { P::try_from_foreign(old) }
     }
 }
 
-impl<T> Drop for ArcSlot<T> {
+impl<P: ForeignOwnable> Drop for RefSlot<P> {
     fn drop(&mut self) {
         drop(self.take());
     }

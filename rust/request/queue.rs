@@ -8,14 +8,14 @@
 //! only this module can make one: [`QueueGuard::take`] when it is removed,
 //! and the queue's `drop` for those still queued then.
 
-use kernel::{
-    prelude::*,
-    sync::{Arc, ArcBorrow},
-};
+use kernel::prelude::*;
 
 use super::{Opcode, Request, Stamp, Stats};
 use crate::{
-    abstractions::xarray::{Guard, Mark, XArray},
+    abstractions::{
+        slim_arc::{SlimArc, SlimArcBorrow},
+        xarray::{Guard, Mark, XArray},
+    },
     stats::CacheStats,
     ObjectRef,
 };
@@ -27,7 +27,7 @@ const NEW: Mark = Mark::MARK_1;
 #[pin_data(PinnedDrop)]
 pub(crate) struct Queue<D> {
     #[pin]
-    reqs: XArray<Arc<Request>, D>,
+    reqs: XArray<SlimArc<Request>, D>,
     /// The cache's counters: requests queued and completed here.
     stats: CacheStats,
 }
@@ -85,7 +85,7 @@ impl<D> PinnedDrop for Queue<D> {
 
 /// The queue lock, held.
 pub(crate) struct QueueGuard<'a, D> {
-    q: Guard<'a, Arc<Request>, D>,
+    q: Guard<'a, SlimArc<Request>, D>,
     stats: &'a Stats,
 }
 
@@ -101,7 +101,7 @@ impl<'a, D> QueueGuard<'a, D> {
     }
 
     /// Returns request `id`, if queued.
-    pub(crate) fn get(&self, id: usize) -> Option<ArcBorrow<'_, Request>> {
+    pub(crate) fn get(&self, id: usize) -> Option<SlimArcBorrow<'_, Request>> {
         self.q.get(id)
     }
 
@@ -112,7 +112,7 @@ impl<'a, D> QueueGuard<'a, D> {
         start: usize,
         max: usize,
         only_new: bool,
-    ) -> Option<(usize, ArcBorrow<'_, Request>)> {
+    ) -> Option<(usize, SlimArcBorrow<'_, Request>)> {
         self.q.find(start, max, only_new.then_some(NEW))
     }
 
@@ -144,7 +144,7 @@ impl<'a, D> QueueGuard<'a, D> {
     /// This may drop and retake the lock to allocate memory: anything checked
     /// under the lock before this call must be checked again after it, with
     /// [`Inserted::data`].
-    pub(crate) fn insert(&mut self, req: Arc<Request>) -> Result<Inserted<'_, 'a, D>> {
+    pub(crate) fn insert(&mut self, req: SlimArc<Request>) -> Result<Inserted<'_, 'a, D>> {
         let (opcode, stamp) = (req.opcode(), req.stamp());
         match self.q.alloc_cyclic(req, 0, u32::MAX) {
             // INVARIANT: Stored under `id`, in this critical section.
@@ -205,7 +205,7 @@ impl<D> Inserted<'_, '_, D> {
 /// only handle for it, and is `Some` until the request is completed, in
 /// `drop`; `stats` are the counters of that queue.
 pub(crate) struct Taken<'a> {
-    req: Option<Arc<Request>>,
+    req: Option<SlimArc<Request>>,
     result: i32,
     stats: &'a Stats,
 }
