@@ -46,6 +46,8 @@ void cfod_xa_init_alloc(struct xarray *xa)
 	xa_init_flags(xa, XA_FLAGS_ALLOC);
 }
 
+#ifdef CONFIG_PREEMPT_RT
+/* Elsewhere xarray.rs calls _raw_spin_lock() and _raw_spin_unlock(). */
 void cfod_xa_lock(struct xarray *xa)
 {
 	xa_lock(xa);
@@ -55,6 +57,7 @@ void cfod_xa_unlock(struct xarray *xa)
 {
 	xa_unlock(xa);
 }
+#endif
 
 void cfod_init_completion(struct completion *x)
 {

@@ -14,9 +14,11 @@ use kernel::{bindings, uapi};
 extern "C" {
     /// `xa_init_flags(xa, XA_FLAGS_ALLOC)`.
     pub(crate) fn cfod_xa_init_alloc(xa: *mut bindings::xarray);
-    /// `xa_lock(xa)`.
+    /// `xa_lock(xa)` (PREEMPT_RT only: `xarray` calls the raw lock otherwise).
+    #[cfg(CONFIG_PREEMPT_RT)]
     pub(crate) fn cfod_xa_lock(xa: *mut bindings::xarray);
-    /// `xa_unlock(xa)`.
+    /// `xa_unlock(xa)` (PREEMPT_RT only).
+    #[cfg(CONFIG_PREEMPT_RT)]
     pub(crate) fn cfod_xa_unlock(xa: *mut bindings::xarray);
     /// `init_completion(x)`.
     pub(crate) fn cfod_init_completion(x: *mut bindings::completion);

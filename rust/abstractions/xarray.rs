@@ -87,7 +87,7 @@ impl<T: ForeignOwnable, D> XArray<T, D> {
     /// Takes the array's lock.
     pub(crate) fn lock(&self) -> Guard<'_, T, D> {
         // SAFETY: `self.xa` is initialised by the type invariant.
-        unsafe { helpers::cfod_xa_lock(self.xa.get()) };
+        unsafe { xa_lock(self.xa.get()) };
         // INVARIANT: The lock was just taken.
         Guard {
             xa: self,
@@ -241,7 +241,7 @@ impl<T: ForeignOwnable, D> Guard<'_, T, D> {
 impl<T: ForeignOwnable, D> Drop for Guard<'_, T, D> {
     fn drop(&mut self) {
         // SAFETY: The lock is held (type invariant).
-        unsafe { helpers::cfod_xa_unlock(self.raw()) };
+        unsafe { xa_unlock(self.raw()) };
     }
 }
 
@@ -286,7 +286,7 @@ impl IdAllocator {
             min: self.min,
         };
         // SAFETY: `xa` is initialised.
-        unsafe { helpers::cfod_xa_lock(xa) };
+        unsafe { xa_lock(xa) };
         // SAFETY: The lock is held, `next` is only used under it; a null entry
         // is stored as a reserved entry.
         let ret = unsafe {
@@ -300,7 +300,7 @@ impl IdAllocator {
             )
         };
         // SAFETY: The lock is held (retaken by `__xa_alloc_cyclic` if dropped).
-        unsafe { helpers::cfod_xa_unlock(xa) };
+        unsafe { xa_unlock(xa) };
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }
@@ -322,4 +322,54 @@ impl PinnedDrop for IdAllocator {
         // reserved entries.
         unsafe { bindings::xa_destroy(self.xa.get()) };
     }
+}
+
+/// `xa_lock(xa)`.
+///
+/// Without PREEMPT_RT, `spin_lock()` is `_raw_spin_lock()` on the spinlock's
+/// raw lock, its first member: it is called directly here, one call where
+/// the C helper made two, on every critical section of the request queue.
+///
+/// # Safety
+///
+/// `xa` is an initialised XArray, whose lock the caller does not hold.
+#[cfg(not(CONFIG_PREEMPT_RT))]
+unsafe fn xa_lock(xa: *mut bindings::xarray) {
+    // SAFETY: `xa_lock` is a valid spinlock (the safety requirement), and its
+    // raw lock is at its start.
+    unsafe { bindings::_raw_spin_lock(ptr::addr_of_mut!((*xa).xa_lock).cast()) }
+}
+
+/// `xa_unlock(xa)`, as [`xa_lock`].
+///
+/// # Safety
+///
+/// `xa` is an initialised XArray whose lock the caller holds.
+#[cfg(not(CONFIG_PREEMPT_RT))]
+unsafe fn xa_unlock(xa: *mut bindings::xarray) {
+    // SAFETY: As in `xa_lock`.
+    unsafe { bindings::_raw_spin_unlock(ptr::addr_of_mut!((*xa).xa_lock).cast()) }
+}
+
+/// `xa_lock(xa)`, through the C helper: with PREEMPT_RT a spinlock is not a
+/// raw spinlock.
+///
+/// # Safety
+///
+/// As the other `xa_lock`.
+#[cfg(CONFIG_PREEMPT_RT)]
+unsafe fn xa_lock(xa: *mut bindings::xarray) {
+    // SAFETY: The caller's guarantee.
+    unsafe { helpers::cfod_xa_lock(xa) }
+}
+
+/// `xa_unlock(xa)`, through the C helper.
+///
+/// # Safety
+///
+/// As the other `xa_unlock`.
+#[cfg(CONFIG_PREEMPT_RT)]
+unsafe fn xa_unlock(xa: *mut bindings::xarray) {
+    // SAFETY: The caller's guarantee.
+    unsafe { helpers::cfod_xa_unlock(xa) }
 }
