@@ -110,6 +110,7 @@ impl<T> SlimArc<T> {
 }
 
 /// Adds a reference to the count at `refs` (`refcount_inc()`'s rules).
+#[inline]
 fn get(refs: &AtomicU32) {
     let old = refs.fetch_add(1, Ordering::Relaxed);
     if old == 0 || old >= MAX {
@@ -132,6 +133,9 @@ impl<T> Clone for SlimArc<T> {
 }
 
 impl<T> Drop for SlimArc<T> {
+    // Inline, as the call sites mostly drop a reference that is not the last
+    // (or an empty `Option`); the last one's work is out of line.
+    #[inline]
     fn drop(&mut self) {
         let refs = &self.inner().refs;
         let old = refs.fetch_sub(1, Ordering::Release);
@@ -143,11 +147,26 @@ impl<T> Drop for SlimArc<T> {
             }
             return;
         }
+        // SAFETY: This was the last reference.
+        unsafe { self.drop_last() };
+    }
+}
+
+impl<T> SlimArc<T> {
+    /// Drops the value and frees the allocation.
+    ///
+    /// # Safety
+    ///
+    /// The count just went from one to zero, by dropping `self`: this was the
+    /// last reference.
+    #[inline(never)]
+    unsafe fn drop_last(&mut self) {
         // Every other reference's uses happen before the free.
         fence(Ordering::Acquire);
         let p = self.ptr.as_ptr();
-        // SAFETY: This was the last reference: nothing else can reach the
-        // value, which is initialised (type invariant) and dropped once.
+        // SAFETY: This was the last reference (the safety requirement):
+        // nothing else can reach the value, which is initialised (type
+        // invariant) and dropped once.
         unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*p).data)) };
         // SAFETY: Allocated with `kmalloc` (type invariant), freed once.
         unsafe { bindings::kfree(p.cast::<c_void>()) };
