@@ -60,8 +60,6 @@ unsafe impl<T: Send + Sync> Send for SlimArc<T> {}
 unsafe impl<T: Send + Sync> Sync for SlimArc<T> {}
 
 impl<T> SlimArc<T> {
-    const FITS_KMALLOC: () = assert!(align_of::<Inner<T>>() <= KMALLOC_MIN_ALIGN);
-
     /// Allocates a `T` (`GFP_KERNEL`: this may sleep) and initialises it in
     /// place with `init`, pinned, with a count of one.
     ///
@@ -71,8 +69,7 @@ impl<T> SlimArc<T> {
     where
         Error: From<E>,
     {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::FITS_KMALLOC;
+        const { assert!(align_of::<Inner<T>>() <= KMALLOC_MIN_ALIGN) };
         // SAFETY: `__kmalloc_noprof` may be called with any size, and with
         // `GFP_KERNEL` where sleeping is allowed, as `pin_init`'s callers are.
         let raw =
@@ -80,7 +77,7 @@ impl<T> SlimArc<T> {
         let ptr = NonNull::new(raw.cast::<Inner<T>>()).ok_or(ENOMEM)?;
         let p = ptr.as_ptr();
         // SAFETY: `p` is valid for writes of an `Inner<T>` and aligned for it
-        // (`FITS_KMALLOC`).
+        // (the assertion above).
         unsafe { ptr::addr_of_mut!((*p).refs).write(AtomicU32::new(1)) };
         // SAFETY: `data` is valid for writes, uninitialised, and never moved
         // again: the allocation is freed only after the value is dropped in
