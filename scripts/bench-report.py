@@ -401,11 +401,11 @@ def icount_section(ic, summ):
     lines = [
         "### Instructions per request (QEMU plugin)", "",
         f"A separate boot of the same kernel under the icount plugin, {len(reps)} "
-        "repetitions of each on-demand workload per backend (no warm re-read); the guest "
+        "repetitions of each on-demand workload per configuration (no warm re-read); the guest "
         f"brought up {m.get('guest_cpus', '?')} of the {m.get('qemu_smp', '?')} vCPUs QEMU "
         "was given" + (f" ({m['guest_result']})" if m.get("guest_result") else "") + ". "
         "A run is counted from just before its mount to just after its daemon exited; "
-        "requests: the OPENs, READs and CLOSEs the daemon read in that run. Backend: "
+        "requests: the OPENs, READs and CLOSEs the daemon (od-serve or odd) read in that run. Backend: "
         "the instructions in the backend's own ranges (C: `ondemand.c`, the dispatch "
         "and `daemon.c`'s `poll()`; Rust: the module, vmlinux's Rust code, the dispatch, "
         "`ondemand.c`'s fd functions and `daemon.c`'s `poll()`); kernel: every kernel-mode instruction of the guest in the run. "

@@ -20,8 +20,8 @@
 #   scripts/bench.sh --report   only redo the report from out/bench/raw
 #                               (and out/bench/icount)
 # After the timed boot, a second boot of the same kernel under the icount
-# plugin (bench/plugin/icount.c) runs the on-demand workloads again, C and
-# Rust, and counts the guest instructions of each run (out/bench/icount;
+# plugin (bench/plugin/icount.c) runs the on-demand workloads again, on C
+# and Rust served by od-serve and by odd, and counts the guest instructions of each run (out/bench/icount;
 # Documentation/benchmarks.md, "Instruction counts (QEMU plugin)"):
 #   BENCH_ICOUNT_REPS=N scripts/bench.sh   its repetitions (default 3; 0: no such boot)
 #   scripts/bench.sh --icount   only that boot (then the report if out/bench/raw exists)
@@ -151,13 +151,14 @@ if [ "$icount_reps" -gt 0 ]; then
 	mkdir -p "$B/plugin"
 	python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$B/plugin/vmlinux.ranges"
 	"$CFOD_TOP/bench/plugin/module-syms.sh" "$ko" >"$B/plugin/rs-text.syms"
-	# The same guest driver, C and Rust only (BENCH_ICOUNT_CONFIGS), marks
-	# around every run, results in out/bench/icount.
+	# The same guest driver, the four on-demand configurations (od-serve and
+	# odd on each backend; BENCH_ICOUNT_CONFIGS), marks around every run,
+	# results in out/bench/icount.
 	cat >>"$B/config" <<EOF
 # the instruction-count boot
 ICOUNT=1
 REPS=$icount_reps
-CONFIGS="${BENCH_ICOUNT_CONFIGS:-c rust}"
+CONFIGS="${BENCH_ICOUNT_CONFIGS:-c rust odd-c odd-rust}"
 RAW_DIR=icount
 EOF
 	echo "bench: instruction counts, $icount_reps repetitions"
