@@ -21,8 +21,9 @@
 #                               (and out/bench/icount)
 # After the timed boot, a second boot of the same kernel under the icount
 # plugin (bench/plugin/icount.c) runs the on-demand workloads again, on C
-# and Rust served by od-serve and by odd, and counts the guest instructions of each run (out/bench/icount;
-# Documentation/benchmarks.md, "Instruction counts (QEMU plugin)"):
+# and Rust served by od-serve and by odd, and counts the guest instructions
+# of each run (out/bench/icount; Documentation/benchmarks.md, "Instruction
+# counts (QEMU plugin)"):
 #   BENCH_ICOUNT_REPS=N scripts/bench.sh   its repetitions (default 3; 0: no such boot)
 #   scripts/bench.sh --icount   only that boot (then the report if out/bench/raw exists)
 #   BENCH_NAME=N scripts/bench.sh   the VMs' names, N-run and N-icount (default bench)

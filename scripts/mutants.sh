@@ -63,11 +63,12 @@ MUTANTS=(
 	# Rust: tracepoints (the C backend's stream is the reference)
 	"r21|rust/object.rs|Payload::Read(read) => object.trace_read(0, 0, read.off, read.len)|Payload::Read(read) => object.trace_read(0, 1, read.off, read.len)|trace_cmp.sh|a READ is traced with an object id the C code does not show"
 	"r22|rust/anon_fd.rs|    object.trace_cread(arg as u32);\n|\n|trace_cmp.sh|READ_COMPLETE is not traced"
+	# Rust: statistics
+	"r25|rust/stats.rs|        if self.queued.iter().all(|        if true \p\p self.queued.iter().all(|e2e_mount.sh|an unbound cache's counters never reach the totals (the skip for caches that counted nothing taken always)"
 	# The differential fuzzer (run with a small count, e.g.
 	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
 	"r23|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|fuzz.sh|copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
 	"r24|rust/request.rs|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL)?;|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL).unwrap_or(KVec::new());|failnth|an OPEN whose keys could not be allocated is sent without them (the allocation failure)"
-	"r25|rust/stats.rs|        if self.queued.iter().all(|        if true \p\p self.queued.iter().all(|e2e_mount.sh|an unbound cache's counters never reach the totals (the skip for caches that counted nothing taken always)"
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch and the code it touches (kernel source files). A test
 	# list starting "rust:" runs on the Rust backend (the module as built).
