@@ -159,7 +159,11 @@ plain_compare() {
 	[ "$RACE" = 1 ] || return 0
 	while [ ! -f "$plain_state" ]; do sleep 5; done
 	[ "$(cat "$plain_state")" = ok ] || return 0
-	"$CFOD_TOP/scripts/vm-run.sh" --kind plain --name plain-ref --tests plain_cmp.sh \
+	# After its capture, the unpatched kernel's boot provokes the known
+	# upstream lockdep report (tests/lockdep_upstream.sh): it must come and
+	# the host must recognise it from tests/lockdep-known.txt.
+	"$CFOD_TOP/scripts/vm-run.sh" --kind plain --name plain-ref \
+		--tests plain_cmp.sh,lockdep_upstream.sh --expect-lockdep-known \
 		--timeout 900 >"$CFOD_TOP/out/plain-ref.log" 2>&1
 	"$CFOD_TOP/scripts/vm-run.sh" --kind test --name plain-patched --tests plain_cmp.sh \
 		--timeout 900 >"$CFOD_TOP/out/plain-patched.log" 2>&1

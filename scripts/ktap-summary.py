@@ -14,6 +14,11 @@ of fs/cachefiles, fs/netfs with fscache, fs/erofs) or the Rust module. Such a
 report is printed whole; the others are listed, not gated. Also listed: the
 harness' own 9p I/O (9p reads through netfs), and the known findings of
 --kcsan-known FILE (tests/kcsan-known.txt), printed whole when in the core.
+
+With --lockdep-known FILE (tests/lockdep-known.txt), a lockdep report of a
+circular dependency that the file lists is printed whole, marked, and not a
+splat; lockdep checks nothing after its first report in a boot, and the host
+says so. --expect-lockdep-known adds a point: such a report came.
 """
 
 import argparse
@@ -139,6 +144,60 @@ def kcsan_known(lines, report, known):
     return None
 
 
+LOCKDEP_TITLE = re.compile(r"WARNING: possible circular locking dependency detected")
+LOCKDEP_CLASS = re.compile(r"\((\S+?)\)\{[^}]*\}-\{\d+:\d+\}")
+TIMESTAMP = re.compile(r"^\[[ 0-9.]+\]\s?")
+
+
+def lockdep_reports(lines):
+    """The circular-dependency reports in the log: (first line, last line) each.
+
+    A report runs from its "=====" rule to the "</TASK>" of its backtrace; one
+    without that end is not returned (so it stays a splat).
+    """
+    reports = []
+    for i, line in enumerate(lines):
+        if not LOCKDEP_TITLE.search(line):
+            continue
+        start = i
+        while start > 0 and i - start < 3 and TIMESTAMP.sub("", lines[start - 1]).strip("= ") == "":
+            start -= 1
+        for j in range(i + 1, min(len(lines), i + 400)):
+            if "</TASK>" in lines[j]:
+                reports.append((start, j))
+                break
+    return reports
+
+
+def read_lockdep_known(path):
+    """Known lockdep reports: (lock classes, frame prefixes, reason) each."""
+    known = []
+    try:
+        text = open(path).read()
+    except OSError:
+        return known
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        classes, frames, reason = line.split("\t", 2)
+        known.append((set(c for c in classes.split(",") if c),
+                      [f for f in frames.split(",") if f], reason.strip()))
+    return known
+
+
+def lockdep_known(lines, report, known):
+    """The reason of the known report a lockdep report is, or None."""
+    text = lines[report[0]:report[1] + 1]
+    classes = {re.sub(r"(#\d+|/\d+)+$", "", m.group(1))
+               for line in text for m in LOCKDEP_CLASS.finditer(line)}
+    names = [m.group(1) for line in text for m in KCSAN_FRAME.finditer(line)]
+    for allowed, prefixes, reason in known:
+        if (classes and classes <= allowed
+                and all(any(n.startswith(p) for n in names) for p in prefixes)):
+            return reason
+    return None
+
+
 def count_points(ktap):
     """Count leaf results: (passed, failed, skipped, failed names)."""
     passed = failed = skipped = 0
@@ -187,6 +246,9 @@ def main():
     ap.add_argument("--totals", help="write 'passed failed skipped' here")
     ap.add_argument("--kcsan-gate", help="file of symbols whose KCSAN reports fail the run")
     ap.add_argument("--kcsan-known", help="file of known KCSAN findings, listed not gated")
+    ap.add_argument("--lockdep-known", help="file of known lockdep reports, listed not failed")
+    ap.add_argument("--expect-lockdep-known", type=int, default=0,
+                    help="self-test of the list: a known lockdep report must come")
     ap.add_argument("--expect-kcsan", metavar="SYM",
                     help="self-test of the gate: a report naming SYM must be gated when SYM "
                     "is added to the gate, and only listed when it is not")
@@ -232,6 +294,17 @@ def main():
                          f"when {sym} is gated ({len(named)} reports name it)"))
             host.append((bool(named) and all(r in listed for r in named),
                          f"{args.name}: the same report is only listed when {sym} is not gated"))
+    known_lockdep = []
+    if args.lockdep_known:
+        entries = read_lockdep_known(args.lockdep_known)
+        for report in lockdep_reports(lines):
+            why = lockdep_known(lines, report, entries)
+            if why is not None:
+                known_lockdep.append(report + (why,))
+                skip.update(range(report[0], report[1] + 1))
+    if args.expect_lockdep_known:
+        host.append((bool(known_lockdep), f"{args.name}: the known lockdep report came and "
+                     f"was recognised from the list ({len(known_lockdep)})"))
     lines, splats = find_splats(console, skip)
     if args.expect_splat:
         host.append((bool(splats), f"{args.name}: splat detector caught the provoked warning"))
@@ -253,6 +326,10 @@ def main():
         print(f"# KCSAN ({kind}), console lines {start + 1}-{end + 1}: {title}")
         if why and why[0].startswith("core"):
             print("\n".join("#   " + l for l in lines[start:end + 1]))
+    for start, end, why in known_lockdep:
+        print(f"# lockdep (known finding: {why}), console lines {start + 1}-{end + 1}; "
+              "lockdep checked nothing after it in this boot:")
+        print("\n".join("#   " + l for l in lines[start:end + 1]))
     for start, end, _title in gated:
         print(f"# KCSAN report on the on-demand path (console lines {start + 1}-{end + 1}):")
         for j in range(start, end + 1):

@@ -5,6 +5,7 @@
 #                     [--name NAME] [--timeout SECONDS] [--expect-splat]
 #                     [--append "KERNEL PARAMS"] [--disk IMAGE] [--smp N]
 #                     [--ko PATH-IN-REPO] [--expect-kcsan SYMBOL]
+#                     [--expect-lockdep-known]
 #
 # The guest gets SMP vCPUs (default 2; QEMU's multi-threaded TCG runs each on
 # a host thread of its own) and the test checks it brought up every one. The
@@ -21,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 kind=test backend=c tests=all name= timeout=2400 expect_splat=0 test_timeout=420
-extra_append= extra_disk=() smp=${SMP:-2} ko= expect_kcsan=
+extra_append= extra_disk=() smp=${SMP:-2} ko= expect_kcsan= expect_lockdep_known=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kind) kind=$2; shift ;;
@@ -36,6 +37,8 @@ while [ $# -gt 0 ]; do
 	--ko) ko=$2; shift ;;
 	# the gate's self-test (race kernel): a KCSAN report naming SYM is expected
 	--expect-kcsan) expect_kcsan=$2; shift ;;
+	# the known-lockdep list's self-test: a report it lists is expected
+	--expect-lockdep-known) expect_lockdep_known=1 ;;
 	# a read-only raw disk after the cache disk (/dev/vdb in the guest)
 	--disk) extra_disk=(-drive "file=$2,if=virtio,format=raw,readonly=on"); shift ;;
 	*) echo "vm-run: unknown argument $1" >&2; exit 2 ;;
@@ -144,6 +147,9 @@ if [ "$kind" = race ]; then
 	gate=(--kcsan-gate "$out/kcsan-gate.syms" --kcsan-known "$CFOD_TOP/tests/kcsan-known.txt")
 	[ -z "$expect_kcsan" ] || gate+=(--expect-kcsan "$expect_kcsan")
 fi
+# Every kind: lockdep reports that tests/lockdep-known.txt lists are printed,
+# marked, and do not fail the run.
+gate+=(--lockdep-known "$CFOD_TOP/tests/lockdep-known.txt" --expect-lockdep-known "$expect_lockdep_known")
 python3 "$CFOD_TOP/scripts/ktap-summary.py" "${gate[@]}" --console "$out/console.log" \
 	--ktap "$out/ktap.log" --qemu-rc "$qrc" --expect-splat "$expect_splat" \
 	--name "$name" --totals "$out/totals"
