@@ -120,7 +120,10 @@ def kcsan_harness(lines, report):
 
 
 def read_known(path):
-    """Known findings: (title functions, frame prefixes, reason) each."""
+    """A list of known reports: (first field, frame prefixes, reason) each.
+
+    One report a line, tab-separated; blank lines and "#" comments skipped.
+    """
     known = []
     try:
         text = open(path).read()
@@ -129,8 +132,8 @@ def read_known(path):
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        title, frames, reason = line.split("\t", 2)
-        known.append((title.strip(), [f for f in frames.split(",") if f], reason.strip()))
+        first, frames, reason = line.split("\t", 2)
+        known.append((first.strip(), [f for f in frames.split(",") if f], reason.strip()))
     return known
 
 
@@ -171,18 +174,8 @@ def lockdep_reports(lines):
 
 def read_lockdep_known(path):
     """Known lockdep reports: (lock classes, frame prefixes, reason) each."""
-    known = []
-    try:
-        text = open(path).read()
-    except OSError:
-        return known
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        classes, frames, reason = line.split("\t", 2)
-        known.append((set(c for c in classes.split(",") if c),
-                      [f for f in frames.split(",") if f], reason.strip()))
-    return known
+    return [({c for c in classes.split(",") if c}, frames, reason)
+            for classes, frames, reason in read_known(path)]
 
 
 def lockdep_known(lines, report, known):
