@@ -57,7 +57,8 @@ def find_splats(console, skip=frozenset()):
 
 
 KCSAN_DELIM = re.compile(r"^(\[[ 0-9.]+\] )?={20,}\s*$")
-KCSAN_FRAME = re.compile(r"(?:^|\]\s|\s)([A-Za-z_][A-Za-z0-9_.]*)\+0x[0-9a-f]+/0x[0-9a-f]+(\s+\[(\w+)\])?")
+# A stack frame "func+0xOFF/0xLEN [module]" (KCSAN and lockdep reports).
+FRAME = re.compile(r"(?:^|\]\s|\s)([A-Za-z_][A-Za-z0-9_.]*)\+0x[0-9a-f]+/0x[0-9a-f]+(\s+\[(\w+)\])?")
 MODULE = "cachefiles_ondemand_rs"
 
 
@@ -89,7 +90,7 @@ def kcsan_gated(lines, report, gate):
         if f and (f.group(1) in gate or f.group(2) == MODULE):
             return True
     for line in lines[start:end + 1]:
-        for m in KCSAN_FRAME.finditer(line):
+        for m in FRAME.finditer(line):
             if m.group(3) == MODULE or m.group(1) in gate:
                 return True
     return False
@@ -107,7 +108,7 @@ def kcsan_frames(lines, report):
     start, end, _title = report
     frames = []
     for line in lines[start:end + 1]:
-        for m in KCSAN_FRAME.finditer(line):
+        for m in FRAME.finditer(line):
             frames.append((m.group(1), m.group(3)))
     return frames
 
@@ -183,7 +184,7 @@ def lockdep_known(lines, report, known):
     text = lines[report[0]:report[1] + 1]
     classes = {re.sub(r"(#\d+|/\d+)+$", "", m.group(1))
                for line in text for m in LOCKDEP_CLASS.finditer(line)}
-    names = [m.group(1) for line in text for m in KCSAN_FRAME.finditer(line)]
+    names = [m.group(1) for line in text for m in FRAME.finditer(line)]
     for allowed, prefixes, reason in known:
         if (classes and classes <= allowed
                 and all(any(n.startswith(p) for n in names) for p in prefixes)):

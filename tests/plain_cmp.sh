@@ -29,7 +29,7 @@ noise() { grep -vE '^(clocksource|hrtimer|perf): |^sched: RT throttling'; }
 	dmesg | strip | grep -v '^cfod: ' | noise
 	echo "# cachefiles and fscache lines of the boot log"
 	# (not the command line, which names the run's result directory)
-	strip </tmp/boot.dmesg | noise | grep -iE 'cachefiles|fs-?cache|netfs|on-demand' |
+	strip </tmp/boot.dmesg | grep -iE 'cachefiles|fs-?cache|netfs|on-demand' |
 		grep -vE '^(Kernel )?[Cc]ommand line:'
 	echo "# debugfs"
 	ls /sys/kernel/debug
