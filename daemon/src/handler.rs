@@ -150,14 +150,23 @@ impl Handler {
 
     /// Writes `restore` (failover, or the random-restore persona).
     pub fn restore(&self, why: &str) {
+        // Every request the kernel holds when the write lands is delivered
+        // again, so the mark is cleared before it: a request another worker
+        // reads after the write and drops marks it again, and the next idle
+        // period restores it (cleared after the write, such a drop was lost
+        // and its reader waited for good: soak, local run cc19).
+        let had_dropped = self.dropped.swap(false, Ordering::SeqCst);
         match self.send(proto::RESTORE) {
             Ok(()) => {
-                // Every request the kernel still holds is delivered again.
-                self.dropped.store(false, Ordering::Relaxed);
                 stats::inc(&self.stats.restores);
                 info!("wrote 'restore' ({why})");
             }
-            Err(e) => warn!("'restore' ({why}) failed: {e}"),
+            Err(e) => {
+                if had_dropped {
+                    self.dropped.store(true, Ordering::SeqCst);
+                }
+                warn!("'restore' ({why}) failed: {e}");
+            }
         }
     }
 
@@ -472,7 +481,7 @@ impl Handler {
                         hdr.msg_id
                     ));
                     drop(file);
-                    self.dropped.store(true, Ordering::Relaxed);
+                    self.dropped.store(true, Ordering::SeqCst);
                     self.after(&decision);
                     return None;
                 }
@@ -625,7 +634,7 @@ impl Handler {
     /// fresh decision): otherwise a dropped OPEN whose reader is gone would
     /// wait for a restore that only another request's handling can draw.
     pub fn idle(&self) {
-        if self.personas.restores() && self.dropped.load(Ordering::Relaxed) {
+        if self.personas.restores() && self.dropped.load(Ordering::SeqCst) {
             stats::inc(&self.stats.persona_actions);
             self.restore("random-restore persona: dropped requests, devnode idle");
         }
@@ -660,7 +669,7 @@ impl Handler {
                     hdr.msg_id
                 ));
                 guard.answered = true;
-                self.dropped.store(true, Ordering::Relaxed);
+                self.dropped.store(true, Ordering::SeqCst);
                 self.after(&decision);
                 return;
             }

@@ -542,6 +542,37 @@ fn chaos_restores_a_dropped_request_when_idle() {
 }
 
 #[test]
+fn chaos_a_drop_during_a_restore_is_restored_when_idle() {
+    // Two OPEN ids chaos (seed 7) drops without drawing a restore.
+    let p = Personas::new(vec![Persona::Chaos], 7, None).unwrap();
+    let drop_only = Decision {
+        action: crate::persona::Action::Drop,
+        restore_after: false,
+    };
+    let mut ids = (1..10_000u32).filter(|&id| p.decide(crate::proto::OP_OPEN, id, 0) == drop_only);
+    let (first, second) = (ids.next().unwrap(), ids.next().unwrap());
+    let r = Arc::new(rig_with(
+        MemSource::default().with("b", vec![1; 8192]),
+        vec![Persona::Chaos],
+        65536,
+    ));
+    r.open(first, 1, 100, "b");
+    // While the idle restore is being written, another worker reads a
+    // request the restore did not cover (it came after) and drops it.
+    let weak = Arc::downgrade(&r);
+    *r.dev.on_command.lock().unwrap() = Some(Box::new(move |cmd| {
+        if let (Some(r), "restore") = (weak.upgrade(), cmd) {
+            r.open(second, 2, 101, "b");
+        }
+    }));
+    r.h.idle();
+    assert_eq!(r.dev.commands(), vec!["restore"]);
+    // That drop is still marked: the next idle period restores it.
+    r.h.idle();
+    assert_eq!(r.dev.commands(), vec!["restore", "restore"]);
+}
+
+#[test]
 fn persona_delay_and_random_restore() {
     let r = rig_with(
         MemSource::default().with("b", vec![1; 8192]),

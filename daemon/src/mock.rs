@@ -123,7 +123,13 @@ pub struct MockDev {
     adopted: Mutex<Vec<u32>>,
     /// errno returned by every command write, if set.
     pub fail_commands: Mutex<Option<i32>>,
+    /// Called once, with the next command written: what the kernel or
+    /// another thread does meanwhile, before the writer returns.
+    pub on_command: Mutex<Option<CommandHook>>,
 }
+
+/// A [`MockDev::on_command`] hook.
+pub type CommandHook = Box<dyn FnOnce(&str) + Send>;
 
 impl MockDev {
     pub fn new() -> Arc<MockDev> {
@@ -134,6 +140,7 @@ impl MockDev {
             files: Mutex::new(HashMap::new()),
             adopted: Mutex::new(Vec::new()),
             fail_commands: Mutex::new(None),
+            on_command: Mutex::new(None),
         })
     }
 
@@ -210,6 +217,10 @@ impl Devnode for MockDev {
             return Err(io::Error::from_raw_os_error(errno));
         }
         self.commands.lock().unwrap().push(cmd.to_owned());
+        let hook = self.on_command.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook(cmd);
+        }
         Ok(())
     }
 
