@@ -62,7 +62,7 @@ pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
     let object_id = match state.ids().alloc() {
         Ok(id) => id,
         Err(e) => {
-            object.data().open_failed();
+            object.data().open_failed(state.reopening());
             return Err(e);
         }
     };
@@ -70,11 +70,11 @@ pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
         Ok(fd) => fd,
         Err(e) => {
             state.ids().free(object_id);
-            object.data().open_failed();
+            object.data().open_failed(state.reopening());
             return Err(e);
         }
     };
-    if let Err(e) = object.data().claim_id(object_id) {
+    if let Err(e) = object.data().claim_id(object_id, state.reopening()) {
         state.ids().free(object_id);
         return Err(e);
     }

@@ -23,7 +23,7 @@ use crate::{
         slim_arc::{SlimArc, SlimArcBorrow},
         xarray::IdAllocator,
     },
-    object::OndemandObject,
+    object::{OndemandObject, ReopenCount},
     request::{
         queue::{Queue, QueueGuard},
         CopiedMsg, Identity, Opcode, Request, Taken,
@@ -66,6 +66,8 @@ pub(crate) struct OndemandCache {
     /// A copy of the queue's `dead` flag, read without the lock where a
     /// stale answer only costs work the locked check then undoes.
     dead_hint: AtomicBool,
+    /// How many of the cache's objects are reopening.
+    reopening: ReopenCount,
 }
 
 impl OndemandCache {
@@ -83,6 +85,7 @@ impl OndemandCache {
                 ),
                 ids <- IdAllocator::new(1, i32::MAX as u32),
                 dead_hint: AtomicBool::new(false),
+                reopening: ReopenCount::new(),
             }),
             GFP_KERNEL,
         )
@@ -91,6 +94,12 @@ impl OndemandCache {
     /// Returns the allocator of the object ids handed to the daemon.
     pub(crate) fn ids(&self) -> &IdAllocator {
         &self.ids
+    }
+
+    /// Returns the count of the cache's objects that are reopening, which
+    /// every change of an object's state updates.
+    pub(crate) fn reopening(&self) -> &ReopenCount {
+        &self.reopening
     }
 
     /// Returns the cache's counters.
@@ -185,13 +194,16 @@ impl OndemandCache {
     ///
     /// `EMSGSIZE` if it does not fit; it then stays NEW.
     pub(crate) fn select(&self, buflen: usize) -> Result<Option<Selected>> {
-        if self.reqs.is_empty() {
+        if !self.reqs.has_new() {
             return Ok(None);
         }
         let mut q = self.reqs.lock();
         let next = q.data().read_next;
-        let found = find_ready(&q, next, usize::MAX)
-            .or_else(|| next.checked_sub(1).and_then(|max| find_ready(&q, 0, max)));
+        let reopening = &self.reopening;
+        let found = find_ready(&q, next, usize::MAX, reopening).or_else(|| {
+            next.checked_sub(1)
+                .and_then(|max| find_ready(&q, 0, max, reopening))
+        });
         let Some((id, req)) = found else {
             return Ok(None);
         };
@@ -211,9 +223,16 @@ impl OndemandCache {
     }
 
     /// Returns whether a daemon `read()` would find something (for `poll()`).
+    ///
+    /// Without the queue lock unless an object is reopening: then any NEW
+    /// request would do. The answer may be out of date when it is used,
+    /// as with the lock: whatever changes it after this wakes the daemon.
     pub(crate) fn has_ready(&self) -> bool {
-        if self.reqs.is_empty() {
+        if !self.reqs.has_new() {
             return false;
+        }
+        if self.reopening.is_zero() {
+            return true;
         }
         let q = self.reqs.lock();
         let mut start = 0;
@@ -271,7 +290,7 @@ impl OndemandCache {
         self.drain(
             false,
             |r| r.is_for(object),
-            |_| object.data().set_dropping(),
+            |_| object.data().set_dropping(&self.reopening),
             EIO.to_errno(),
         );
     }
@@ -284,21 +303,23 @@ impl OndemandCache {
         self.drain(
             true,
             |r| r.close_id() == Some(object_id) && r.is_for(object),
-            |_| object.data().release_id(),
+            |_| object.data().release_id(&self.reopening),
             0,
         );
     }
 }
 
-/// Returns the first NEW request in `start..=max` the daemon may be given.
+/// Returns the first NEW request in `start..=max` the daemon may be given;
+/// `reopening` is the cache's count.
 fn find_ready<'q>(
     q: &'q Guard<'_>,
     start: usize,
     max: usize,
+    reopening: &ReopenCount,
 ) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
     let mut at = start;
     while let Some((i, r)) = q.find(at, max, true) {
-        if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object()) {
+        if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object(), reopening) {
             return Some((i, r));
         }
         at = i.checked_add(1)?;

@@ -119,7 +119,7 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
                 (size as i32, Ok(()))
             }
         }
-        Ok(size) => match info.copen(&object, id as u32, size) {
+        Ok(size) => match info.copen(&object, id as u32, size, state.reopening()) {
             Ok(()) => {
                 cache.wake_daemon();
                 (0, Ok(()))
@@ -128,7 +128,7 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
             Err(e) => (e.to_errno(), Ok(())),
         },
     };
-    info.copen_done();
+    info.copen_done(state.reopening());
     pr_debug!("copen msg {}: {}\n", id, result);
     taken.finish(result);
     ret

@@ -8,7 +8,7 @@
 //! succeeded) -> closed -> reopening (a READ met it closed; work re-sends the
 //! OPEN) -> open ...; dropping (withdrawn) is final.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::{
     new_spinlock,
     prelude::*,
@@ -63,6 +63,28 @@ impl Inner {
     }
 }
 
+/// How many of a cache's objects are reopening.
+///
+/// While none is, every NEW request may be handed out, so the daemon's
+/// `poll()` answers from the queue's NEW mark alone, without the queue lock
+/// or a walk. It is changed only when an object's state is, under that
+/// object's lock ([`Locked`]'s `drop`), so it never stays below the number
+/// of objects reopening: a `poll()` that reads it as 0 while one is
+/// reopening raced with the change, and the daemon's `read()` that follows
+/// finds out under the queue lock.
+pub(crate) struct ReopenCount(AtomicUsize);
+
+impl ReopenCount {
+    pub(crate) const fn new() -> Self {
+        ReopenCount(AtomicUsize::new(0))
+    }
+
+    /// Whether no object of the cache is reopening.
+    pub(crate) fn is_zero(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
 /// The on-demand backend's state of an object (the data of an [`Object`]).
 ///
 /// State changes are made under `inner`'s lock, as read-modify-writes of the
@@ -80,11 +102,13 @@ pub(crate) struct OndemandObject {
     seen: AtomicU64,
 }
 
-/// The object's state, locked; its copy for lockless readers is updated when
-/// the lock is dropped.
+/// The object's state, locked; its copy for lockless readers, and its
+/// cache's count of reopening objects, are updated when the lock is dropped.
 struct Locked<'a> {
     guard: Guard<'a, Inner, SpinLockBackend>,
     seen: &'a AtomicU64,
+    reopening: &'a ReopenCount,
+    was_reopening: bool,
 }
 
 impl core::ops::Deref for Locked<'_> {
@@ -102,8 +126,17 @@ impl core::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        let is_reopening = self.guard.state == ObjState::Reopening;
+        // Counted before the state shows, uncounted after: never below the
+        // number of objects reopening.
+        if is_reopening && !self.was_reopening {
+            self.reopening.0.fetch_add(1, Ordering::Release);
+        }
         // INVARIANT: Still under the lock: the copy is of the final state.
         self.seen.store(self.guard.pack(), Ordering::Release);
+        if self.was_reopening && !is_reopening {
+            self.reopening.0.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -120,10 +153,15 @@ impl OndemandObject {
         })
     }
 
-    fn lock(&self) -> Locked<'_> {
+    /// Locks the state; `reopening` is the count of the object's cache.
+    fn lock<'a>(&'a self, reopening: &'a ReopenCount) -> Locked<'a> {
+        let guard = self.inner.lock();
+        let was_reopening = guard.state == ObjState::Reopening;
         Locked {
-            guard: self.inner.lock(),
+            guard,
             seen: &self.seen,
+            reopening,
+            was_reopening,
         }
     }
 
@@ -155,13 +193,13 @@ impl OndemandObject {
         }
     }
 
-    pub(crate) fn set_dropping(&self) {
-        self.lock().state = ObjState::Dropping;
+    pub(crate) fn set_dropping(&self, reopening: &ReopenCount) {
+        self.lock(reopening).state = ObjState::Dropping;
     }
 
     /// An OPEN could not be queued: back to closed (unless dropping).
-    pub(crate) fn open_not_sent(&self) {
-        let mut s = self.lock();
+    pub(crate) fn open_not_sent(&self, reopening: &ReopenCount) {
+        let mut s = self.lock(reopening);
         if s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -169,8 +207,8 @@ impl OndemandObject {
 
     /// An OPEN failed before an anonymous fd was made: back to closed, unless
     /// the object has an open anonymous fd (or is dropping).
-    pub(crate) fn open_failed(&self) {
-        let mut s = self.lock();
+    pub(crate) fn open_failed(&self, reopening: &ReopenCount) {
+        let mut s = self.lock(reopening);
         if s.id <= 0 && s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -179,7 +217,7 @@ impl OndemandObject {
     /// Called under the queue lock when the daemon's read meets a READ for
     /// `object`: whether it may be handed out. A closed object is switched to
     /// reopening and its work queued to send a new OPEN.
-    pub(crate) fn ready_for_read(object: &ObjectRef) -> bool {
+    pub(crate) fn ready_for_read(object: &ObjectRef, reopening: &ReopenCount) -> bool {
         let info = object.data();
         // The common case, lockless: open (or dropping), or already
         // reopening. A change racing with this read is ordered after it.
@@ -188,7 +226,7 @@ impl OndemandObject {
             ObjState::Reopening => return false,
             ObjState::Close => {}
         }
-        let mut s = info.lock();
+        let mut s = info.lock(reopening);
         match s.state {
             ObjState::Close => {
                 s.state = ObjState::Reopening;
@@ -204,8 +242,8 @@ impl OndemandObject {
     }
 
     /// Records `id` as the object's anonymous fd; `EEXIST` if it has one.
-    pub(crate) fn claim_id(&self, id: u32) -> Result {
-        let mut s = self.lock();
+    pub(crate) fn claim_id(&self, id: u32, reopening: &ReopenCount) -> Result {
+        let mut s = self.lock(reopening);
         if s.id > 0 {
             return Err(EEXIST);
         }
@@ -215,8 +253,8 @@ impl OndemandObject {
 
     /// The anonymous fd is gone: the object is closed (unless dropping).
     /// Called under the queue lock, with the sweep of its CLOSEs.
-    pub(crate) fn release_id(&self) {
-        let mut s = self.lock();
+    pub(crate) fn release_id(&self, reopening: &ReopenCount) {
+        let mut s = self.lock(reopening);
         s.id = ID_CLOSED;
         if s.state != ObjState::Dropping {
             s.state = ObjState::Close;
@@ -226,8 +264,14 @@ impl OndemandObject {
     /// A successful copen `msg_id`: record (and trace) the size and open
     /// the object, unless the anonymous fd was closed in the meantime
     /// (`EBADFD`).
-    pub(crate) fn copen(&self, object: &Object, msg_id: u32, size: i64) -> Result {
-        let mut s = self.lock();
+    pub(crate) fn copen(
+        &self,
+        object: &Object,
+        msg_id: u32,
+        size: i64,
+        reopening: &ReopenCount,
+    ) -> Result {
+        let mut s = self.lock(reopening);
         if s.id == ID_CLOSED {
             return Err(error::ebadfd());
         }
@@ -240,8 +284,8 @@ impl OndemandObject {
 
     /// After any copen: if the anonymous fd is gone, the object is closed,
     /// not left reopening.
-    pub(crate) fn copen_done(&self) {
-        let mut s = self.lock();
+    pub(crate) fn copen_done(&self, reopening: &ReopenCount) {
+        let mut s = self.lock(reopening);
         if s.id == ID_CLOSED && s.state != ObjState::Dropping {
             s.state = ObjState::Close;
         }
@@ -275,7 +319,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
         Ok(queued) => queued,
         Err(e) => {
             if opcode == Opcode::Open {
-                object.data().open_not_sent();
+                object.data().open_not_sent(state.reopening());
             }
             return Err(e);
         }

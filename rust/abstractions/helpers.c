@@ -40,6 +40,9 @@ DECLARE_TRACE(cachefiles_ondemand_cread,
 	      TP_PROTO(struct cachefiles_object *obj, unsigned int msg_id),
 	      TP_ARGS(obj, msg_id));
 
+/* xarray.rs reads a mark's root flag as this, without xa_marked(). */
+static_assert(XA_FLAGS_MARK(XA_MARK_1) == (1U << ___GFP_LAST_BIT) << 1);
+
 /* An allocating XArray whose ids start at 0. */
 void cfod_xa_init_alloc(struct xarray *xa)
 {

@@ -29,6 +29,14 @@ pub(crate) struct Mark(bindings::xa_mark_t);
 impl Mark {
     /// `XA_MARK_1`.
     pub(crate) const MARK_1: Mark = Mark(1);
+
+    /// The flag of the array's root that says that some entry has the mark:
+    /// `XA_FLAGS_MARK(mark)`, the marks being the flags right above the GFP
+    /// ones (`__GFP_BITS_SHIFT`, which is `___GFP_LAST_BIT`; `helpers.c`
+    /// asserts that this is the macro's value).
+    const fn root_flag(self) -> bindings::gfp_t {
+        (1 << bindings::___GFP_LAST_BIT) << self.0
+    }
 }
 
 /// `XA_PRESENT`: the filter of `xa_find()` matching any present entry.
@@ -72,16 +80,16 @@ impl<T: ForeignOwnable, D> XArray<T, D> {
         })
     }
 
-    /// Returns whether the array holds no entry, read without the lock, as
-    /// `xa_empty()` does: the answer may be out of date by the time it is
-    /// used, so it can only spare a caller a locked search that a concurrent
-    /// store would have raced with anyway.
-    pub(crate) fn is_empty_unlocked(&self) -> bool {
-        // SAFETY: `self.xa` is initialised (type invariant). `xa_head` is
-        // read once, as `READ_ONCE()` would; stores to it are single
-        // pointer-sized writes, and the value is only compared with null.
-        let head = unsafe { ptr::read_volatile(ptr::addr_of!((*self.xa.get()).xa_head)) };
-        head.is_null()
+    /// Returns whether some entry of the array has `mark`, read without the
+    /// lock, as `xa_marked()` does: the answer may be out of date by the time
+    /// it is used, so it can only spare a caller a locked search that a
+    /// concurrent change of the marks would have raced with anyway.
+    pub(crate) fn is_marked_unlocked(&self, mark: Mark) -> bool {
+        // SAFETY: `self.xa` is initialised (type invariant). `xa_flags` is
+        // read once, as `READ_ONCE()` would; the XArray updates it with
+        // single word-sized writes, under its lock.
+        let flags = unsafe { ptr::read_volatile(ptr::addr_of!((*self.xa.get()).xa_flags)) };
+        flags & mark.root_flag() != 0
     }
 
     /// Takes the array's lock.

@@ -46,12 +46,13 @@ impl<D> Queue<D> {
         self.stats.get()
     }
 
-    /// Returns whether nothing is queued, without the lock: an answer that
-    /// may be stale, for the daemon's `read()` and `poll()` to return at
-    /// once when the queue is empty (a request queued meanwhile wakes the
-    /// daemon after it is stored).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.reqs.is_empty_unlocked()
+    /// Returns whether some request is NEW (not read by the daemon yet),
+    /// without the lock: an answer that may be stale, for the daemon's
+    /// `read()` and `poll()` to return at once when there is nothing to hand
+    /// out (a request queued or restored meanwhile wakes the daemon after it
+    /// is marked).
+    pub(crate) fn has_new(&self) -> bool {
+        self.reqs.is_marked_unlocked(NEW)
     }
 
     /// Takes the queue lock.
