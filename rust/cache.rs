@@ -96,6 +96,12 @@ impl OndemandCache {
         &self.ids
     }
 
+    /// Returns whether some request is NEW, without the lock (see
+    /// [`Queue::has_new`]).
+    pub(crate) fn has_new(&self) -> bool {
+        self.reqs.has_new()
+    }
+
     /// Returns the count of the cache's objects that are reopening, which
     /// every change of an object's state updates.
     pub(crate) fn reopening(&self) -> &ReopenCount {
@@ -231,9 +237,13 @@ impl OndemandCache {
         if !self.reqs.has_new() {
             return false;
         }
-        if self.reopening.is_zero() {
-            return true;
-        }
+        self.reopening.is_zero() || self.has_ready_locked()
+    }
+
+    /// `has_ready` while an object is reopening: a walk under the lock, out
+    /// of line so that the common case builds no frame for it.
+    #[inline(never)]
+    fn has_ready_locked(&self) -> bool {
         let q = self.reqs.lock();
         let mut start = 0;
         while let Some((i, r)) = q.find(start, usize::MAX, true) {

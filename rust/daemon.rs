@@ -12,7 +12,7 @@ use crate::{
         slim_arc::SlimArc,
     },
     anon_fd,
-    cache::Selected,
+    cache::{OndemandCache, Selected},
     request::{Opcode, Request},
     Cache,
 };
@@ -24,6 +24,17 @@ use crate::{
 /// error; a CLOSE is complete once delivered.
 pub(crate) fn daemon_read(cache: &Cache, buf: UserSlice, buflen: usize) -> Result<usize> {
     let state = cache.data();
+    // A daemon reads until it gets 0, once a request: that read builds no
+    // frame for the delivery.
+    if !state.has_new() {
+        return Ok(0);
+    }
+    deliver(&state, buf, buflen)
+}
+
+/// The rest of [`daemon_read`], once some request is NEW.
+#[inline(never)]
+fn deliver(state: &OndemandCache, buf: UserSlice, buflen: usize) -> Result<usize> {
     let (id, res, done) = match state.select(buflen)? {
         None => return Ok(0),
         Some(Selected::Open(id, req)) => {
