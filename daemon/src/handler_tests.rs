@@ -513,16 +513,20 @@ fn persona_drop() {
     assert!(r.dev.commands().is_empty());
 }
 
-#[test]
-fn chaos_restores_a_dropped_request_when_idle() {
-    // The first OPEN id chaos (seed 7) drops without drawing a restore.
+/// The OPEN ids that chaos (seed 7) drops without drawing a restore, in order.
+fn chaos_drop_only_open_ids() -> impl Iterator<Item = u32> {
     let p = Personas::new(vec![Persona::Chaos], 7, None).unwrap();
     let drop_only = Decision {
         action: crate::persona::Action::Drop,
         restore_after: false,
     };
-    let id = (1..10_000u32)
-        .find(|&id| p.decide(crate::proto::OP_OPEN, id, 0) == drop_only)
+    (1..10_000u32).filter(move |&id| p.decide(crate::proto::OP_OPEN, id, 0) == drop_only)
+}
+
+#[test]
+fn chaos_restores_a_dropped_request_when_idle() {
+    let id = chaos_drop_only_open_ids()
+        .next()
         .expect("chaos drops some OPEN");
     let r = rig_with(
         MemSource::default().with("b", vec![1; 8192]),
@@ -543,13 +547,7 @@ fn chaos_restores_a_dropped_request_when_idle() {
 
 #[test]
 fn chaos_a_drop_during_a_restore_is_restored_when_idle() {
-    // Two OPEN ids chaos (seed 7) drops without drawing a restore.
-    let p = Personas::new(vec![Persona::Chaos], 7, None).unwrap();
-    let drop_only = Decision {
-        action: crate::persona::Action::Drop,
-        restore_after: false,
-    };
-    let mut ids = (1..10_000u32).filter(|&id| p.decide(crate::proto::OP_OPEN, id, 0) == drop_only);
+    let mut ids = chaos_drop_only_open_ids();
     let (first, second) = (ids.next().unwrap(), ids.next().unwrap());
     let r = Arc::new(rig_with(
         MemSource::default().with("b", vec![1; 8192]),
