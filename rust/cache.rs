@@ -198,11 +198,9 @@ impl OndemandCache {
     /// NEW one from where the last read stopped, cyclically, skipping READs
     /// on objects being reopened (and starting the reopening of closed ones).
     ///
-    /// `EMSGSIZE` if it does not fit; it then stays NEW.
+    /// `EMSGSIZE` if it does not fit; it then stays NEW. Takes the queue
+    /// lock: the caller first skips it if nothing is NEW ([`Self::has_new`]).
     pub(crate) fn select(&self, buflen: usize) -> Result<Option<Selected>> {
-        if !self.reqs.has_new() {
-            return Ok(None);
-        }
         let mut q = self.reqs.lock();
         let next = q.data().read_next;
         let reopening = &self.reopening;
