@@ -17,7 +17,7 @@ use crate::{
         file::{flags, File, FileDescriptorReservation},
     },
     request::Opcode,
-    stats, Object, ObjectRef,
+    Object, ObjectRef, ObjectView,
 };
 
 /// Test hook (debugfs `release_delay_ms`, 0 by default): the release of an
@@ -58,6 +58,7 @@ impl OpenFd {
 /// Makes the anonymous fd for an OPEN of `object`: allocates its object id,
 /// reserves an fd number and has cachefiles create the file.
 pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
+    let object = object.view();
     let state = object.cache_data();
     let object_id = match state.ids().alloc() {
         Ok(id) => id,
@@ -94,6 +95,7 @@ pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
 }
 
 /// `READ_COMPLETE` on an anonymous fd of `object`: completes READ `arg`.
+#[inline]
 pub(crate) fn ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
     if cmd != IOC_READ_COMPLETE {
         return Err(EINVAL);
@@ -107,18 +109,17 @@ pub(crate) fn ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
     Ok(0)
 }
 
-/// The daemon wrote `n` bytes through an anonymous fd of `object`.
+/// The daemon wrote `n` bytes through an anonymous fd of `object`, with
+/// requests counted (`Operations::fd_counts_written`).
 pub(crate) fn written(object: &Object, n: usize) {
-    // Tested first: the cache's counters are two calls away.
-    if stats::counting() {
-        object.cache_data().stats().bytes_written(n);
-    }
+    object.cache_data().stats().bytes_written(n);
 }
 
 /// The last reference to the anonymous fd of `object` is gone: closes the
 /// object, completes the unread CLOSE made for the fd and frees its id,
 /// which it returns.
 pub(crate) fn release(object: &Object) -> u32 {
+    let object = object.view();
     // An object has one anonymous fd at a time (`claim_id`), whose id it
     // keeps until this release.
     let object_id = u32::try_from(object.data().ondemand_id()).unwrap_or(0);
@@ -126,7 +127,7 @@ pub(crate) fn release(object: &Object) -> u32 {
     object_id
 }
 
-fn release_id(object: &Object, object_id: u32) {
+fn release_id(object: ObjectView<'_>, object_id: u32) {
     let state = object.cache_data();
     state.release_fd(object, object_id);
     let mut waited = 0;

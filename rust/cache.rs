@@ -14,7 +14,10 @@
 //! after the last index seen, so failing k of n queued requests costs O(n),
 //! with the completions done between critical sections.
 
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::{
+    mem::ManuallyDrop,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+};
 use kernel::prelude::*;
 
 use crate::{
@@ -29,7 +32,7 @@ use crate::{
         CopiedMsg, Identity, Opcode, Request, Taken,
     },
     stats::{CacheStats, Stats},
-    Object,
+    ObjectView,
 };
 
 /// How many requests one critical section of a drain takes out at most.
@@ -119,6 +122,7 @@ impl OndemandCache {
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
+    #[inline(always)]
     pub(crate) fn enqueue(&self, req: &SlimArc<Request>) -> Result<u32> {
         let mut q = self.reqs.lock();
         let inserted = q.insert(req.clone())?;
@@ -165,7 +169,12 @@ impl OndemandCache {
         let mut first = Some(first);
         let mut start = Some(0usize);
         while let Some(from) = start {
-            let mut batch: [Option<Taken<'_>>; DRAIN_BATCH] = Default::default();
+            // The first `n` slots are filled, the others never are: emptying
+            // those `n` below leaves nothing to drop, so the array is not
+            // dropped (which would test every slot again).
+            let mut batch: ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]> =
+                ManuallyDrop::new(Default::default());
+            let mut n = 0;
             {
                 let mut q = self.reqs.lock();
                 if let Some(first) = first.take() {
@@ -173,7 +182,6 @@ impl OndemandCache {
                 }
                 start = None;
                 let mut at = from;
-                let mut n = 0;
                 while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
                     if pred(&r) {
                         let Some(slot) = batch.get_mut(n) else {
@@ -188,7 +196,7 @@ impl OndemandCache {
                     at = next;
                 }
             }
-            for taken in batch.iter_mut().filter_map(Option::take) {
+            for taken in batch.iter_mut().take(n).filter_map(Option::take) {
                 taken.finish(result);
             }
         }
@@ -294,10 +302,10 @@ impl OndemandCache {
 
     /// Refuses `object`'s new requests and fails its queued ones with `EIO`:
     /// it is withdrawn.
-    pub(crate) fn drop_object(&self, object: &Object) {
+    pub(crate) fn drop_object(&self, object: ObjectView<'_>) {
         self.drain(
             false,
-            |r| r.is_for(object),
+            |r| r.is_for(&object),
             |_| object.data().set_dropping(&self.reopening),
             EIO.to_errno(),
         );
@@ -307,10 +315,10 @@ impl OndemandCache {
     /// `object_id`, if the daemon has not read it, in one critical section:
     /// that fd is released. A CLOSE for a later fd of the same object (after
     /// a reopen) is left alone.
-    pub(crate) fn release_fd(&self, object: &Object, object_id: u32) {
+    pub(crate) fn release_fd(&self, object: ObjectView<'_>, object_id: u32) {
         self.drain(
             true,
-            |r| r.close_id() == Some(object_id) && r.is_for(object),
+            |r| r.close_id() == Some(object_id) && r.is_for(&object),
             |_| object.data().release_id(&self.reopening),
             0,
         );
@@ -319,6 +327,8 @@ impl OndemandCache {
 
 /// Returns the first NEW request in `start..=max` the daemon may be given;
 /// `reopening` is the cache's count.
+// Inline: the two call sites in `select` are the daemon's every read.
+#[inline(always)]
 fn find_ready<'q>(
     q: &'q Guard<'_>,
     start: usize,

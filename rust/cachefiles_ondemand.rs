@@ -101,6 +101,8 @@ pub(crate) struct Ondemand;
 pub(crate) type Object = cachefiles::Object<Ondemand>;
 /// An owned reference to an [`Object`], with direct access to its data.
 pub(crate) type ObjectRef = cachefiles::ObjectRef<Ondemand>;
+/// An [`Object`] borrowed with direct access to its data.
+pub(crate) type ObjectView<'a> = cachefiles::ObjectView<'a, Ondemand>;
 /// A cachefiles cache using this backend; its data is an [`OndemandCache`].
 pub(crate) type Cache = cachefiles::Cache<Ondemand>;
 
@@ -162,8 +164,13 @@ impl Operations for Ondemand {
         object::reopen(object)
     }
 
+    #[inline]
     fn fd_ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
         anon_fd::ioctl(object, cmd, arg)
+    }
+
+    fn fd_counts_written() -> bool {
+        stats::counting()
     }
 
     fn fd_written(object: &Object, written: usize) {

@@ -118,7 +118,8 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
             })
         })
         .ok_or(EINVAL)?;
-    let object = taken.object().cloned().ok_or(EINVAL)?;
+    // Borrowed from the request, which `taken` keeps until `finish`.
+    let object = taken.object().ok_or(EINVAL)?;
     let info = object.data();
 
     let (result, ret) = match kstrtol(size_str, 0) {
@@ -130,7 +131,7 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
                 (size as i32, Ok(()))
             }
         }
-        Ok(size) => match info.copen(&object, id as u32, size, state.reopening()) {
+        Ok(size) => match info.copen(object, id as u32, size, state.reopening()) {
             Ok(()) => {
                 cache.wake_daemon();
                 (0, Ok(()))
@@ -139,7 +140,9 @@ pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
             Err(e) => (e.to_errno(), Ok(())),
         },
     };
-    info.copen_done(state.reopening());
+    if result != 0 {
+        info.copen_failed(state.reopening());
+    }
     pr_debug!("copen msg {}: {}\n", id, result);
     taken.finish(result);
     ret

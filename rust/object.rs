@@ -22,7 +22,7 @@ use kernel::{
 use crate::{
     abstractions::error,
     request::{Opcode, Payload, Request},
-    Object, ObjectRef,
+    Object, ObjectRef, ObjectView,
 };
 
 /// The object id of an object whose anonymous fd was released.
@@ -217,15 +217,23 @@ impl OndemandObject {
     /// Called under the queue lock when the daemon's read meets a READ for
     /// `object`: whether it may be handed out. A closed object is switched to
     /// reopening and its work queued to send a new OPEN.
+    #[inline]
     pub(crate) fn ready_for_read(object: &ObjectRef, reopening: &ReopenCount) -> bool {
         let info = object.data();
         // The common case, lockless: open (or dropping), or already
         // reopening. A change racing with this read is ordered after it.
         match info.peek().state {
-            ObjState::Open | ObjState::Dropping => return true,
-            ObjState::Reopening => return false,
-            ObjState::Close => {}
+            ObjState::Open | ObjState::Dropping => true,
+            ObjState::Reopening => false,
+            ObjState::Close => Self::start_reopen(object, reopening),
         }
+    }
+
+    /// [`Self::ready_for_read`] for an object seen closed: out of line, as it
+    /// is rare and every daemon `read()` checks the state.
+    #[inline(never)]
+    fn start_reopen(object: &ObjectRef, reopening: &ReopenCount) -> bool {
+        let info = object.data();
         let mut s = info.lock(reopening);
         match s.state {
             ObjState::Close => {
@@ -282,9 +290,10 @@ impl OndemandObject {
         Ok(())
     }
 
-    /// After any copen: if the anonymous fd is gone, the object is closed,
-    /// not left reopening.
-    pub(crate) fn copen_done(&self, reopening: &ReopenCount) {
+    /// After a copen that did not open the object: if the anonymous fd is
+    /// gone, the object is closed, not left reopening. (After one that did,
+    /// the fd's release, if any, closed it.)
+    pub(crate) fn copen_failed(&self, reopening: &ReopenCount) {
         let mut s = self.lock(reopening);
         if s.id == ID_CLOSED && s.state != ObjState::Dropping {
             s.state = ObjState::Close;
@@ -297,7 +306,7 @@ impl OndemandObject {
 /// A fatal signal ends the wait with `EINTR` if the request can still be
 /// taken back out of the queue; otherwise whoever took it is completing it,
 /// and its result is returned.
-fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
+fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
     let state = object.cache_data();
     let queued = (|| {
         if state.is_dead() {
@@ -311,7 +320,7 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
             Payload::Close { .. } => object.trace_close(0, 0),
             Payload::Open(_) => {}
         }
-        let req = Request::new(ObjectRef::new(object), payload)?;
+        let req = Request::new(object.new_ref(), payload)?;
         let id = state.enqueue(&req)?;
         Ok((id, req))
     })();
@@ -333,16 +342,17 @@ fn send(object: &Object, opcode: Opcode, make: impl FnOnce() -> Result<Payload>)
             None => req.wait(),
         }
     }
-    // Completed: the reference the completer handed over is dropped here,
-    // and `req` below, in a context that may sleep.
-    req.reclaim();
-    let result = req.result();
+    // Completed: the reference the completer handed over is dropped here
+    // with `req`, in a context that may sleep.
+    let result = Request::reclaim(req);
     pr_debug!("msg {} done: {:?}\n", id, result);
     result
 }
 
 /// `init_object`: send an OPEN and wait for the daemon's copen.
 pub(crate) fn init_object(object: &Object) -> Result {
+    // One call into cachefiles for the object's data, however often used.
+    let object = object.view();
     // A lookup that falls back to a new tmpfile keeps the open object.
     if object.data().is_open() {
         return Ok(());
@@ -358,6 +368,7 @@ pub(crate) fn init_object(object: &Object) -> Result {
 /// `clean_object`: send a CLOSE if open, fail the object's requests, stop
 /// its reopen work.
 pub(crate) fn clean_object(object: &Object) {
+    let object = object.view();
     if object.data().is_open() {
         // Only fails if the object or the cache is going away, or the
         // anonymous fd was released meanwhile: nothing to do.
@@ -372,7 +383,7 @@ pub(crate) fn clean_object(object: &Object) {
 
 /// `read`: cache miss on `[pos, pos + len)`.
 pub(crate) fn read(object: &Object, pos: i64, len: usize) -> Result {
-    send(object, Opcode::Read, || {
+    send(object.view(), Opcode::Read, || {
         Ok(Payload::read(pos as u64, len as u64))
     })
 }

@@ -181,6 +181,7 @@ const _: () = assert!(size_of::<Request>() <= 88);
 
 impl Request {
     /// Creates a request about `object`.
+    #[inline]
     pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<SlimArc<Self>> {
         // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
         SlimArc::pin_init(pin_init!(Self {
@@ -300,11 +301,17 @@ impl Request {
         self.done.wait_for_completion()
     }
 
-    /// Takes back, after the wait, the reference the completer handed over,
-    /// so that the caller's is the last one (or the one before a daemon
-    /// `read()`'s, which may sleep too).
-    pub(crate) fn reclaim(&self) {
-        drop(self.parked.take());
+    /// Returns the outcome of the completed request `this`, after taking
+    /// back the reference the completer handed over: the caller's and that
+    /// one are dropped here, in a context that may sleep, and are usually the
+    /// last ones (else a daemon `read()`'s is, which may sleep too).
+    pub(crate) fn reclaim(this: SlimArc<Self>) -> Result {
+        let result = this.result();
+        match this.parked.take() {
+            Some(parked) => SlimArc::drop_both(this, parked),
+            None => drop(this),
+        }
+        result
     }
 
     /// Returns the outcome of a completed request.
@@ -318,7 +325,8 @@ impl Request {
     /// Completes the request with `result` and wakes its waiter.
     ///
     /// Private to this module and its child [`queue`]: only a [`Taken`] calls
-    /// it, once, from its `drop`.
+    /// it, once, from its `finish` or its `drop`.
+    #[inline]
     fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
         this.result.store(result, Ordering::Release);
         stats.request_done(this.opcode(), result, this.stamp);

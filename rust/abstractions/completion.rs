@@ -97,15 +97,20 @@ impl Completion {
         // returned, which it does only once `complete` has released the
         // completion's internal lock, the last thing `complete` touches.
         let t = unsafe { &*t };
-        // Only one completer: the slot was empty, and if not, what it held
-        // is not the last reference (the parked one is another).
-        drop(parked(t).put(this));
+        // Only one completer: the slot is empty.
+        parked(t).put(this);
         done(t).complete();
     }
 }
 
 /// A slot for one counted reference `P` (an `Arc`-like pointer), handed
-/// from one thread to another with an atomic exchange, no lock.
+/// from one thread to another with an atomic store and exchange, no lock.
+///
+/// Made for a reference to the value the slot is in
+/// ([`Completion::complete_handing_over`]): while the slot holds it, that
+/// value cannot be dropped, so the slot is empty when it is dropped, and has
+/// no `drop` to run. A reference left in it, or stored over another, is
+/// leaked, never freed twice.
 ///
 /// # Invariants
 ///
@@ -131,25 +136,18 @@ impl<P: ForeignOwnable> RefSlot<P> {
         }
     }
 
-    /// Stores `r`; returns the reference the slot held, if any.
-    pub(crate) fn put(&self, r: P) -> Option<P> {
+    /// Stores `r` in the slot, which is empty (else what it held leaks).
+    pub(crate) fn put(&self, r: P) {
         // INVARIANT: The slot now owns `r`'s reference.
-        let old = self.ptr.swap(r.into_foreign().cast_mut(), Ordering::AcqRel);
-        // SAFETY: `old` was the slot's (type invariant), and the exchange
-        // took it out: it is given back exactly once.
-        unsafe { P::try_from_foreign(old) }
+        self.ptr
+            .store(r.into_foreign().cast_mut(), Ordering::Release);
     }
 
     /// Takes the reference the slot holds, if any.
     pub(crate) fn take(&self) -> Option<P> {
         let old = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: As in `put`.
+        // SAFETY: `old` was the slot's (type invariant), and the exchange
+        // took it out: it is given back exactly once.
         unsafe { P::try_from_foreign(old) }
-    }
-}
-
-impl<P: ForeignOwnable> Drop for RefSlot<P> {
-    fn drop(&mut self) {
-        drop(self.take());
     }
 }

@@ -18,7 +18,7 @@
 
 use core::{
     marker::PhantomData,
-    mem::{align_of, size_of},
+    mem::{align_of, size_of, ManuallyDrop},
     ops::Deref,
     ptr::{self, NonNull},
     sync::atomic::{fence, AtomicU32, Ordering},
@@ -65,6 +65,7 @@ impl<T> SlimArc<T> {
     ///
     /// (6.12's `Flags` does not give its bits to other crates, hence no
     /// flags argument.)
+    #[inline]
     pub(crate) fn pin_init<E>(init: impl PinInit<T, E>) -> Result<Self>
     where
         Error: From<E>,
@@ -150,6 +151,33 @@ impl<T> Drop for SlimArc<T> {
 }
 
 impl<T> SlimArc<T> {
+    /// Drops two references, with one change of the count if they are to
+    /// the same value; freeing it, in line, if they were the last two.
+    ///
+    /// For a caller that gets back a reference it handed out, and usually
+    /// drops the last ones.
+    #[inline(always)]
+    pub(crate) fn drop_both(a: Self, b: Self) {
+        if a.ptr != b.ptr {
+            drop(a);
+            drop(b);
+            return;
+        }
+        let mut a = ManuallyDrop::new(a);
+        // Counted in the one change below.
+        let _ = ManuallyDrop::new(b);
+        let old = a.inner().refs.fetch_sub(2, Ordering::Release);
+        if old != 2 {
+            if !(2..=MAX).contains(&old) {
+                // Saturated, or an underflow: as in `drop`.
+                a.inner().refs.store(SATURATED, Ordering::Relaxed);
+            }
+            return;
+        }
+        // SAFETY: These were the last two references, both dropped now.
+        unsafe { a.free() };
+    }
+
     /// Drops the value and frees the allocation.
     ///
     /// # Safety
@@ -158,6 +186,17 @@ impl<T> SlimArc<T> {
     /// last reference.
     #[inline(never)]
     unsafe fn drop_last(&mut self) {
+        // SAFETY: The caller's guarantee.
+        unsafe { self.free() }
+    }
+
+    /// The body of [`Self::drop_last`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::drop_last`].
+    #[inline(always)]
+    unsafe fn free(&mut self) {
         // Every other reference's uses happen before the free.
         fence(Ordering::Acquire);
         let p = self.ptr.as_ptr();

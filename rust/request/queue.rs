@@ -8,6 +8,7 @@
 //! only this module can make one: [`QueueGuard::take`] when it is removed,
 //! and the queue's `drop` for those still queued then.
 
+use core::mem::ManuallyDrop;
 use kernel::prelude::*;
 
 use super::{Opcode, Request, Stamp, Stats};
@@ -134,7 +135,6 @@ impl<'a, D> QueueGuard<'a, D> {
         // as a `Taken`.
         Some(Taken {
             req: Some(req),
-            result: EIO.to_errno(),
             stats: self.stats,
         })
     }
@@ -204,10 +204,9 @@ impl<D> Inserted<'_, '_, D> {
 ///
 /// `req` was removed from its queue by the code that made this handle, the
 /// only handle for it, and is `Some` until the request is completed, in
-/// `drop`; `stats` are the counters of that queue.
+/// `finish` or `drop`; `stats` are the counters of that queue.
 pub(crate) struct Taken<'a> {
     req: Option<SlimArc<Request>>,
-    result: i32,
     stats: &'a Stats,
 }
 
@@ -218,15 +217,22 @@ impl Taken<'_> {
     }
 
     /// Completes the request with `result`: 0 or a negative errno.
-    pub(crate) fn finish(mut self, result: i32) {
-        self.result = result;
+    #[inline]
+    pub(crate) fn finish(self, result: i32) {
+        // Completed here rather than by `drop`, which is then not called: the
+        // caller's frame gets no drop of a field it cannot see is empty.
+        // Nothing else in `self` needs dropping.
+        let mut this = ManuallyDrop::new(self);
+        if let Some(req) = this.req.take() {
+            Request::complete(req, result, this.stats);
+        }
     }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         if let Some(req) = self.req.take() {
-            Request::complete(req, self.result, self.stats);
+            Request::complete(req, EIO.to_errno(), self.stats);
         }
     }
 }

@@ -62,13 +62,33 @@ unsafe fn fd_object<'a, B: Operations>(file: *mut bindings::file) -> &'a Object<
     unsafe { Object::from_raw((*file).private_data.cast()) }
 }
 
-/// Writes with cachefiles' `write_iter` and tells [`Operations::fd_written`].
+/// Writes with cachefiles' `write_iter` and tells [`Operations::fd_written`]
+/// if [`Operations::fd_counts_written`] asked for it.
 ///
 /// # Safety
 ///
 /// Called by the VFS with a valid kiocb of a file using `FdOperations<B>`
 /// and a valid iterator.
 unsafe extern "C" fn write_iter_tramp<B: Operations>(
+    kiocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    if B::fd_counts_written() {
+        // SAFETY: Our caller's guarantees.
+        return unsafe { write_iter_counted::<B>(kiocb, iter) };
+    }
+    // SAFETY: The arguments are the VFS's, passed on as they came.
+    unsafe { bindings::cachefiles_ondemand_fd_write_iter(kiocb, iter) }
+}
+
+/// The write of [`write_iter_tramp`] when it is counted; out of line, so
+/// that a write not counted is a tail call.
+///
+/// # Safety
+///
+/// As for [`write_iter_tramp`].
+#[inline(never)]
+unsafe fn write_iter_counted<B: Operations>(
     kiocb: *mut bindings::kiocb,
     iter: *mut bindings::iov_iter,
 ) -> isize {

@@ -122,13 +122,6 @@ impl<B: Operations> Object<B> {
         }
     }
 
-    /// Returns the backend's data of this object.
-    pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
-        let slot = self.slot();
-        // SAFETY: Projection of a structurally pinned field.
-        unsafe { slot.map_unchecked(|s| &s.data) }
-    }
-
     /// Returns the backend's data of the cache of this object, as
     /// `Cache::data` does, with one call into cachefiles less.
     pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'_> {
@@ -252,15 +245,81 @@ impl<B: Operations> Object<B> {
         }
         queued
     }
+}
+
+/// A borrowed object of a cache bound to `B` whose private data was found
+/// once: it reaches the backend's data, and its cache's, without calling
+/// into cachefiles again.
+///
+/// # Invariants
+///
+/// `slot` is the private data of `object`.
+pub(crate) struct ObjectView<'a, B: Operations> {
+    object: &'a Object<B>,
+    slot: Pin<&'a ObjectSlot<B>>,
+}
+
+impl<B: Operations> Clone for ObjectView<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Operations> Copy for ObjectView<'_, B> {}
+
+impl<B: Operations> Object<B> {
+    /// Returns a view of this object that reaches its data directly.
+    pub(crate) fn view(&self) -> ObjectView<'_, B> {
+        // INVARIANT: `slot()` is this object's private data.
+        ObjectView {
+            object: self,
+            slot: self.slot(),
+        }
+    }
+}
+
+impl<'a, B: Operations> ObjectView<'a, B> {
+    /// Returns the backend's data of the object.
+    pub(crate) fn data(&self) -> Pin<&'a B::ObjectData> {
+        // SAFETY: Projection of a structurally pinned field.
+        unsafe { self.slot.map_unchecked(|s| &s.data) }
+    }
+
+    /// Returns the backend's data of the object's cache.
+    pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'a> {
+        kernel::build_assert!(B::HAS_BIND);
+        // SAFETY: As in `Object::cache_data`: the slot's `cache_data` is the
+        // data of the object's cache, which stays while the object lives,
+        // and it lives for `'a`.
+        unsafe { B::CacheData::borrow(self.slot.cache_data) }
+    }
+
+    /// Takes a new reference on the object.
+    pub(crate) fn new_ref(&self) -> ObjectRef<B> {
+        self.object.inc_ref();
+        // INVARIANT: The object's slot (type invariant), on which we now
+        // hold a reference.
+        ObjectRef {
+            slot: NonNull::from(self.slot.get_ref()),
+        }
+    }
 
     /// Cancels the object's work if queued and waits for it if running.
     pub(crate) fn cancel_work_sync(&self) {
-        if self.slot().work.cancel_sync() {
+        if self.slot.work.cancel_sync() {
             // SAFETY: The work was pending, so it owned a reference (taken in
             // `queue_work`) that nobody will drop now. It is not the last
             // one: our caller holds one.
-            unsafe { bindings::cachefiles_object_put(self.as_ptr()) };
+            unsafe { bindings::cachefiles_object_put(self.object.as_ptr()) };
         }
+    }
+}
+
+impl<B: Operations> core::ops::Deref for ObjectView<'_, B> {
+    type Target = Object<B>;
+
+    fn deref(&self) -> &Object<B> {
+        self.object
     }
 }
 
@@ -303,6 +362,15 @@ impl<B: Operations> ObjectRef<B> {
         let slot = self.slot();
         // SAFETY: Projection of a structurally pinned field.
         unsafe { slot.map_unchecked(|s| &s.data) }
+    }
+
+    /// Returns a view of the object, which reaches its data directly too.
+    pub(crate) fn view(&self) -> ObjectView<'_, B> {
+        // INVARIANT: The slot is the private data of the object it names.
+        ObjectView {
+            object: self,
+            slot: self.slot(),
+        }
     }
 
     /// Returns the cache of the object.
