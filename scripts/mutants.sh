@@ -38,26 +38,26 @@ VMARGS=()
 # (\n, \t, \& and \p in the texts are a newline, a tab, & and |)
 MUTANTS=(
 	# Rust: state transitions
-	"r19|rust/object.rs|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Close;|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Open;|copen|copen_done leaves an object with a closed fd open"
+	"r19|rust/object.rs|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Close;|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Open;|copen|copen_failed leaves an object with a closed fd open"
 	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(error::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(error::ebadfd());|copen|copen on a closed fd opens the object"
-	"r14|rust/cache.rs|            \p_\p object.data().release_id(),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
+	"r14|rust/cache.rs|            \p_\p object.data().release_id(\&self.reopening),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
 	# Rust: READ_COMPLETE and the anonymous fd
 	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read \&\& r.is_for(object)|r.is_for(object)|copen|READ_COMPLETE accepts an OPEN's id"
-	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
+	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(\&object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
 	"r16|rust/anon_fd.rs|    if cmd != IOC_READ_COMPLETE {|    if false {|anonfd|any ioctl is taken for READ_COMPLETE"
-	"r20|rust/daemon.rs|        req.write_msg(\&mut w, id, open.object_id(), open.fd())?;\n        open.install();|        let (oid, fd) = (open.object_id(), open.fd());\n        open.install();\n        req.write_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
+	"r20|rust/daemon.rs|    req.write_open_msg(\&mut w, id, open.object_id(), open.fd())?;\n    open.install();|    let (oid, fd) = (open.object_id(), open.fd());\n    open.install();\n    req.write_open_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
-	"r12|rust/object.rs|    cache.wake_daemon();\n\n    if req.wait_killable()|    if req.wait_killable()|copen|no wake-up when a request is queued"
+	"r12|rust/object.rs|    req.object().cache().wake_daemon();\n\n    if req.wait_killable()|    if req.wait_killable()|copen|no wake-up when a request is queued"
 	# Rust: fairness
 	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
 	# Rust: boundaries
 	"r6|rust/daemon.rs|if size < -(MAX_ERRNO as i64) {|if size <= -(MAX_ERRNO as i64) {|copen|copen id,-4095 (the last errno) is refused"
 	"r7|rust/cache.rs|if req.msg_len() > buflen {|if req.msg_len() >= buflen {|copen|a buffer of exactly the message's length gets EMSGSIZE"
-	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            // Not the last reference: the queue holds one.\n            return Err(error::emsgsize());\n        }\n        q.clear_new(id);|        q.clear_new(id);\n        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
+	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }\n        q.clear_new(id);|        q.clear_new(id);\n        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
 	# Rust: errnos
-	"r1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|copen|copen of an unknown or unread id gives ENOENT, not EINVAL"
+	"r1|rust/daemon.rs|        .ok_or(EINVAL)?;\n    // Borrowed|        .ok_or(ENOENT)?;\n    // Borrowed|copen|copen of an unknown or unread id gives ENOENT, not EINVAL"
 	"r2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen|copen id,<not an errno> is accepted"
 	"r3|rust/anon_fd.rs|        .ok_or(EINVAL)?;|        .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
 	# Rust: tracepoints (the C backend's stream is the reference)
@@ -67,7 +67,7 @@ MUTANTS=(
 	"r25|rust/stats.rs|        if self.queued.iter().all(|        if true \p\p self.queued.iter().all(|e2e_mount.sh|an unbound cache's counters never reach the totals (the skip for caches that counted nothing taken always)"
 	# The differential fuzzer (run with a small count, e.g.
 	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
-	"r23|rust/daemon.rs|        .ok_or(EINVAL)?;\n    let object|        .ok_or(ENOENT)?;\n    let object|fuzz.sh|copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
+	"r23|rust/daemon.rs|        .ok_or(EINVAL)?;\n    // Borrowed|        .ok_or(ENOENT)?;\n    // Borrowed|fuzz.sh|copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
 	"r24|rust/request.rs|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL)?;|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL).unwrap_or(KVec::new());|failnth|an OPEN whose keys could not be allocated is sent without them (the allocation failure)"
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch and the code it touches (kernel source files). A test
