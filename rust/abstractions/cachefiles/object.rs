@@ -125,11 +125,7 @@ impl<B: Operations> Object<B> {
     /// Returns the backend's data of the cache of this object, as
     /// `Cache::data` does, with one call into cachefiles less.
     pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'_> {
-        kernel::build_assert!(B::HAS_BIND);
-        // SAFETY: By the slot's invariant `cache_data` is the data of the
-        // object's cache, a `B::CacheData` from `into_foreign` that stays
-        // until `unbind`, which cannot happen while the object lives.
-        unsafe { B::CacheData::borrow(self.slot().cache_data) }
+        self.view().cache_data()
     }
 
     /// Returns the volume key (NUL-terminated, the NUL counted) and the
@@ -288,9 +284,10 @@ impl<'a, B: Operations> ObjectView<'a, B> {
     /// Returns the backend's data of the object's cache.
     pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'a> {
         kernel::build_assert!(B::HAS_BIND);
-        // SAFETY: As in `Object::cache_data`: the slot's `cache_data` is the
-        // data of the object's cache, which stays while the object lives,
-        // and it lives for `'a`.
+        // SAFETY: By the slot's invariant `cache_data` is the data of the
+        // object's cache, a `B::CacheData` from `into_foreign` that stays
+        // until `unbind`, which cannot happen while the object lives, and it
+        // lives for `'a`.
         unsafe { B::CacheData::borrow(self.slot.cache_data) }
     }
 
