@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Unit tests of ktap-summary.py's KCSAN triage against tests/kcsan-known.txt.
+
+Each case is a console log cut to one report (the shape KCSAN prints) and
+what the host must make of it with the real list and a gate naming the
+core's functions: listed as a known finding, or gated (a failed run).
+"""
+
+import importlib.util
+import os
+import unittest
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location(
+    "ktap_summary", os.path.join(TOP, "scripts", "ktap-summary.py"))
+ks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ks)
+
+RULE = "[  250.570841] " + "=" * 66
+GATE = {"cachefiles_has_space", "cachefiles_get_directory",
+        "cachefiles_acquire_volume", "cachefiles_add_cache",
+        "cachefiles_ondemand_daemon_read", "cachefiles_withdraw_cache"}
+
+
+def report(title, first, frames, second=None):
+    """A console log holding one KCSAN report."""
+    out = [RULE, f"[  250.573555] BUG: KCSAN: data-race in {title}", "[  250.575850] ",
+           f"[  250.576078] {first}"]
+    out += [f"[  250.576477]  {f}" for f in frames]
+    if second:
+        out += ["[  250.576500] ", f"[  250.576501] {second[0]}"]
+        out += [f"[  250.576502]  {f}" for f in second[1]]
+    out += ["[  250.581234] ", "[  250.581234] value changed: 0xffffffeb -> 0xffffffea",
+            "[  250.581400] ", "[  250.581400] Reported by Kernel Concurrency Sanitizer on:", RULE]
+    return out
+
+
+STATFS = ["__percpu_counter_sum+0xaf/0xf0", "ext4_statfs+0x289/0x2f0",
+          "vfs_statfs+0x9a/0x160", "cachefiles_has_space+0x6a/0x4a0",
+          "cachefiles_get_directory+0xe1/0x790", "cachefiles_acquire_volume+0x2fa/0x590",
+          "fscache_create_volume_work+0x7f/0xe0", "kthread+0x194/0x1b0"]
+UNKNOWN = "race at unknown origin, with read to 0xffff8880bcc32b74 of 4 bytes by task 32 on cpu 1:"
+
+
+class KcsanTriage(unittest.TestCase):
+    known = ks.read_known(os.path.join(TOP, "tests", "kcsan-known.txt"))
+
+    def triage(self, lines):
+        (rep,) = ks.kcsan_reports(lines)
+        why = ks.kcsan_known(lines, rep, self.known)
+        return why, ks.kcsan_gated(lines, rep, GATE)
+
+    def test_percpu_sum_of_unknown_origin_is_known(self):
+        why, gated = self.triage(report("__percpu_counter_sum+0xaf/0xf0", UNKNOWN, STATFS))
+        self.assertTrue(gated)
+        self.assertIsNotNone(why)
+        self.assertIn("ext4_statfs", why)
+
+    def test_percpu_sum_off_the_statfs_path_is_gated(self):
+        frames = [f for f in STATFS if not f.startswith("ext4_statfs")]
+        why, gated = self.triage(report("__percpu_counter_sum+0xaf/0xf0", UNKNOWN, frames))
+        self.assertTrue(gated)
+        self.assertIsNone(why)
+
+    def test_offsets_do_not_widen_a_title(self):
+        # Only offsets are dropped: another function of unknown origin
+        # on the same frames is not the listed finding.
+        frames = ["percpu_counter_add_batch+0x1f/0x90"] + STATFS[1:]
+        why, gated = self.triage(report("percpu_counter_add_batch+0x1f/0x90", UNKNOWN, frames))
+        self.assertTrue(gated)
+        self.assertIsNone(why)
+
+    def test_module_race_of_unknown_origin_is_gated(self):
+        frames = ["request_take+0x10/0x80 [cachefiles_ondemand_rs]",
+                  "cachefiles_ondemand_daemon_read+0x40/0x100", "vfs_read+0x1/0x2"]
+        why, gated = self.triage(report("request_take+0x10/0x80 [cachefiles_ondemand_rs]",
+                                        UNKNOWN, frames))
+        self.assertTrue(gated)
+        self.assertIsNone(why)
+
+    def test_two_sided_known_finding_still_matches(self):
+        a = ["vfs_setpos+0x10/0x40", "ext4_llseek+0x90/0x200", "cachefiles_read+0x100/0x400"]
+        lines = report("vfs_setpos / vfs_setpos",
+                       "write to 0xffff888 of 8 bytes by task 1 on cpu 0:", a,
+                       ("write to 0xffff888 of 8 bytes by task 2 on cpu 1:", a))
+        why, _gated = self.triage(lines)
+        self.assertIsNotNone(why)
+
+
+if __name__ == "__main__":
+    unittest.main()
