@@ -17,8 +17,9 @@
 //! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`) |
 //! | [`debugfs`] | `kernel::debugfs` (directories and read-only files) |
 //! | [`kstrtox`] | none: the C parsers, for their exact semantics |
+//! | [`cstr`] | none: a writable `char *` split in place with `strchr()` |
 //! | [`slim_arc`] | `kernel::sync::Arc` with an inline count and plain `kmalloc` |
-//! | [`kvec`] | none: `KVec::extend_from_slice` without its overflow checks |
+//! | [`slim_box`] | `kernel::alloc::KBox`, pinned, with plain `kmalloc` and a byte tail |
 //! | [`delay`] | `kernel::time::delay` |
 //! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
 //! | [`cachefiles`] | none: the backend API of the kernel patch |
@@ -28,13 +29,14 @@
 
 pub(crate) mod cachefiles;
 pub(crate) mod completion;
+pub(crate) mod cstr;
 pub(crate) mod debugfs;
 pub(crate) mod delay;
 pub(crate) mod error;
 pub(crate) mod file;
 mod helpers;
 pub(crate) mod kstrtox;
-pub(crate) mod kvec;
 pub(crate) mod slim_arc;
+pub(crate) mod slim_box;
 pub(crate) mod workqueue;
 pub(crate) mod xarray;

@@ -81,6 +81,7 @@ mod stats;
 
 use abstractions::{
     cachefiles::{self, FdOperations, OndemandOps, Operations, Registration},
+    cstr::CStrMut,
     debugfs,
 };
 use cache::OndemandCache;
@@ -132,7 +133,7 @@ impl Operations for Ondemand {
         daemon::daemon_poll(cache)
     }
 
-    fn copen(cache: &Cache, args: &mut [u8]) -> Result {
+    fn copen(cache: &Cache, args: CStrMut<'_>) -> Result {
         daemon::copen(cache, args)
     }
 

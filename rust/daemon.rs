@@ -7,6 +7,7 @@ use kernel::{prelude::*, uaccess::UserSlice};
 
 use crate::{
     abstractions::{
+        cstr::CStrMut,
         error::MAX_ERRNO,
         kstrtox::{kstrtol, kstrtoul},
         slim_arc::SlimArc,
@@ -90,22 +91,17 @@ pub(crate) fn daemon_poll(cache: &Cache) -> bool {
 
 /// `copen <id>,<size>`: complete OPEN request `id`.
 ///
-/// `args` is the argument string with its NUL. A size >= 0 opens the object;
-/// a negative errno fails the OPEN (and the command succeeds); anything else
-/// fails both.
-pub(crate) fn copen(cache: &Cache, args: &mut [u8]) -> Result {
-    if args.first().copied().unwrap_or(0) == 0 {
+/// A size >= 0 opens the object; a negative errno fails the OPEN (and the
+/// command succeeds); anything else fails both.
+pub(crate) fn copen(cache: &Cache, args: CStrMut<'_>) -> Result {
+    if args.is_empty() {
         pr_err!("Empty id specified\n");
         return Err(EINVAL);
     }
-    let Some(comma) = args.iter().position(|&c| c == b',') else {
+    let Some((id_str, size_str)) = args.split_once(b',') else {
         pr_err!("Cache size is not specified\n");
         return Err(EINVAL);
     };
-    args[comma] = 0;
-    let (id_part, size_part) = args.split_at(comma + 1);
-    let id_str = CStr::from_bytes_with_nul(id_part).map_err(|_| EINVAL)?;
-    let size_str = CStr::from_bytes_with_nul(size_part).map_err(|_| EINVAL)?;
 
     let id = kstrtoul(id_str, 0)?;
     let state = cache.data();

@@ -31,8 +31,8 @@ use crate::{
     abstractions::{
         cachefiles::uapi,
         completion::{Completion, RefSlot},
-        kvec,
         slim_arc::SlimArc,
+        slim_box::SlimBox,
     },
     stats::{Stamp, Stats},
     Object, ObjectRef,
@@ -46,14 +46,12 @@ const _: () =
     assert!(size_of::<uapi::Msg>() + size_of::<uapi::Open>() + OPEN_KEYS_MAX <= uapi::MSG_MAX_SIZE);
 const _: () = assert!(OPEN_KEYS_MAX <= u16::MAX as usize);
 
-/// An OPEN's message body and keys, apart from the request so that READs
-/// and CLOSEs are not made as large.
+/// An OPEN's message body, apart from the request so that READs and
+/// CLOSEs are not made as large; its box's tail holds the volume key (with
+/// its NUL) then the cookie key, in the same allocation.
 pub(crate) struct OpenMsg {
     /// The body; its fd is set when the message is written.
     open: uapi::Open,
-    /// The volume key (with its NUL) then the cookie key, in one
-    /// allocation of their size.
-    keys: KVec<u8>,
     /// The msg_id (high half) and object id of the last delivery.
     delivered: AtomicU64,
 }
@@ -61,7 +59,7 @@ pub(crate) struct OpenMsg {
 /// The opcode-specific part of a request.
 pub(crate) enum Payload {
     /// An OPEN.
-    Open(KBox<OpenMsg>),
+    Open(SlimBox<OpenMsg>),
     /// The id of the anonymous fd open when the CLOSE was made: the one
     /// the daemon is to close, and the one whose release makes it moot.
     Close { object_id: u32 },
@@ -78,7 +76,6 @@ impl Payload {
         if total > OPEN_KEYS_MAX {
             return Err(EINVAL);
         }
-        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL)?;
         let msg = OpenMsg {
             open: uapi::Open {
                 volume_key_size: vlen as u32,
@@ -86,10 +83,12 @@ impl Payload {
                 fd: 0,
                 flags: 0,
             },
-            keys,
             delivered: AtomicU64::new(0),
         };
-        Ok(Payload::Open(KBox::new(msg, GFP_KERNEL)?))
+        Ok(Payload::Open(SlimBox::new_with_tail(
+            msg,
+            [volume_key, cookie_key],
+        )?))
     }
 
     /// Returns a READ of `[off, off + len)`.
@@ -240,7 +239,7 @@ impl Request {
     /// message would be refused (`EMSGSIZE`), never sent with a wrong length.
     pub(crate) fn msg_len(&self) -> usize {
         size_of::<uapi::Msg>().saturating_add(match &self.payload {
-            Payload::Open(msg) => size_of::<uapi::Open>().saturating_add(msg.keys.len()),
+            Payload::Open(msg) => size_of::<uapi::Open>().saturating_add(msg.tail().len()),
             Payload::Close { .. } => 0,
             Payload::Read(_) => size_of::<uapi::Read>(),
         })
@@ -274,7 +273,7 @@ impl Request {
         };
         w.write(&self.header(msg_id, object_id))?;
         w.write(&uapi::Open { fd, ..open.open })?;
-        w.write_slice(&open.keys)
+        w.write_slice(open.tail())
     }
 
     /// Returns the message's header with these ids.

@@ -68,7 +68,7 @@ MUTANTS=(
 	# The differential fuzzer (run with a small count, e.g.
 	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
 	"r23|rust/daemon.rs|        .ok_or(EINVAL)?;\n    // Borrowed|        .ok_or(ENOENT)?;\n    // Borrowed|fuzz.sh|copen of an unknown id gives ENOENT, not EINVAL (the fuzzer's copens)"
-	"r24|rust/request.rs|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL)?;|        let keys = kvec::concat(volume_key, cookie_key, GFP_KERNEL).unwrap_or(KVec::new());|failnth|an OPEN whose keys could not be allocated is sent without them (the allocation failure)"
+	"r24|rust/request.rs|        Ok(Payload::Open(SlimBox::new_with_tail(\n            msg,\n            [volume_key, cookie_key],\n        )?))|        Ok(Payload::Open(SlimBox::new_with_tail(msg, [volume_key, cookie_key]).or_else(\n            \p_\p SlimBox::new_with_tail(OpenMsg { open: uapi::Open { volume_key_size: 0, cookie_key_size: 0, fd: 0, flags: 0 }, delivered: AtomicU64::new(0) }, [\&[], \&[]]),\n        )?))|failnth|an OPEN whose message with its keys could not be allocated is sent without them (the allocation failure)"
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch and the code it touches (kernel source files). A test
 	# list starting "rust:" runs on the Rust backend (the module as built).

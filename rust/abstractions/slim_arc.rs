@@ -18,12 +18,14 @@
 
 use core::{
     marker::PhantomData,
-    mem::{align_of, size_of, ManuallyDrop},
+    mem::ManuallyDrop,
     ops::Deref,
     ptr::{self, NonNull},
     sync::atomic::{fence, AtomicU32, Ordering},
 };
 use kernel::{bindings, ffi::c_void, prelude::*, types::ForeignOwnable};
+
+use super::slim_box::{kmalloc_pin_init, Headed};
 
 /// A count at or above this is saturated: it no longer counts.
 const SATURATED: u32 = 0xc000_0000;
@@ -32,14 +34,7 @@ const SATURATED: u32 = 0xc000_0000;
 const MAX: u32 = i32::MAX as u32;
 
 /// The allocation: the count, then the value.
-#[repr(C)]
-struct Inner<T> {
-    refs: AtomicU32,
-    data: T,
-}
-
-// `kmalloc` aligns every allocation to at least 8 bytes.
-const KMALLOC_MIN_ALIGN: usize = 8;
+type Inner<T> = Headed<AtomicU32, T>;
 
 /// A pointer to a `T` shared by reference counting, like `Arc<T>`.
 ///
@@ -70,24 +65,8 @@ impl<T> SlimArc<T> {
     where
         Error: From<E>,
     {
-        const { assert!(align_of::<Inner<T>>() <= KMALLOC_MIN_ALIGN) };
-        // SAFETY: `__kmalloc_noprof` may be called with any size, and with
-        // `GFP_KERNEL` where sleeping is allowed, as `pin_init`'s callers are.
-        let raw =
-            unsafe { bindings::__kmalloc_noprof(size_of::<Inner<T>>(), bindings::GFP_KERNEL) };
-        let ptr = NonNull::new(raw.cast::<Inner<T>>()).ok_or(ENOMEM)?;
-        let p = ptr.as_ptr();
-        // SAFETY: `p` is valid for writes of an `Inner<T>` and aligned for it
-        // (the assertion above).
-        unsafe { ptr::addr_of_mut!((*p).refs).write(AtomicU32::new(1)) };
-        // SAFETY: `data` is valid for writes, uninitialised, and never moved
-        // again: the allocation is freed only after the value is dropped in
-        // place.
-        if let Err(e) = unsafe { init.__pinned_init(ptr::addr_of_mut!((*p).data)) } {
-            // SAFETY: Allocated above; the initialiser left nothing to drop.
-            unsafe { bindings::kfree(raw) };
-            return Err(e.into());
-        }
+        // SAFETY: Nothing is written after the value (no extra bytes).
+        let ptr = unsafe { kmalloc_pin_init(AtomicU32::new(1), 0, |_| {}, init)? };
         // INVARIANT: Allocated, initialised, counted once.
         Ok(Self {
             ptr,
@@ -121,7 +100,7 @@ fn get(refs: &AtomicU32) {
 
 impl<T> Clone for SlimArc<T> {
     fn clone(&self) -> Self {
-        get(&self.inner().refs);
+        get(&self.inner().head);
         // INVARIANT: Counted just above.
         Self {
             ptr: self.ptr,
@@ -135,7 +114,7 @@ impl<T> Drop for SlimArc<T> {
     // (or an empty `Option`); the last one's work is out of line.
     #[inline]
     fn drop(&mut self) {
-        let refs = &self.inner().refs;
+        let refs = &self.inner().head;
         let old = refs.fetch_sub(1, Ordering::Release);
         if old != 1 {
             if old == 0 || old > MAX {
@@ -166,11 +145,11 @@ impl<T> SlimArc<T> {
         let mut a = ManuallyDrop::new(a);
         // Counted in the one change below.
         let _ = ManuallyDrop::new(b);
-        let old = a.inner().refs.fetch_sub(2, Ordering::Release);
+        let old = a.inner().head.fetch_sub(2, Ordering::Release);
         if old != 2 {
             if !(2..=MAX).contains(&old) {
                 // Saturated, or an underflow: as in `drop`.
-                a.inner().refs.store(SATURATED, Ordering::Relaxed);
+                a.inner().head.store(SATURATED, Ordering::Relaxed);
             }
             return;
         }
@@ -249,7 +228,7 @@ impl<T> From<SlimArcBorrow<'_, T>> for SlimArc<T> {
     /// Takes a counted reference to a borrowed value.
     fn from(b: SlimArcBorrow<'_, T>) -> Self {
         // SAFETY: Alive while `b` is (type invariant).
-        get(unsafe { &b.ptr.as_ref().refs });
+        get(unsafe { &b.ptr.as_ref().head });
         // INVARIANT: Counted just above.
         Self {
             ptr: b.ptr,

@@ -12,7 +12,7 @@ use kernel::{
 };
 
 use super::{uapi, Cache, Operations};
-use crate::abstractions::{file::File, helpers, workqueue::RawWork};
+use crate::abstractions::{file::File, helpers, slim_box::SlimBox, workqueue::RawWork};
 
 /// What the backend keeps in an object's private data.
 ///
@@ -71,8 +71,8 @@ impl<B: Operations> ObjectSlot<B> {
 /// # Invariants
 ///
 /// A `&Object<B>` only exists while the object is alive (someone holds a
-/// reference) and its private data is a `Pin<KBox<ObjectSlot<B>>>` from
-/// `into_foreign`. Objects are all freed before their cache is unbound.
+/// reference) and its private data is a `SlimBox<ObjectSlot<B>>` from
+/// `into_raw`. Objects are all freed before their cache is unbound.
 #[repr(transparent)]
 pub(crate) struct Object<B: Operations>(Opaque<bindings::cachefiles_object>, PhantomData<B>);
 
@@ -116,7 +116,7 @@ impl<B: Operations> Object<B> {
         // SAFETY: By the type invariant the private data is a pinned
         // `ObjectSlot<B>`, freed only when the object is.
         unsafe {
-            <Pin<KBox<ObjectSlot<B>>>>::borrow(bindings::cachefiles_object_backend_priv(
+            SlimBox::<ObjectSlot<B>>::borrow(bindings::cachefiles_object_backend_priv(
                 self.as_ptr(),
             ))
         }

@@ -2,7 +2,7 @@
 
 //! The operations table of an on-demand backend, and its registration.
 
-use core::{marker::PhantomData, pin::Pin};
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
     error::{to_result, Result},
@@ -13,6 +13,7 @@ use kernel::{
 };
 
 use super::{fd::FdOperations, object::ObjectSlot, Cache, Object};
+use crate::abstractions::{cstr::CStrMut, slim_box::SlimBox};
 
 /// An on-demand backend: the operations of `struct cachefiles_ondemand_ops`.
 ///
@@ -38,8 +39,8 @@ pub(crate) trait Operations: Sized + Send + Sync + 'static {
     fn daemon_read(cache: &Cache<Self>, buf: UserSlice, len: usize) -> Result<usize>;
     /// Returns whether the devnode is readable.
     fn daemon_poll(cache: &Cache<Self>) -> bool;
-    /// Runs the `copen` command; `args` is the argument string with its trailing NUL.
-    fn copen(cache: &Cache<Self>, args: &mut [u8]) -> Result;
+    /// Runs the `copen` command with its argument string.
+    fn copen(cache: &Cache<Self>, args: CStrMut<'_>) -> Result;
     /// Runs the `restore` command.
     fn restore(cache: &Cache<Self>) -> Result;
     /// Fails everything pending: the cache is dead.
@@ -205,13 +206,12 @@ unsafe extern "C" fn copen_tramp<B: Operations>(
 ) -> kernel::ffi::c_int {
     // SAFETY: As in `daemon_read_tramp`.
     let cache = unsafe { Cache::<B>::from_raw(cache) };
-    // SAFETY: `args` is a NUL-terminated string owned by the caller for the call.
-    let len = unsafe { bindings::strlen(args) };
-    let Some(len) = len.checked_add(1) else {
+    let Some(args) = NonNull::new(args) else {
         return EINVAL.to_errno();
     };
-    // SAFETY: The `len` bytes (with the NUL) are writable and ours for the call.
-    let args = unsafe { core::slice::from_raw_parts_mut(args.cast::<u8>(), len) };
+    // SAFETY: `args` is a writable NUL-terminated string that the caller
+    // lends for the call.
+    let args = unsafe { CStrMut::from_raw(args) };
     to_c_int(B::copen(cache, args))
 }
 
@@ -253,10 +253,9 @@ unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
     // SAFETY: `cache` is bound to `B` (the caller's guarantee), with its
     // data set by `bind` before any of its objects is created.
     let slot = unsafe { ObjectSlot::<B>::new(object, cache, B::new_object_data()) };
-    let slot = KBox::pin_init(slot, GFP_KERNEL);
-    match slot {
+    match SlimBox::pin_init(slot) {
         // From now on the object's private data is our slot (see `Object`).
-        Ok(slot) => slot.into_foreign() as *mut _,
+        Ok(slot) => slot.into_raw(),
         Err(e) => e.to_ptr(),
     }
 }
@@ -274,10 +273,10 @@ unsafe extern "C" fn deinit_obj_info_tramp<B: Operations>(
     if priv_.is_null() {
         return;
     }
-    // SAFETY: The private data came from `into_foreign` in
+    // SAFETY: The private data came from `into_raw` in
     // `init_obj_info_tramp`, and no borrow of it remains. Its work is not
     // pending: a pending work owns a reference to the object.
-    drop(unsafe { <Pin<KBox<ObjectSlot<B>>>>::from_foreign(priv_) });
+    drop(unsafe { SlimBox::<ObjectSlot<B>>::from_raw(priv_) });
 }
 
 /// Calls [`Operations::init_object`].
