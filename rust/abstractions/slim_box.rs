@@ -89,9 +89,9 @@ type Inner<T> = Headed<usize, T>;
 ///
 /// # Invariants
 ///
-/// `ptr` points to an `Inner<T>` allocated with `kmalloc`, followed by
-/// `tail_len` initialised bytes in the same allocation; its `data` is
-/// initialised, owned by this box and never moved.
+/// `ptr` points to an `Inner<T>` allocated with `kmalloc`, followed by as
+/// many initialised bytes as its header says, in the same allocation; its
+/// `data` is initialised, owned by this box and never moved.
 pub(crate) struct SlimBox<T> {
     ptr: NonNull<Inner<T>>,
     _owns: PhantomData<Inner<T>>,
@@ -152,8 +152,9 @@ impl<T> SlimBox<T> {
     /// Returns the bytes after the value.
     pub(crate) fn tail(&self) -> &[u8] {
         let p = self.ptr.as_ptr();
-        // SAFETY: The allocation holds `tail_len` initialised bytes after
-        // the `Inner<T>`, alive as long as `self` (type invariant).
+        // SAFETY: The allocation holds as many initialised bytes after the
+        // `Inner<T>` as its header says, alive as long as `self` (type
+        // invariant).
         unsafe { core::slice::from_raw_parts(p.add(1).cast::<u8>(), (*p).head) }
     }
 
