@@ -79,6 +79,29 @@ class KcsanTriage(unittest.TestCase):
         self.assertTrue(gated)
         self.assertIsNone(why)
 
+    IRQ = ["wq_worker_tick+0xcf/0x1f0", "sched_tick+0x203/0x2c0",
+           "asm_sysvec_apic_timer_interrupt+0x1a/0x20", "kcsan_setup_watchpoint+0x469/0x4c0",
+           "ext4_mkdir+0x3c6/0x520", "vfs_mkdir+0x1f7/0x210",
+           "cachefiles_get_directory+0x13b/0x790", "kthread+0x194/0x1b0"]
+    BY_IRQ = "race at unknown origin, with read to 0xffff888000b680e0 of 8 bytes by interrupt on cpu 1:"
+
+    def test_interrupt_frames_stop_at_its_entry(self):
+        # The timer tick's race (CI of stop 30): the cachefiles frames are
+        # the interrupted task's, not the racing access's.
+        why, gated = self.triage(report("wq_worker_tick+0xcf/0x1f0", self.BY_IRQ, self.IRQ))
+        self.assertFalse(gated)
+        self.assertIsNone(why)
+
+    def test_interrupt_in_the_gate_is_gated(self):
+        frames = ["cachefiles_ondemand_daemon_read+0x40/0x100"] + self.IRQ[2:]
+        _why, gated = self.triage(report("wq_worker_tick+0xcf/0x1f0", self.BY_IRQ, frames))
+        self.assertTrue(gated)
+
+    def test_task_frames_are_all_kept(self):
+        by_task = UNKNOWN.replace("by task 32", "by task 32")
+        _why, gated = self.triage(report("wq_worker_tick+0xcf/0x1f0", by_task, self.IRQ))
+        self.assertTrue(gated)
+
     def test_two_sided_known_finding_still_matches(self):
         a = ["vfs_setpos+0x10/0x40", "ext4_llseek+0x90/0x200", "cachefiles_read+0x100/0x400"]
         lines = report("vfs_setpos / vfs_setpos",

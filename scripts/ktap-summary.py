@@ -89,10 +89,9 @@ def kcsan_gated(lines, report, gate):
         f = re.match(r"([A-Za-z_][A-Za-z0-9_.]*)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[(\w+)\])?", side)
         if f and (f.group(1) in gate or f.group(2) == MODULE):
             return True
-    for line in lines[start:end + 1]:
-        for m in FRAME.finditer(line):
-            if m.group(3) == MODULE or m.group(1) in gate:
-                return True
+    for f, mod in kcsan_frames(lines, report):
+        if mod == MODULE or f in gate:
+            return True
     return False
 
 
@@ -103,12 +102,30 @@ HARNESS_PREFIXES = ("v9fs_", "p9_")
 ONDEMAND_PREFIXES = ("cachefiles_", "fscache_", "erofs_", "__fscache_")
 
 
+# An interrupt's entry: the frames after it in a stack are the context it
+# interrupted, not the racing access's.
+IRQ_ENTRY = re.compile(r"^asm_(sysvec_|common_interrupt|exc_)")
+
+
 def kcsan_frames(lines, report):
-    """The function names (and modules) of a report's frames."""
+    """The function names (and modules) of a report's frames; in a stack of
+    an access "by interrupt", only those above the interrupt's entry."""
     start, end, _title = report
     frames = []
+    in_irq = cut = False
     for line in lines[start:end + 1]:
+        if re.search(r" by interrupt on cpu \d+:", line):
+            in_irq, cut = True, False
+            continue
+        if re.search(r" by task \d+ on cpu \d+:", line):
+            in_irq, cut = False, False
+            continue
         for m in FRAME.finditer(line):
+            if cut:
+                continue
+            if in_irq and IRQ_ENTRY.match(m.group(1)):
+                cut = True
+                continue
             frames.append((m.group(1), m.group(3)))
     return frames
 
