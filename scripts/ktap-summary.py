@@ -58,7 +58,8 @@ def find_splats(console, skip=frozenset()):
 
 KCSAN_DELIM = re.compile(r"^(\[[ 0-9.]+\] )?={20,}\s*$")
 # A stack frame "func+0xOFF/0xLEN [module]" (KCSAN and lockdep reports).
-FRAME = re.compile(r"(?:^|\]\s|\s)([A-Za-z_][A-Za-z0-9_.]*)\+0x[0-9a-f]+/0x[0-9a-f]+(\s+\[(\w+)\])?")
+OFFSET = r"\+0x[0-9a-f]+/0x[0-9a-f]+"
+FRAME = re.compile(r"(?:^|\]\s|\s)([A-Za-z_][A-Za-z0-9_.]*)" + OFFSET + r"(\s+\[(\w+)\])?")
 MODULE = "cachefiles_ondemand_rs"
 
 
@@ -86,7 +87,7 @@ def kcsan_gated(lines, report, gate):
     # its offset and its module ("f+0x1/0x2 [mod]").
     m = re.search(r"data-race in (.*)$", title)
     for side in (m.group(1).split(" / ") if m else []):
-        f = re.match(r"([A-Za-z_][A-Za-z0-9_.]*)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[(\w+)\])?", side)
+        f = re.match(r"([A-Za-z_][A-Za-z0-9_.]*)(?:" + OFFSET + r")?(?: \[(\w+)\])?", side)
         if f and (f.group(1) in gate or f.group(2) == MODULE):
             return True
     for f, mod in kcsan_frames(lines, report):
@@ -160,7 +161,7 @@ def kcsan_known(lines, report, known):
     names = [f for f, _ in kcsan_frames(lines, report)]
     # A race of unknown origin names its one side with offsets
     # ("f+0xaf/0xf0"); the list names functions only.
-    plain = re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+", "", report[2])
+    plain = re.sub(OFFSET, "", report[2])
     for title, prefixes, reason in known:
         if (plain == f"BUG: KCSAN: data-race in {title}"
                 and all(any(n.startswith(p) for n in names) for p in prefixes)):
