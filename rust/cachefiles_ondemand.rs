@@ -104,8 +104,8 @@ pub(crate) type Object = cachefiles::Object<Ondemand>;
 pub(crate) type ObjectRef = cachefiles::ObjectRef<Ondemand>;
 /// An [`Object`] borrowed with direct access to its data.
 pub(crate) type ObjectView<'a> = cachefiles::ObjectView<'a, Ondemand>;
-/// A cachefiles cache using this backend; its data is an [`OndemandCache`].
-pub(crate) type Cache = cachefiles::Cache<Ondemand>;
+/// A cachefiles cache using this backend, with its data, an [`OndemandCache`].
+pub(crate) type Cache<'a> = cachefiles::Cache<'a, Ondemand>;
 
 #[vtable]
 impl Operations for Ondemand {
@@ -125,23 +125,23 @@ impl Operations for Ondemand {
         BOUND.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn daemon_read(cache: &Cache, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
+    fn daemon_read(cache: Cache<'_>, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
         daemon::daemon_read(cache, buf, len)
     }
 
-    fn daemon_poll(cache: &Cache) -> bool {
+    fn daemon_poll(cache: Cache<'_>) -> bool {
         daemon::daemon_poll(cache)
     }
 
-    fn copen(cache: &Cache, args: CStrMut<'_>) -> Result {
+    fn copen(cache: Cache<'_>, args: CStrMut<'_>) -> Result {
         daemon::copen(cache, args)
     }
 
-    fn restore(cache: &Cache) -> Result {
+    fn restore(cache: Cache<'_>) -> Result {
         daemon::restore(cache)
     }
 
-    fn flush(cache: &Cache) {
+    fn flush(cache: Cache<'_>) {
         daemon::flush(cache)
     }
 
@@ -149,15 +149,15 @@ impl Operations for Ondemand {
         OndemandObject::new()
     }
 
-    fn init_object(object: &Object) -> Result {
+    fn init_object(object: ObjectView<'_>) -> Result {
         object::init_object(object)
     }
 
-    fn clean_object(object: &Object) {
+    fn clean_object(object: ObjectView<'_>) {
         object::clean_object(object)
     }
 
-    fn read(object: &Object, pos: i64, len: usize) -> Result {
+    fn read(object: ObjectView<'_>, pos: i64, len: usize) -> Result {
         object::read(object, pos, len)
     }
 

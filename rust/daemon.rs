@@ -23,7 +23,7 @@ use crate::{
 /// Returns 0 if nothing is pending, `EMSGSIZE` if `buflen` is too small (the
 /// request stays pending). A failed delivery completes the request with the
 /// error; a CLOSE is complete once delivered.
-pub(crate) fn daemon_read(cache: &Cache, buf: UserSlice, buflen: usize) -> Result<usize> {
+pub(crate) fn daemon_read(cache: Cache<'_>, buf: UserSlice, buflen: usize) -> Result<usize> {
     let state = cache.data();
     // A daemon reads until it gets 0, once a request: that read builds no
     // frame for the delivery.
@@ -85,7 +85,7 @@ fn deliver_open(id: u32, req: &SlimArc<Request>, buf: UserSlice) -> Result<usize
 
 /// `poll()`: readable iff some NEW request is not a READ on an object being
 /// reopened.
-pub(crate) fn daemon_poll(cache: &Cache) -> bool {
+pub(crate) fn daemon_poll(cache: Cache<'_>) -> bool {
     cache.data().has_ready()
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn daemon_poll(cache: &Cache) -> bool {
 ///
 /// A size >= 0 opens the object; a negative errno fails the OPEN (and the
 /// command succeeds); anything else fails both.
-pub(crate) fn copen(cache: &Cache, args: CStrMut<'_>) -> Result {
+pub(crate) fn copen(cache: Cache<'_>, args: CStrMut<'_>) -> Result {
     if args.is_empty() {
         pr_err!("Empty id specified\n");
         return Err(EINVAL);
@@ -145,13 +145,13 @@ pub(crate) fn copen(cache: &Cache, args: CStrMut<'_>) -> Result {
 }
 
 /// `restore`: resend every pending request (daemon failover).
-pub(crate) fn restore(cache: &Cache) -> Result {
+pub(crate) fn restore(cache: Cache<'_>) -> Result {
     cache.data().restore();
     cache.wake_daemon();
     Ok(())
 }
 
 /// The cache is dead: fail every pending request, refuse new ones.
-pub(crate) fn flush(cache: &Cache) {
+pub(crate) fn flush(cache: Cache<'_>) {
     cache.data().flush();
 }

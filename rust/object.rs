@@ -350,9 +350,7 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
 }
 
 /// `init_object`: send an OPEN and wait for the daemon's copen.
-pub(crate) fn init_object(object: &Object) -> Result {
-    // One call into cachefiles for the object's data, however often used.
-    let object = object.view();
+pub(crate) fn init_object(object: ObjectView<'_>) -> Result {
     // A lookup that falls back to a new tmpfile keeps the open object.
     if object.data().is_open() {
         return Ok(());
@@ -367,8 +365,7 @@ pub(crate) fn init_object(object: &Object) -> Result {
 
 /// `clean_object`: send a CLOSE if open, fail the object's requests, stop
 /// its reopen work.
-pub(crate) fn clean_object(object: &Object) {
-    let object = object.view();
+pub(crate) fn clean_object(object: ObjectView<'_>) {
     if object.data().is_open() {
         // Only fails if the object or the cache is going away, or the
         // anonymous fd was released meanwhile: nothing to do.
@@ -382,14 +379,15 @@ pub(crate) fn clean_object(object: &Object) {
 }
 
 /// `read`: cache miss on `[pos, pos + len)`.
-pub(crate) fn read(object: &Object, pos: i64, len: usize) -> Result {
-    send(object.view(), Opcode::Read, || {
+pub(crate) fn read(object: ObjectView<'_>, pos: i64, len: usize) -> Result {
+    send(object, Opcode::Read, || {
         Ok(Payload::read(pos as u64, len as u64))
     })
 }
 
 /// The reopen work: send a new OPEN for an object whose READs are waiting.
 pub(crate) fn reopen(object: ARef<Object>) {
-    let result = init_object(&object);
+    // The work's object comes without its data: one call into cachefiles.
+    let result = init_object(object.view());
     pr_debug!("reopen: {:?}\n", result);
 }

@@ -72,7 +72,7 @@ MUTANTS=(
 	"r5|rust/request/queue.rs|        self.guard.mark_new(self.id as usize);\n        self.guard.stats|        self.guard.stats|copen|queued requests are never marked NEW"
 	# C: the patch and the code it touches (kernel source files). A test
 	# list starting "rust:" runs on the Rust backend (the module as built).
-	"c1|fs/cachefiles/ondemand.c|\t\treturn cache->ondemand_ops->copen(cache, args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EOPNOTSUPP;|\t\treturn cache->ondemand_ops->copen(cache, args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EINVAL;|devnode|copen on a cache not in on-demand mode gives EINVAL, not EOPNOTSUPP"
+	"c1|fs/cachefiles/ondemand.c|\t\treturn cache->ondemand_ops->copen(cache, cache->backend_priv,\n\t\t\t\t\t\t  args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EOPNOTSUPP;|\t\treturn cache->ondemand_ops->copen(cache, cache->backend_priv,\n\t\t\t\t\t\t  args);\n\n\tif (!test_bit(CACHEFILES_ONDEMAND_MODE, \&cache->flags))\n\t\treturn -EINVAL;|devnode|copen on a cache not in on-demand mode gives EINVAL, not EOPNOTSUPP"
 	"c2|fs/cachefiles/daemon.c|\t\t} else if (!xa_empty(\&cache->reqs)) {|\t\t} else if (0) {|copen|the built-in poll is never readable"
 	"c3|fs/cachefiles/backend.c|\tif (ops \&\& !try_module_get(ops->owner))\n\t\tops = NULL;|\tops = NULL;|backend_select.sh|bind ignores the registered module"
 	"c4|fs/cachefiles/backend.c|\tcache->backend_priv = NULL;\n\tmodule_put(ops->owner);|\tcache->backend_priv = NULL;|backend_select.sh|unbind does not unpin the module"

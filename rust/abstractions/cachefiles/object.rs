@@ -40,19 +40,18 @@ unsafe impl<B: Operations> Send for ObjectSlot<B> {}
 unsafe impl<B: Operations> Sync for ObjectSlot<B> {}
 
 impl<B: Operations> ObjectSlot<B> {
-    /// Initialises the slot of `object` of `cache`, with the backend's data
-    /// from `data`.
+    /// Initialises the slot of `object` of `cache`, whose backend data is
+    /// `cache_data`, with the backend's data of the object from `data`.
     ///
     /// # Safety
     ///
-    /// `cache` is bound to `B`, with its data set.
+    /// `cache` is bound to `B`, and `cache_data` is its data.
     pub(super) unsafe fn new(
         object: *mut bindings::cachefiles_object,
         cache: *mut bindings::cachefiles_cache,
+        cache_data: *mut kernel::ffi::c_void,
         data: impl PinInit<B::ObjectData, Error>,
     ) -> impl PinInit<Self, Error> {
-        // SAFETY: The cache is valid (the caller's guarantee).
-        let cache_data = unsafe { bindings::cachefiles_cache_backend_priv(cache) };
         // INVARIANT: The slot is `object`'s, of `cache`, whose data is
         // `cache_data` until it is unbound, after all its objects are freed;
         // its work runs `object_work_fn::<B>`.
@@ -122,8 +121,7 @@ impl<B: Operations> Object<B> {
         }
     }
 
-    /// Returns the backend's data of the cache of this object, as
-    /// `Cache::data` does, with one call into cachefiles less.
+    /// Returns the backend's data of the cache of this object.
     pub(crate) fn cache_data(&self) -> <B::CacheData as ForeignOwnable>::Borrowed<'_> {
         self.view().cache_data()
     }
@@ -275,6 +273,27 @@ impl<B: Operations> Object<B> {
 }
 
 impl<'a, B: Operations> ObjectView<'a, B> {
+    /// Wraps an object pointer given by cachefiles, and its backend data.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be an object of a cache bound to `B`, on which the caller
+    /// holds a reference for `'a`, and `data` its private data.
+    pub(super) unsafe fn from_raw(
+        ptr: *const bindings::cachefiles_object,
+        data: *const kernel::ffi::c_void,
+    ) -> Self {
+        // INVARIANT: `data` is the object's private data (the caller's
+        // guarantee).
+        ObjectView {
+            // SAFETY: The object is alive and its private data set, for `'a`.
+            object: unsafe { Object::from_raw(ptr) },
+            // SAFETY: By the type invariant of `Object` the private data is
+            // a pinned `ObjectSlot<B>`, freed only when the object is.
+            slot: unsafe { SlimBox::<ObjectSlot<B>>::borrow(data) },
+        }
+    }
+
     /// Returns the backend's data of the object.
     pub(crate) fn data(&self) -> Pin<&'a B::ObjectData> {
         // SAFETY: Projection of a structurally pinned field.
@@ -371,10 +390,11 @@ impl<B: Operations> ObjectRef<B> {
     }
 
     /// Returns the cache of the object.
-    pub(crate) fn cache(&self) -> &Cache<B> {
-        // SAFETY: By the type invariant of the slot, it names the object's cache,
-        // which outlives the object.
-        unsafe { Cache::from_raw(self.slot().cache) }
+    pub(crate) fn cache(&self) -> Cache<'_, B> {
+        let slot = self.slot();
+        // SAFETY: By the type invariant of the slot, it names the object's
+        // cache and that cache's data, which outlive the object.
+        unsafe { Cache::from_raw(slot.cache, slot.cache_data) }
     }
 }
 

@@ -12,7 +12,7 @@ use kernel::{
     ThisModule,
 };
 
-use super::{fd::FdOperations, object::ObjectSlot, Cache, Object};
+use super::{fd::FdOperations, object::ObjectSlot, Cache, Object, ObjectView};
 use crate::abstractions::{cstr::CStrMut, slim_box::SlimBox};
 
 /// An on-demand backend: the operations of `struct cachefiles_ondemand_ops`.
@@ -36,23 +36,23 @@ pub(crate) trait Operations: Sized + Send + Sync + 'static {
         kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
     }
     /// Hands one request to the daemon: `read()` on the devnode.
-    fn daemon_read(cache: &Cache<Self>, buf: UserSlice, len: usize) -> Result<usize>;
+    fn daemon_read(cache: Cache<'_, Self>, buf: UserSlice, len: usize) -> Result<usize>;
     /// Returns whether the devnode is readable.
-    fn daemon_poll(cache: &Cache<Self>) -> bool;
+    fn daemon_poll(cache: Cache<'_, Self>) -> bool;
     /// Runs the `copen` command with its argument string.
-    fn copen(cache: &Cache<Self>, args: CStrMut<'_>) -> Result;
+    fn copen(cache: Cache<'_, Self>, args: CStrMut<'_>) -> Result;
     /// Runs the `restore` command.
-    fn restore(cache: &Cache<Self>) -> Result;
+    fn restore(cache: Cache<'_, Self>) -> Result;
     /// Fails everything pending: the cache is dead.
-    fn flush(cache: &Cache<Self>);
+    fn flush(cache: Cache<'_, Self>);
     /// Initialises the data of a new object.
     fn new_object_data() -> impl PinInit<Self::ObjectData, Error>;
     /// Looks the object up (sends the OPEN).
-    fn init_object(object: &Object<Self>) -> Result;
+    fn init_object(object: ObjectView<'_, Self>) -> Result;
     /// Withdraws the object.
-    fn clean_object(object: &Object<Self>);
+    fn clean_object(object: ObjectView<'_, Self>);
     /// Fetches `[pos, pos + len)`: a cache miss.
-    fn read(object: &Object<Self>, pos: i64, len: usize) -> Result;
+    fn read(object: ObjectView<'_, Self>, pos: i64, len: usize) -> Result;
     /// Runs the object's work item, queued with [`Object::queue_work`].
     fn object_work(object: ARef<Object<Self>>);
     /// Handles an ioctl on an anonymous fd of `object`.
@@ -86,7 +86,7 @@ impl<B: Operations> OndemandOps<B> {
         let (bind, unbind) = if B::HAS_BIND {
             (
                 Some(bind_tramp::<B> as unsafe extern "C" fn(_) -> _),
-                Some(unbind_tramp::<B> as unsafe extern "C" fn(_)),
+                Some(unbind_tramp::<B> as unsafe extern "C" fn(_, _)),
             )
         } else {
             (None, None)
@@ -139,11 +139,13 @@ unsafe extern "C" fn bind_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a cache bound to `B` that is being freed.
-unsafe extern "C" fn unbind_tramp<B: Operations>(cache: *mut bindings::cachefiles_cache) {
-    // SAFETY: The cache is being freed or its bind failed: no `&Cache` exists
-    // any more, and cachefiles forgets the private data after this call.
-    let priv_ = unsafe { bindings::cachefiles_cache_backend_priv(cache) };
+/// Called by cachefiles with a cache bound to `B` that is being freed, or
+/// whose bind failed, and its private data, which cachefiles forgets after
+/// this call; no [`Cache`] of it exists any more.
+unsafe extern "C" fn unbind_tramp<B: Operations>(
+    _cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
+) {
     if priv_.is_null() {
         return;
     }
@@ -161,14 +163,17 @@ unsafe extern "C" fn unbind_tramp<B: Operations>(cache: *mut bindings::cachefile
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a bound cache and a user buffer of `buflen` bytes.
+/// Called by cachefiles with a bound cache, its private data and a user
+/// buffer of `buflen` bytes.
 unsafe extern "C" fn daemon_read_tramp<B: Operations>(
     cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
     buffer: *mut kernel::ffi::c_char,
     buflen: usize,
 ) -> isize {
-    // SAFETY: cachefiles calls us on a bound cache, which the devnode keeps alive.
-    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    // SAFETY: cachefiles calls us on a bound cache, with its private data,
+    // and the devnode keeps it alive.
+    let cache = unsafe { Cache::<B>::from_raw(cache, priv_) };
     let buf = UserSlice::new(buffer as usize, buflen);
     match B::daemon_read(cache, buf, buflen) {
         Ok(n) => n as isize,
@@ -180,12 +185,13 @@ unsafe extern "C" fn daemon_read_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a bound cache.
+/// Called by cachefiles with a bound cache and its private data.
 unsafe extern "C" fn daemon_poll_tramp<B: Operations>(
     cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
 ) -> bindings::__poll_t {
     // SAFETY: As in `daemon_read_tramp`.
-    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    let cache = unsafe { Cache::<B>::from_raw(cache, priv_) };
     /// `EPOLLIN` (UAPI, `include/uapi/linux/eventpoll.h`).
     const EPOLLIN: bindings::__poll_t = 0x1;
     if B::daemon_poll(cache) {
@@ -199,13 +205,15 @@ unsafe extern "C" fn daemon_poll_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a bound cache and a writable NUL-terminated string.
+/// Called by cachefiles with a bound cache, its private data and a writable
+/// NUL-terminated string.
 unsafe extern "C" fn copen_tramp<B: Operations>(
     cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
     args: *mut kernel::ffi::c_char,
 ) -> kernel::ffi::c_int {
     // SAFETY: As in `daemon_read_tramp`.
-    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    let cache = unsafe { Cache::<B>::from_raw(cache, priv_) };
     let Some(args) = NonNull::new(args) else {
         return EINVAL.to_errno();
     };
@@ -219,13 +227,14 @@ unsafe extern "C" fn copen_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a bound cache.
+/// Called by cachefiles with a bound cache and its private data.
 unsafe extern "C" fn restore_tramp<B: Operations>(
     cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
     _args: *mut kernel::ffi::c_char,
 ) -> kernel::ffi::c_int {
     // SAFETY: As in `daemon_read_tramp`.
-    let cache = unsafe { Cache::<B>::from_raw(cache) };
+    let cache = unsafe { Cache::<B>::from_raw(cache, priv_) };
     to_c_int(B::restore(cache))
 }
 
@@ -233,10 +242,14 @@ unsafe extern "C" fn restore_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a bound cache.
-unsafe extern "C" fn flush_tramp<B: Operations>(cache: *mut bindings::cachefiles_cache) {
-    // SAFETY: `flush` is called on a bound cache that its caller keeps alive.
-    let cache = unsafe { Cache::<B>::from_raw(cache) };
+/// Called by cachefiles with a bound cache and its private data.
+unsafe extern "C" fn flush_tramp<B: Operations>(
+    cache: *mut bindings::cachefiles_cache,
+    priv_: *mut kernel::ffi::c_void,
+) {
+    // SAFETY: `flush` is called on a bound cache, with its private data,
+    // that its caller keeps alive.
+    let cache = unsafe { Cache::<B>::from_raw(cache, priv_) };
     B::flush(cache);
 }
 
@@ -245,14 +258,16 @@ unsafe extern "C" fn flush_tramp<B: Operations>(cache: *mut bindings::cachefiles
 ///
 /// # Safety
 ///
-/// Called by cachefiles with an object being created in `cache`, bound to `B`.
+/// Called by cachefiles with an object being created in `cache`, bound to `B`,
+/// and the cache's private data.
 unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
     cache: *mut bindings::cachefiles_cache,
+    cache_priv: *mut kernel::ffi::c_void,
 ) -> *mut kernel::ffi::c_void {
-    // SAFETY: `cache` is bound to `B` (the caller's guarantee), with its
-    // data set by `bind` before any of its objects is created.
-    let slot = unsafe { ObjectSlot::<B>::new(object, cache, B::new_object_data()) };
+    // SAFETY: `cache` is bound to `B` (the caller's guarantee), and its data,
+    // set by `bind` before any of its objects is created, is `cache_priv`.
+    let slot = unsafe { ObjectSlot::<B>::new(object, cache, cache_priv, B::new_object_data()) };
     match SlimBox::pin_init(slot) {
         // From now on the object's private data is our slot (see `Object`).
         Ok(slot) => slot.into_raw(),
@@ -264,12 +279,12 @@ unsafe extern "C" fn init_obj_info_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with an object being freed, whose data `init_obj_info_tramp` set.
+/// Called by cachefiles with an object being freed, whose data
+/// `init_obj_info_tramp` made, and that data; no `&Object` exists any more.
 unsafe extern "C" fn deinit_obj_info_tramp<B: Operations>(
-    object: *mut bindings::cachefiles_object,
+    _object: *mut bindings::cachefiles_object,
+    priv_: *mut kernel::ffi::c_void,
 ) {
-    // SAFETY: The object is being freed: no `&Object` exists any more.
-    let priv_ = unsafe { bindings::cachefiles_object_backend_priv(object) };
     if priv_.is_null() {
         return;
     }
@@ -283,12 +298,15 @@ unsafe extern "C" fn deinit_obj_info_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a referenced object of a cache bound to `B`.
+/// Called by cachefiles with a referenced object of a cache bound to `B`,
+/// and the object's private data.
 unsafe extern "C" fn init_object_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
+    priv_: *mut kernel::ffi::c_void,
 ) -> kernel::ffi::c_int {
-    // SAFETY: cachefiles holds a reference for the call; the object has data.
-    let object = unsafe { Object::<B>::from_raw(object) };
+    // SAFETY: cachefiles holds a reference for the call, and passes the
+    // object's private data.
+    let object = unsafe { ObjectView::<B>::from_raw(object, priv_) };
     to_c_int(B::init_object(object))
 }
 
@@ -296,10 +314,14 @@ unsafe extern "C" fn init_object_tramp<B: Operations>(
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a referenced object of a cache bound to `B`.
-unsafe extern "C" fn clean_object_tramp<B: Operations>(object: *mut bindings::cachefiles_object) {
+/// Called by cachefiles with a referenced object of a cache bound to `B`,
+/// and the object's private data.
+unsafe extern "C" fn clean_object_tramp<B: Operations>(
+    object: *mut bindings::cachefiles_object,
+    priv_: *mut kernel::ffi::c_void,
+) {
     // SAFETY: As in `init_object_tramp`.
-    let object = unsafe { Object::<B>::from_raw(object) };
+    let object = unsafe { ObjectView::<B>::from_raw(object, priv_) };
     B::clean_object(object);
 }
 
@@ -307,14 +329,16 @@ unsafe extern "C" fn clean_object_tramp<B: Operations>(object: *mut bindings::ca
 ///
 /// # Safety
 ///
-/// Called by cachefiles with a referenced object of a cache bound to `B`.
+/// Called by cachefiles with a referenced object of a cache bound to `B`,
+/// and the object's private data.
 unsafe extern "C" fn read_tramp<B: Operations>(
     object: *mut bindings::cachefiles_object,
+    priv_: *mut kernel::ffi::c_void,
     pos: bindings::loff_t,
     len: usize,
 ) -> kernel::ffi::c_int {
     // SAFETY: As in `init_object_tramp`.
-    let object = unsafe { Object::<B>::from_raw(object) };
+    let object = unsafe { ObjectView::<B>::from_raw(object, priv_) };
     to_c_int(B::read(object, pos, len))
 }
 
