@@ -52,7 +52,7 @@ fn deliver(state: &OndemandCache, buf: UserSlice, buflen: usize) -> Result<usize
             let res = msg.write(&mut buf.writer()).map(|()| msg.len());
             let done = match &res {
                 Err(e) => Some(e.to_errno()),
-                Ok(_) if msg.opcode() == Opcode::Close => Some(0),
+                Ok(_) if msg.is_close() => Some(0),
                 Ok(_) => None,
             };
             (id, res, done.map(|result| (which, result)))

@@ -108,35 +108,46 @@ impl Payload {
 /// The whole message of a READ or a CLOSE, copied out of the request under
 /// the queue lock, so that the daemon's `read()` writes it without holding
 /// a reference to the request.
-pub(crate) enum CopiedMsg {
-    /// A READ's header and body.
-    Read(uapi::ReadMsg),
-    /// A CLOSE's header.
-    Close(uapi::Msg),
-}
+///
+/// Either is kept as a READ's header and body, a CLOSE's body zero and not
+/// written, so that the message is built where it is written from, with no
+/// variant to move between the two.
+pub(crate) struct CopiedMsg(uapi::ReadMsg);
 
 impl CopiedMsg {
-    /// Returns the opcode of the message.
-    pub(crate) fn opcode(&self) -> Opcode {
-        match self {
-            CopiedMsg::Read(_) => Opcode::Read,
-            CopiedMsg::Close(_) => Opcode::Close,
-        }
+    /// A READ's message.
+    fn read(msg: uapi::Msg, read: uapi::Read) -> Self {
+        CopiedMsg(uapi::ReadMsg { msg, read })
+    }
+
+    /// A CLOSE's message: its header.
+    fn close(msg: uapi::Msg) -> Self {
+        CopiedMsg(uapi::ReadMsg {
+            msg,
+            read: uapi::Read { off: 0, len: 0 },
+        })
+    }
+
+    /// Returns whether this is a CLOSE's message.
+    pub(crate) fn is_close(&self) -> bool {
+        self.0.msg.opcode == Opcode::Close as u32
     }
 
     /// Returns the length of the message.
     pub(crate) fn len(&self) -> usize {
-        match self {
-            CopiedMsg::Read(_) => size_of::<uapi::ReadMsg>(),
-            CopiedMsg::Close(_) => size_of::<uapi::Msg>(),
+        if self.is_close() {
+            size_of::<uapi::Msg>()
+        } else {
+            size_of::<uapi::ReadMsg>()
         }
     }
 
     /// Writes the message, in one copy.
     pub(crate) fn write(&self, w: &mut UserSliceWriter) -> Result {
-        match self {
-            CopiedMsg::Read(m) => w.write(m),
-            CopiedMsg::Close(m) => w.write(m),
+        if self.is_close() {
+            w.write(&self.0.msg)
+        } else {
+            w.write(&self.0)
         }
     }
 }
@@ -250,11 +261,8 @@ impl Request {
     /// written with its anonymous fd ([`Request::write_open_msg`]).
     pub(crate) fn copy_msg(&self, msg_id: u32, object_id: u32) -> Option<CopiedMsg> {
         match &self.payload {
-            Payload::Read(read) => Some(CopiedMsg::Read(uapi::ReadMsg {
-                msg: self.header(msg_id, object_id),
-                read: *read,
-            })),
-            Payload::Close { object_id } => Some(CopiedMsg::Close(self.header(msg_id, *object_id))),
+            Payload::Read(read) => Some(CopiedMsg::read(self.header(msg_id, object_id), *read)),
+            Payload::Close { object_id } => Some(CopiedMsg::close(self.header(msg_id, *object_id))),
             Payload::Open(_) => None,
         }
     }
