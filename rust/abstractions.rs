@@ -22,6 +22,7 @@
 //! | [`slim_box`] | `kernel::alloc::KBox`, pinned, with plain `kmalloc` and a byte tail |
 //! | [`delay`] | `kernel::time::delay` |
 //! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
+//! | [`tracepoint`] | `kernel::tracepoint` (only whether one is on) |
 //! | [`cachefiles`] | none: the backend API of the kernel patch |
 //!
 //! `helpers` declares the C helpers of `helpers.c` (static inline functions
@@ -38,5 +39,7 @@ mod helpers;
 pub(crate) mod kstrtox;
 pub(crate) mod slim_arc;
 pub(crate) mod slim_box;
+#[cfg(CONFIG_TRACEPOINTS)]
+mod tracepoint;
 pub(crate) mod workqueue;
 pub(crate) mod xarray;

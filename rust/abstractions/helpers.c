@@ -40,6 +40,15 @@ DECLARE_TRACE(cachefiles_ondemand_cread,
 	      TP_PROTO(struct cachefiles_object *obj, unsigned int msg_id),
 	      TP_ARGS(obj, msg_id));
 
+#ifdef CONFIG_TRACEPOINTS
+/*
+ * tracepoint.rs reads whether a tracepoint is on as trace_*() does without
+ * jump labels, from the count at the start of its static key.
+ */
+static_assert(offsetof(struct tracepoint, key) == sizeof(const char *));
+static_assert(offsetof(struct static_key, enabled) == 0);
+#endif
+
 /* xarray.rs reads a mark's root flag as this, without xa_marked(). */
 static_assert(XA_FLAGS_MARK(XA_MARK_1) == (1U << ___GFP_LAST_BIT) << 1);
 

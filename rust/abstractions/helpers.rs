@@ -8,6 +8,9 @@
 
 use kernel::{bindings, uapi};
 
+#[cfg(CONFIG_TRACEPOINTS)]
+use super::tracepoint::Tracepoint;
+
 // The kernel structures are bound as `bindgen` sees them (some contain empty
 // structs), exactly as in the `bindings` crate, which allows this lint too.
 #[allow(improper_ctypes)]
@@ -57,4 +60,17 @@ extern "C" {
     );
     /// `trace_cachefiles_ondemand_cread(obj, msg_id)`.
     pub(crate) fn cfod_trace_ondemand_cread(obj: *mut bindings::cachefiles_object, msg_id: u32);
+
+    /// cachefiles' tracepoint `cachefiles_ondemand_open` (its start).
+    #[cfg(CONFIG_TRACEPOINTS)]
+    pub(crate) static __tracepoint_cachefiles_ondemand_open: Tracepoint;
+    /// cachefiles' tracepoint `cachefiles_ondemand_read` (its start).
+    #[cfg(CONFIG_TRACEPOINTS)]
+    pub(crate) static __tracepoint_cachefiles_ondemand_read: Tracepoint;
+    /// cachefiles' tracepoint `cachefiles_ondemand_close` (its start).
+    #[cfg(CONFIG_TRACEPOINTS)]
+    pub(crate) static __tracepoint_cachefiles_ondemand_close: Tracepoint;
+    /// cachefiles' tracepoint `cachefiles_ondemand_cread` (its start).
+    #[cfg(CONFIG_TRACEPOINTS)]
+    pub(crate) static __tracepoint_cachefiles_ondemand_cread: Tracepoint;
 }

@@ -14,6 +14,21 @@ use kernel::{
 use super::{uapi, Cache, Operations};
 use crate::abstractions::{file::File, helpers, slim_box::SlimBox, workqueue::RawWork};
 
+/// Returns whether cachefiles' tracepoint `$tp` is on: always `false`, and
+/// no code, without `CONFIG_TRACEPOINTS`, as for the built-in code.
+macro_rules! tracing {
+    ($tp:ident) => {{
+        #[cfg(CONFIG_TRACEPOINTS)]
+        // SAFETY: cachefiles, built in, defines the tracepoint, which lives
+        // as long as the kernel; its start has the layout of `Tracepoint`
+        // (checked in `helpers.c`), and it is only read, atomically.
+        let on = unsafe { &helpers::$tp }.is_on();
+        #[cfg(not(CONFIG_TRACEPOINTS))]
+        let on = false;
+        on
+    }};
+}
+
 /// What the backend keeps in an object's private data.
 ///
 /// # Invariants
@@ -169,8 +184,12 @@ impl<B: Operations> Object<B> {
         Ok(unsafe { File::from_raw_owned(NonNull::new_unchecked(file)) })
     }
 
-    /// Emits `cachefiles_ondemand_open` with these fields.
+    /// Emits `cachefiles_ondemand_open` with these fields, if it is on.
+    #[inline]
     pub(crate) fn trace_open(&self, msg_id: u32, object_id: u32, fd: u32) {
+        if !tracing!(__tracepoint_cachefiles_ondemand_open) {
+            return;
+        }
         let mut msg = uapi::Msg::new(uapi::Opcode::Open, msg_id, object_id);
         let mut open = uapi::Open {
             volume_key_size: 0,
@@ -190,8 +209,12 @@ impl<B: Operations> Object<B> {
         };
     }
 
-    /// Emits `cachefiles_ondemand_read` with these fields.
+    /// Emits `cachefiles_ondemand_read` with these fields, if it is on.
+    #[inline]
     pub(crate) fn trace_read(&self, msg_id: u32, object_id: u32, off: u64, len: u64) {
+        if !tracing!(__tracepoint_cachefiles_ondemand_read) {
+            return;
+        }
         let mut msg = uapi::Msg::new(uapi::Opcode::Read, msg_id, object_id);
         let mut read = uapi::Read { off, len };
         // SAFETY: As in `trace_open`.
@@ -204,8 +227,12 @@ impl<B: Operations> Object<B> {
         };
     }
 
-    /// Emits `cachefiles_ondemand_close` with these fields.
+    /// Emits `cachefiles_ondemand_close` with these fields, if it is on.
+    #[inline]
     pub(crate) fn trace_close(&self, msg_id: u32, object_id: u32) {
+        if !tracing!(__tracepoint_cachefiles_ondemand_close) {
+            return;
+        }
         let mut msg = uapi::Msg::new(uapi::Opcode::Close, msg_id, object_id);
         // SAFETY: As in `trace_open`.
         unsafe {
@@ -213,8 +240,12 @@ impl<B: Operations> Object<B> {
         };
     }
 
-    /// Emits `cachefiles_ondemand_cread`.
+    /// Emits `cachefiles_ondemand_cread`, if it is on.
+    #[inline]
     pub(crate) fn trace_cread(&self, msg_id: u32) {
+        if !tracing!(__tracepoint_cachefiles_ondemand_cread) {
+            return;
+        }
         // SAFETY: The object is alive.
         unsafe { helpers::cfod_trace_ondemand_cread(self.as_ptr(), msg_id) };
     }
