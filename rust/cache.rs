@@ -29,7 +29,7 @@ use crate::{
     object::{OndemandObject, ReopenCount},
     request::{
         queue::{Queue, QueueGuard},
-        CopiedMsg, Identity, Opcode, Request, Taken,
+        CopiedMsg, Identity, NewRequest, Opcode, Request, Taken,
     },
     stats::{CacheStats, Stats},
     ObjectView,
@@ -116,25 +116,28 @@ impl OndemandCache {
         self.reqs.stats()
     }
 
-    /// Queues `req` under a new msg_id (cyclic, so a freed id is not reused
-    /// at once) and marks it NEW.
+    /// Queues a new request under a new msg_id (cyclic, so a freed id is not
+    /// reused at once) and marks it NEW; returns the msg_id and the sender's
+    /// reference.
     ///
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
     #[inline(always)]
-    pub(crate) fn enqueue(&self, req: &SlimArc<Request>) -> Result<u32> {
+    pub(crate) fn enqueue(&self, new: NewRequest) -> Result<(u32, SlimArc<Request>)> {
+        let NewRequest { req, queued } = new;
         let mut q = self.reqs.lock();
-        let inserted = q.insert(req.clone())?;
+        let inserted = q.insert(queued)?;
         // `insert` may have dropped the lock before storing: check now, in
         // the critical section of the store.
-        let refused = inserted.data().dead || !req.object().data().accepts(req);
+        let refused = inserted.data().dead || !req.object().data().accepts(&req);
         if refused {
-            // Still ours: nobody saw it.
+            // Still ours: nobody saw it. The queue's reference is dropped
+            // under the lock, `req`, the last, after it.
             inserted.withdraw();
             return Err(EIO);
         }
-        Ok(inserted.publish())
+        Ok((inserted.publish(), req))
     }
 
     /// Takes request `id` out of the queue if it is still `req`.

@@ -21,7 +21,7 @@ use kernel::{
 
 use crate::{
     abstractions::error,
-    request::{Opcode, Payload, Request},
+    request::{NewRequest, Opcode, Payload, Request},
     Object, ObjectRef, ObjectView,
 };
 
@@ -320,9 +320,7 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
             Payload::Close { .. } => object.trace_close(0, 0),
             Payload::Open(_) => {}
         }
-        let req = Request::new(object.new_ref(), payload)?;
-        let id = state.enqueue(&req)?;
-        Ok((id, req))
+        state.enqueue(NewRequest::new(object.new_ref(), payload)?)
     })();
     let (id, req) = match queued {
         Ok(queued) => queued,

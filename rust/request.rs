@@ -152,6 +152,32 @@ impl CopiedMsg {
     }
 }
 
+/// A request just made, not queued yet: the sender's reference to it and
+/// the one for its queue, counted together when it was allocated.
+pub(crate) struct NewRequest {
+    pub(crate) req: SlimArc<Request>,
+    pub(crate) queued: SlimArc<Request>,
+}
+
+impl NewRequest {
+    /// Creates a request about `object`; returns two references to it: the
+    /// sender's and the one its queue is to hold
+    /// ([`OndemandCache::enqueue`](crate::cache::OndemandCache::enqueue)).
+    #[inline]
+    pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<Self> {
+        // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
+        let (req, queued) = SlimArc::pin_init_pair(pin_init!(Request {
+            object,
+            payload,
+            done <- Completion::new(),
+            result: AtomicI32::new(0),
+            parked: RefSlot::new(),
+            stamp: Stamp::new(),
+        }))?;
+        Ok(Self { req, queued })
+    }
+}
+
 /// The address of a request: only ever compared, never followed.
 ///
 /// A request found again in its queue under the same msg_id and at the same
@@ -190,20 +216,6 @@ pub(crate) struct Request {
 const _: () = assert!(size_of::<Request>() <= 88);
 
 impl Request {
-    /// Creates a request about `object`.
-    #[inline]
-    pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<SlimArc<Self>> {
-        // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
-        SlimArc::pin_init(pin_init!(Self {
-            object,
-            payload,
-            done <- Completion::new(),
-            result: AtomicI32::new(0),
-            parked: RefSlot::new(),
-            stamp: Stamp::new(),
-        }))
-    }
-
     /// Returns the request's opcode.
     pub(crate) fn opcode(&self) -> Opcode {
         self.payload.opcode()

@@ -56,22 +56,30 @@ unsafe impl<T: Send + Sync> Sync for SlimArc<T> {}
 
 impl<T> SlimArc<T> {
     /// Allocates a `T` (`GFP_KERNEL`: this may sleep) and initialises it in
-    /// place with `init`, pinned, with a count of one.
+    /// place with `init`, pinned, counted twice: returns two references to
+    /// the one value, made without an atomic increment (the backend's one
+    /// user, a request, is always shared at once with its queue).
     ///
     /// (6.12's `Flags` does not give its bits to other crates, hence no
     /// flags argument.)
     #[inline]
-    pub(crate) fn pin_init<E>(init: impl PinInit<T, E>) -> Result<Self>
+    pub(crate) fn pin_init_pair<E>(init: impl PinInit<T, E>) -> Result<(Self, Self)>
     where
         Error: From<E>,
     {
         // SAFETY: Nothing is written after the value (no extra bytes).
-        let ptr = unsafe { kmalloc_pin_init(AtomicU32::new(1), 0, |_| {}, init)? };
-        // INVARIANT: Allocated, initialised, counted once.
-        Ok(Self {
-            ptr,
-            _owns: PhantomData,
-        })
+        let ptr = unsafe { kmalloc_pin_init(AtomicU32::new(2), 0, |_| {}, init)? };
+        // INVARIANT: Allocated, initialised, counted once for each.
+        Ok((
+            Self {
+                ptr,
+                _owns: PhantomData,
+            },
+            Self {
+                ptr,
+                _owns: PhantomData,
+            },
+        ))
     }
 
     fn inner(&self) -> &Inner<T> {
