@@ -174,9 +174,10 @@ impl OndemandCache {
         while let Some(from) = start {
             // The first `n` slots are filled, the others never are: emptying
             // those `n` below leaves nothing to drop, so the array is not
-            // dropped (which would test every slot again).
-            let mut batch: ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]> =
-                ManuallyDrop::new(Default::default());
+            // dropped (which would test every slot again). It is made (its
+            // slots written) only once something is taken: usually nothing
+            // is, as when an fd is released after its CLOSE was read.
+            let mut batch: Option<ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]>> = None;
             let mut n = 0;
             {
                 let mut q = self.reqs.lock();
@@ -187,6 +188,8 @@ impl OndemandCache {
                 let mut at = from;
                 while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
                     if pred(&r) {
+                        let batch =
+                            batch.get_or_insert_with(|| ManuallyDrop::new(Default::default()));
                         let Some(slot) = batch.get_mut(n) else {
                             // Full: the next critical section goes on from here.
                             start = Some(i);
@@ -199,8 +202,10 @@ impl OndemandCache {
                     at = next;
                 }
             }
-            for taken in batch.iter_mut().take(n).filter_map(Option::take) {
-                taken.finish(result);
+            if let Some(batch) = &mut batch {
+                for taken in batch.iter_mut().take(n).filter_map(Option::take) {
+                    taken.finish(result);
+                }
             }
         }
     }
