@@ -324,6 +324,10 @@ impl Request {
     /// back the reference the completer handed over: the caller's and that
     /// one are dropped here, in a context that may sleep, and are usually the
     /// last ones (else a daemon `read()`'s is, which may sleep too).
+    ///
+    /// In line: it ends every request's waiter, and a call costs more than
+    /// the common path (two references dropped at once, then the free).
+    #[inline(always)]
     pub(crate) fn reclaim(this: SlimArc<Self>) -> Result {
         let result = this.result();
         match this.parked.take() {

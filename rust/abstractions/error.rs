@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Error codes the 6.12 `kernel` crate does not name, and `MAX_ERRNO`.
+//! Error codes the 6.12 `kernel` crate does not name, `MAX_ERRNO`, and an
+//! in-line `to_result`.
 //!
 //! Later kernels name more codes in `kernel::error::code` (as constants; the
 //! 6.12 crate offers no `const` way to build an [`Error`] from outside it,
@@ -8,7 +9,7 @@
 //!
 //! C header: [`include/uapi/asm-generic/errno.h`](srctree/include/uapi/asm-generic/errno.h)
 
-use kernel::{bindings, error::Error};
+use kernel::{bindings, error::Error, ffi::c_int, prelude::*};
 
 /// The largest errno value (`MAX_ERRNO`, `include/linux/err.h`).
 pub(crate) const MAX_ERRNO: u32 = bindings::MAX_ERRNO;
@@ -21,4 +22,15 @@ pub(crate) fn emsgsize() -> Error {
 /// Returns `EBADFD` ("File descriptor in bad state").
 pub(crate) fn ebadfd() -> Error {
     Error::from_errno(-(bindings::EBADFD as i32))
+}
+
+/// `kernel::error::to_result`, in line: the 6.12 function is a call, made
+/// on every OPEN (its keys) and copen (its two numbers).
+#[inline(always)]
+pub(crate) fn to_result(ret: c_int) -> Result {
+    if ret < 0 {
+        Err(Error::from_errno(ret))
+    } else {
+        Ok(())
+    }
 }

@@ -7,7 +7,9 @@
 //!
 //! C header: [`include/linux/kstrtox.h`](srctree/include/linux/kstrtox.h)
 
-use kernel::{bindings, error::to_result, prelude::*};
+use kernel::{bindings, prelude::*};
+
+use super::error::to_result;
 
 /// `kstrtoul()`: an unsigned long (64-bit here), optional leading `+`, one
 /// optional trailing newline; base 0 detects `0x` (hex) and `0` (octal).

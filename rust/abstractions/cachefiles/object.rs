@@ -6,13 +6,15 @@
 use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
 use kernel::{
     bindings,
-    error::{from_err_ptr, to_result, Result},
+    error::{from_err_ptr, Result},
     prelude::*,
     types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
 };
 
 use super::{uapi, Cache, Operations};
-use crate::abstractions::{file::File, helpers, slim_box::SlimBox, workqueue::RawWork};
+use crate::abstractions::{
+    error::to_result, file::File, helpers, slim_box::SlimBox, workqueue::RawWork,
+};
 
 /// Returns whether cachefiles' tracepoint `$tp` is on: always `false`, and
 /// no code, without `CONFIG_TRACEPOINTS`, as for the built-in code.
