@@ -14,7 +14,7 @@ use crate::{
     },
     anon_fd,
     cache::{OndemandCache, Selected},
-    request::{Opcode, Request},
+    request::{Identity, Opcode, Request},
     Cache,
 };
 
@@ -36,42 +36,63 @@ pub(crate) fn daemon_read(cache: Cache<'_>, buf: UserSlice, buflen: usize) -> Re
 /// The rest of [`daemon_read`], once some request is NEW.
 #[inline(never)]
 fn deliver(state: &OndemandCache, buf: UserSlice, buflen: usize) -> Result<usize> {
-    let (id, res, done) = match state.select(buflen)? {
+    let (id, res) = match state.select(buflen)? {
         None => return Ok(0),
-        Some(Selected::Open(id, req)) => {
-            let res = deliver_open(id, &req, buf);
-            if let Err(e) = &res {
-                // Unless somebody (flush, restore + another reader...) took it first.
-                if let Some(taken) = state.take_if_same(id, &req) {
-                    taken.finish(e.to_errno());
-                }
-            }
-            (id, res, None)
-        }
+        Some(Selected::Open(id, req)) => (id, deliver_open(state, id, req, buf)),
         Some(Selected::Copied(id, msg, which)) => {
-            let res = msg.write(&mut buf.writer()).map(|()| msg.len());
+            let res = msg.write(&mut buf.writer()).map(|()| msg.len() as usize);
             let done = match &res {
                 Err(e) => Some(e.to_errno()),
                 Ok(_) if msg.is_close() => Some(0),
                 Ok(_) => None,
             };
-            (id, res, done.map(|result| (which, result)))
+            if let Some(result) = done {
+                finish_copied(state, id, which, result);
+            }
+            (id, res)
         }
     };
-    if let Some((which, result)) = done {
-        // As above; the request is recognised by its address, as no
-        // reference to it was kept.
-        if let Some(taken) = state.take_if(id as usize, |r| r.identity() == which) {
-            taken.finish(result);
+    pr_debug!("msg {} read: {:?}\n", id, res);
+    res
+}
+
+/// Completes copied request `id` with `result` once its message was
+/// written (a CLOSE) or could not be (a fault), unless somebody (flush,
+/// restore + another reader...) took it first: it is recognised by its
+/// address, as no reference to it was kept.
+///
+/// Out of line, as the OPEN's delivery: a READ's, the common case, needs
+/// neither, and its frame stays small.
+#[inline(never)]
+fn finish_copied(state: &OndemandCache, id: u32, which: Identity, result: i32) {
+    if let Some(taken) = state.take_if(id as usize, |r| r.identity() == which) {
+        taken.finish(result);
+    }
+}
+
+/// Writes OPEN `id` to the daemon, with a new anonymous fd installed only
+/// once the copy succeeded; a failed delivery completes the OPEN with the
+/// error, unless somebody (flush, restore + another reader...) took it
+/// first.
+#[inline(never)]
+fn deliver_open(
+    state: &OndemandCache,
+    id: u32,
+    req: SlimArc<Request>,
+    buf: UserSlice,
+) -> Result<usize> {
+    let res = write_open(id, &req, buf);
+    if let Err(e) = &res {
+        if let Some(taken) = state.take_if_same(id, &req) {
+            taken.finish(e.to_errno());
         }
     }
-    pr_debug!("msg {} read: {:?}\n", id, res);
     res
 }
 
 /// Writes OPEN `id` to the daemon, with a new anonymous fd installed only
 /// once the copy succeeded.
-fn deliver_open(id: u32, req: &SlimArc<Request>, buf: UserSlice) -> Result<usize> {
+fn write_open(id: u32, req: &SlimArc<Request>, buf: UserSlice) -> Result<usize> {
     let mut w = buf.writer();
     let open = anon_fd::open(req.object())?;
     // Traced with the ids of the OPEN's previous delivery (0 if none),

@@ -171,7 +171,9 @@ impl OndemandObject {
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.peek().state == ObjState::Open
+        // The state alone, compared packed: the daemon's every `read()`
+        // asks this of each READ it meets (`ready_for_read`).
+        self.seen.load(Ordering::Acquire) >> 32 == ObjState::Open as u64
     }
 
     pub(crate) fn is_reopening(&self) -> bool {
@@ -222,6 +224,9 @@ impl OndemandObject {
         let info = object.data();
         // The common case, lockless: open (or dropping), or already
         // reopening. A change racing with this read is ordered after it.
+        if info.is_open() {
+            return true;
+        }
         match info.peek().state {
             ObjState::Open | ObjState::Dropping => true,
             ObjState::Reopening => false,

@@ -133,13 +133,9 @@ impl CopiedMsg {
         self.0.msg.opcode == Opcode::Close as u32
     }
 
-    /// Returns the length of the message.
-    pub(crate) fn len(&self) -> usize {
-        if self.is_close() {
-            size_of::<uapi::Msg>()
-        } else {
-            size_of::<uapi::ReadMsg>()
-        }
+    /// Returns the length of the message, as its header says.
+    pub(crate) fn len(&self) -> u32 {
+        self.0.msg.len
     }
 
     /// Writes the message, in one copy.
