@@ -9,18 +9,13 @@
 //! OPEN) -> open ...; dropping (withdrawn) is final.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use kernel::{
-    new_spinlock,
-    prelude::*,
-    sync::{
-        lock::{spinlock::SpinLockBackend, Guard},
-        SpinLock,
-    },
-    types::ARef,
-};
+use kernel::{c_str, prelude::*, static_lock_class, types::ARef};
 
 use crate::{
-    abstractions::error,
+    abstractions::{
+        error,
+        spinlock::{SpinLock, SpinLockGuard},
+    },
     request::{NewRequest, Opcode, Payload, Request},
     Object, ObjectRef, ObjectView,
 };
@@ -105,7 +100,7 @@ pub(crate) struct OndemandObject {
 /// The object's state, locked; its copy for lockless readers, and its
 /// cache's count of reopening objects, are updated when the lock is dropped.
 struct Locked<'a> {
-    guard: Guard<'a, Inner, SpinLockBackend>,
+    guard: SpinLockGuard<'a, Inner>,
     seen: &'a AtomicU64,
     reopening: &'a ReopenCount,
     was_reopening: bool,
@@ -148,7 +143,11 @@ impl OndemandObject {
         };
         // INVARIANT: `seen` starts as the packed initial state.
         try_pin_init!(Self {
-            inner <- new_spinlock!(initial, "OndemandObject::inner"),
+            inner <- SpinLock::new(
+                initial,
+                c_str!("OndemandObject::inner"),
+                static_lock_class!()
+            ),
             seen: AtomicU64::new(initial.pack()),
         })
     }

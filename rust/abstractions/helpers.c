@@ -7,7 +7,6 @@
  * their Rust declarations live in one place, rust/abstractions/helpers.rs.
  */
 #include <linux/cachefiles.h>
-#include <linux/completion.h>
 #include <linux/dcache.h>
 #include <linux/delay.h>
 #include <linux/fs.h>
@@ -70,11 +69,6 @@ void cfod_xa_unlock(struct xarray *xa)
 	xa_unlock(xa);
 }
 #endif
-
-void cfod_init_completion(struct completion *x)
-{
-	init_completion(x);
-}
 
 void cfod_init_work(struct work_struct *work, work_func_t func)
 {

@@ -23,8 +23,6 @@ extern "C" {
     /// `xa_unlock(xa)` (PREEMPT_RT only).
     #[cfg(CONFIG_PREEMPT_RT)]
     pub(crate) fn cfod_xa_unlock(xa: *mut bindings::xarray);
-    /// `init_completion(x)`.
-    pub(crate) fn cfod_init_completion(x: *mut bindings::completion);
     /// `INIT_WORK(work, func)`.
     pub(crate) fn cfod_init_work(
         work: *mut bindings::work_struct,
