@@ -40,7 +40,7 @@ fn deliver(state: &OndemandCache, buf: UserSlice, buflen: usize) -> Result<usize
         None => return Ok(0),
         Some(Selected::Open(id, req)) => (id, deliver_open(state, id, req, buf)),
         Some(Selected::Copied(id, msg, which)) => {
-            let res = msg.write(&mut buf.writer()).map(|()| msg.len() as usize);
+            let res = msg.write(&mut buf.writer()).map(|()| msg.len());
             let done = match &res {
                 Err(e) => Some(e.to_errno()),
                 Ok(_) if msg.is_close() => Some(0),

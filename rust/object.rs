@@ -40,13 +40,22 @@ struct Inner {
 }
 
 impl Inner {
+    /// Where the state sits in the packed word: above the id.
+    const STATE_SHIFT: u32 = 32;
+
     fn pack(self) -> u64 {
-        ((self.state as u64) << 32) | u64::from(self.id as u32)
+        ((self.state as u64) << Self::STATE_SHIFT) | u64::from(self.id as u32)
+    }
+
+    /// Returns whether the packed `word` is of an open object, without
+    /// unpacking the rest.
+    fn packed_is_open(word: u64) -> bool {
+        word >> Self::STATE_SHIFT == ObjState::Open as u64
     }
 
     fn unpack(word: u64) -> Self {
         Inner {
-            state: match word >> 32 {
+            state: match word >> Self::STATE_SHIFT {
                 0 => ObjState::Close,
                 1 => ObjState::Open,
                 2 => ObjState::Reopening,
@@ -172,7 +181,7 @@ impl OndemandObject {
     pub(crate) fn is_open(&self) -> bool {
         // The state alone, compared packed: the daemon's every `read()`
         // asks this of each READ it meets (`ready_for_read`).
-        self.seen.load(Ordering::Acquire) >> 32 == ObjState::Open as u64
+        Inner::packed_is_open(self.seen.load(Ordering::Acquire))
     }
 
     pub(crate) fn is_reopening(&self) -> bool {

@@ -134,8 +134,8 @@ impl CopiedMsg {
     }
 
     /// Returns the length of the message, as its header says.
-    pub(crate) fn len(&self) -> u32 {
-        self.0.msg.len
+    pub(crate) fn len(&self) -> usize {
+        self.0.msg.len as usize
     }
 
     /// Writes the message, in one copy.

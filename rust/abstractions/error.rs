@@ -9,7 +9,7 @@
 //!
 //! C header: [`include/uapi/asm-generic/errno.h`](srctree/include/uapi/asm-generic/errno.h)
 
-use kernel::{bindings, error::Error, ffi::c_int, prelude::*};
+use kernel::{bindings, ffi::c_int, prelude::*};
 
 /// The largest errno value (`MAX_ERRNO`, `include/linux/err.h`).
 pub(crate) const MAX_ERRNO: u32 = bindings::MAX_ERRNO;
