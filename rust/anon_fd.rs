@@ -109,12 +109,6 @@ pub(crate) fn ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
     Ok(0)
 }
 
-/// The daemon wrote `n` bytes through an anonymous fd of `object`, with
-/// requests counted (`Operations::fd_counts_written`).
-pub(crate) fn written(object: &Object, n: usize) {
-    object.cache_data().stats().bytes_written(n);
-}
-
 /// The last reference to the anonymous fd of `object` is gone: closes the
 /// object, completes the unread CLOSE made for the fd and frees its id,
 /// which it returns.

@@ -31,7 +31,7 @@ use crate::{
         queue::{Queue, QueueGuard},
         CopiedMsg, Identity, NewRequest, Opcode, Request, Taken,
     },
-    stats::{CacheStats, Stats},
+    stats::CacheStats,
     ObjectView,
 };
 
@@ -109,11 +109,6 @@ impl OndemandCache {
     /// every change of an object's state updates.
     pub(crate) fn reopening(&self) -> &ReopenCount {
         &self.reopening
-    }
-
-    /// Returns the cache's counters.
-    pub(crate) fn stats(&self) -> &Stats {
-        self.reqs.stats()
     }
 
     /// Queues a new request under a new msg_id (cyclic, so a freed id is not

@@ -170,14 +170,6 @@ impl Operations for Ondemand {
         anon_fd::ioctl(object, cmd, arg)
     }
 
-    fn fd_counts_written() -> bool {
-        stats::counting()
-    }
-
-    fn fd_written(object: &Object, written: usize) {
-        anon_fd::written(object, written)
-    }
-
     fn fd_release(object: &Object) -> u32 {
         anon_fd::release(object)
     }

@@ -251,6 +251,14 @@ impl Request {
         ((last >> 32) as u32, last as u32)
     }
 
+    /// Returns the bytes a READ asks for; 0 for another request.
+    fn read_len(&self) -> u64 {
+        match &self.payload {
+            Payload::Read(read) => read.len,
+            _ => 0,
+        }
+    }
+
     /// Returns the length of the message, header included.
     ///
     /// At most [`uapi::MSG_MAX_SIZE`] (the type invariant), so the sums never
@@ -348,7 +356,7 @@ impl Request {
     #[inline]
     fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
         this.result.store(result, Ordering::Release);
-        stats.request_done(this.opcode(), result, this.stamp);
+        stats.request_done(this.opcode(), result, this.stamp, || this.read_len());
         Completion::complete_handing_over(this, |r| &r.done, |r| &r.parked);
     }
 }

@@ -11,9 +11,10 @@
 //! request is then stamped with the clock when it is made, and only stamped
 //! requests are counted, when queued and when completed, so that turning it
 //! on or off with requests in flight keeps `in_flight` right. Off, the hot
-//! path pays one relaxed load and a branch per request (and per anonymous-fd
-//! write); on, it touches the counters of the cache it works for: relaxed
-//! atomics, no lock, nothing allocated.
+//! path pays one relaxed load and a branch per request, and the daemon's
+//! writes through anonymous fds go straight to cachefiles; on, it touches
+//! the counters of the cache it works for: relaxed atomics, no lock, nothing
+//! allocated.
 
 use core::{
     fmt::{self, Write},
@@ -40,7 +41,7 @@ pub(crate) struct Stats {
     completed: [AtomicU64; 3],
     failed: AtomicU64,
     in_flight: AtomicI64,
-    bytes_written: AtomicU64,
+    read_bytes: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
 
@@ -92,7 +93,7 @@ impl Stats {
             completed: [const { AtomicU64::new(0) }; 3],
             failed: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
-            bytes_written: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
             latency: [const { AtomicU64::new(0) }; BUCKETS],
         }
     }
@@ -106,8 +107,16 @@ impl Stats {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A queued request was completed with `result`.
-    pub(crate) fn request_done(&self, op: Opcode, result: i32, stamp: Stamp) {
+    /// A queued request was completed with `result`; `read_len` gives the
+    /// bytes a READ asked for (0 for another request), asked only if the
+    /// request is counted.
+    pub(crate) fn request_done(
+        &self,
+        op: Opcode,
+        result: i32,
+        stamp: Stamp,
+        read_len: impl FnOnce() -> u64,
+    ) {
         let Some(created_ns) = stamp.counted() else {
             return;
         };
@@ -115,18 +124,12 @@ impl Stats {
         self.completed[op as usize].fetch_add(1, Relaxed);
         if result < 0 {
             self.failed.fetch_add(1, Relaxed);
+        } else {
+            self.read_bytes.fetch_add(read_len(), Relaxed);
         }
         let elapsed = now_ns().saturating_sub(created_ns).max(0) as u64;
         let bucket = (u64::BITS - elapsed.leading_zeros()) as usize;
         self.latency[bucket.min(BUCKETS - 1)].fetch_add(1, Relaxed);
-    }
-
-    /// Bytes written by the daemon through anonymous fds.
-    pub(crate) fn bytes_written(&self, n: usize) {
-        if !counting() {
-            return;
-        }
-        self.bytes_written.fetch_add(n as u64, Relaxed);
     }
 
     /// Adds these counters to `into`.
@@ -134,8 +137,7 @@ impl Stats {
         // Counting was off for all this cache's life (the usual case): a
         // request is counted as queued before it is counted in any other way,
         // so there is nothing to add.
-        if self.queued.iter().all(|q| q.load(Relaxed) == 0) && self.bytes_written.load(Relaxed) == 0
-        {
+        if self.queued.iter().all(|q| q.load(Relaxed) == 0) {
             return;
         }
         let counters = self.queued.iter().zip(&into.queued);
@@ -145,7 +147,7 @@ impl Stats {
             counters,
             [
                 (&self.failed, &into.failed),
-                (&self.bytes_written, &into.bytes_written),
+                (&self.read_bytes, &into.read_bytes),
             ],
         );
         for (from, to) in counters {
@@ -166,7 +168,7 @@ impl Stats {
         }
         writeln!(m, "in_flight: {}", self.in_flight.load(Relaxed))?;
         writeln!(m, "failed: {}", self.failed.load(Relaxed))?;
-        writeln!(m, "bytes_written: {}", self.bytes_written.load(Relaxed))?;
+        writeln!(m, "read_bytes: {}", self.read_bytes.load(Relaxed))?;
         writeln!(m, "latency_ns (log2 histogram, [low, high): count):")?;
         for (i, bucket) in self.latency.iter().enumerate() {
             let count = bucket.load(Relaxed);

@@ -42,11 +42,6 @@ impl<D> Queue<D> {
         })
     }
 
-    /// Returns the counters of the cache.
-    pub(crate) fn stats(&self) -> &Stats {
-        self.stats.get()
-    }
-
     /// Returns whether some request is NEW (not read by the daemon yet),
     /// without the lock: an answer that may be stale, for the daemon's
     /// `read()` and `poll()` to return at once when there is nothing to hand

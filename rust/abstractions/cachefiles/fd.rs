@@ -4,9 +4,9 @@
 //!
 //! cachefiles creates the file ([`Object::create_anon_fd`]) with the object
 //! as its private data, holding the object and pinning the cache until the
-//! file's `release` hands them back. Writes and seeks go to the built-in
-//! functions, which write into the object's backing file with the cache's
-//! credentials; the backend sees the ioctl, the bytes written and the release.
+//! file's `release` hands them back. Writes and seeks go straight to the
+//! built-in functions, which write into the object's backing file with the
+//! cache's credentials; the backend sees the ioctl and the release.
 
 use core::marker::PhantomData;
 use kernel::{bindings, ThisModule};
@@ -17,8 +17,8 @@ use super::{Object, Operations};
 ///
 /// # Invariants
 ///
-/// `write_iter`, `unlocked_ioctl` and `release` are the trampolines below
-/// for `B`, `llseek` is cachefiles' own; the table is only used for files
+/// `unlocked_ioctl` and `release` are the trampolines below for `B`,
+/// `write_iter` and `llseek` are cachefiles' own; the table is only used for files
 /// made by `cachefiles_anon_fd_create()` for objects of caches bound to `B`,
 /// whose private data is their object until `release`.
 #[repr(transparent)]
@@ -34,7 +34,7 @@ impl<B: Operations> FdOperations<B> {
         // `None` functions.
         let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
         fops.owner = owner.as_ptr();
-        fops.write_iter = Some(write_iter_tramp::<B>);
+        fops.write_iter = Some(bindings::cachefiles_ondemand_fd_write_iter);
         fops.llseek = Some(bindings::cachefiles_ondemand_fd_llseek);
         fops.unlocked_ioctl = Some(ioctl_tramp::<B>);
         fops.release = Some(release_tramp::<B>);
@@ -60,46 +60,6 @@ unsafe fn fd_object<'a, B: Operations>(file: *mut bindings::file) -> &'a Object<
     // SAFETY: Per the table's invariant the private data is the object, held
     // by the file, of a cache bound to `B`.
     unsafe { Object::from_raw((*file).private_data.cast()) }
-}
-
-/// Writes with cachefiles' `write_iter` and tells [`Operations::fd_written`]
-/// if [`Operations::fd_counts_written`] asked for it.
-///
-/// # Safety
-///
-/// Called by the VFS with a valid kiocb of a file using `FdOperations<B>`
-/// and a valid iterator.
-unsafe extern "C" fn write_iter_tramp<B: Operations>(
-    kiocb: *mut bindings::kiocb,
-    iter: *mut bindings::iov_iter,
-) -> isize {
-    if B::fd_counts_written() {
-        // SAFETY: Our caller's guarantees.
-        return unsafe { write_iter_counted::<B>(kiocb, iter) };
-    }
-    // SAFETY: The arguments are the VFS's, passed on as they came.
-    unsafe { bindings::cachefiles_ondemand_fd_write_iter(kiocb, iter) }
-}
-
-/// The write of [`write_iter_tramp`] when it is counted; out of line, so
-/// that a write not counted is a tail call.
-///
-/// # Safety
-///
-/// As for [`write_iter_tramp`].
-#[inline(never)]
-unsafe fn write_iter_counted<B: Operations>(
-    kiocb: *mut bindings::kiocb,
-    iter: *mut bindings::iov_iter,
-) -> isize {
-    // SAFETY: The arguments are the VFS's, passed on as they came.
-    let ret = unsafe { bindings::cachefiles_ondemand_fd_write_iter(kiocb, iter) };
-    if ret > 0 {
-        // SAFETY: The kiocb's file is live and uses our table.
-        let object = unsafe { fd_object::<B>((*kiocb).ki_filp) };
-        B::fd_written(object, ret as usize);
-    }
-    ret
 }
 
 /// Calls [`Operations::fd_ioctl`] for `unlocked_ioctl`.

@@ -57,12 +57,6 @@ pub(crate) trait Operations: Sized + Send + Sync + 'static {
     fn object_work(object: ARef<Object<Self>>);
     /// Handles an ioctl on an anonymous fd of `object`.
     fn fd_ioctl(object: &Object<Self>, cmd: u32, arg: usize) -> Result<i64>;
-    /// Returns whether [`Self::fd_written`] is to be told of a write that
-    /// is about to start; asked first, so that a write nobody counts goes
-    /// straight to cachefiles.
-    fn fd_counts_written() -> bool;
-    /// Counts `written` bytes the daemon wrote through an anonymous fd.
-    fn fd_written(object: &Object<Self>, written: usize);
     /// The last reference to an anonymous fd of `object` is gone; returns
     /// the object id the fd was made for (traced by cachefiles).
     fn fd_release(object: &Object<Self>) -> u32;
