@@ -211,6 +211,7 @@ impl OndemandCache {
     ///
     /// `EMSGSIZE` if it does not fit; it then stays NEW. Takes the queue
     /// lock: the caller first skips it if nothing is NEW ([`Self::has_new`]).
+    #[inline(always)]
     pub(crate) fn select(&self, buflen: usize) -> Result<Option<Selected>> {
         let mut q = self.reqs.lock();
         let next = q.data().read_next;

@@ -125,6 +125,7 @@ impl Operations for Ondemand {
         BOUND.fetch_sub(1, Ordering::Relaxed);
     }
 
+    #[inline]
     fn daemon_read(cache: Cache<'_>, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
         daemon::daemon_read(cache, buf, len)
     }

@@ -23,6 +23,11 @@ use crate::{
 /// Returns 0 if nothing is pending, `EMSGSIZE` if `buflen` is too small (the
 /// request stays pending). A failed delivery completes the request with the
 /// error; a CLOSE is complete once delivered.
+///
+/// In line, with [`deliver`], in the devnode's `read()`: the result then
+/// leaves in a register, and a read that finds nothing NEW still returns
+/// before the delivery's frame is built.
+#[inline(always)]
 pub(crate) fn daemon_read(cache: Cache<'_>, buf: UserSlice, buflen: usize) -> Result<usize> {
     let state = cache.data();
     // A daemon reads until it gets 0, once a request: that read builds no
@@ -34,7 +39,7 @@ pub(crate) fn daemon_read(cache: Cache<'_>, buf: UserSlice, buflen: usize) -> Re
 }
 
 /// The rest of [`daemon_read`], once some request is NEW.
-#[inline(never)]
+#[inline(always)]
 fn deliver(state: &OndemandCache, buf: UserSlice, buflen: usize) -> Result<usize> {
     let (id, res) = match state.select(buflen)? {
         None => return Ok(0),
