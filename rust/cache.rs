@@ -157,6 +157,11 @@ impl OndemandCache {
     /// accepts, in one pass, and completes them with `result` outside the
     /// lock. `first` runs at the start of the first critical section, so
     /// that a state change and the first batch are atomic.
+    ///
+    /// In line up to the first request found: most drains find none (an fd
+    /// released after its CLOSE was read, an object withdrawn with nothing
+    /// queued), and then build no batch and no frame for one.
+    #[inline(always)]
     fn drain(
         &self,
         only_new: bool,
@@ -164,43 +169,51 @@ impl OndemandCache {
         first: impl FnOnce(&mut Guard<'_>),
         result: i32,
     ) {
-        let mut first = Some(first);
-        let mut start = Some(0usize);
+        let mut q = self.reqs.lock();
+        first(&mut q);
+        if let Some(at) = find_match(&q, 0, only_new, &pred) {
+            self.drain_from(q, at, only_new, &pred, result);
+        }
+    }
+
+    /// The rest of [`Self::drain`], from request `at`, which `pred` accepts,
+    /// in the critical section `q` of the drain's start.
+    #[inline(never)]
+    fn drain_from(
+        &self,
+        q: Guard<'_>,
+        at: usize,
+        only_new: bool,
+        pred: &impl Fn(&Request) -> bool,
+        result: i32,
+    ) {
+        let mut q = Some(q);
+        let mut start = Some(at);
         while let Some(from) = start {
             // The first `n` slots are filled, the others never are: emptying
             // those `n` below leaves nothing to drop, so the array is not
-            // dropped (which would test every slot again). It is made (its
-            // slots written) only once something is taken: usually nothing
-            // is, as when an fd is released after its CLOSE was read.
-            let mut batch: Option<ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]>> = None;
+            // dropped (which would test every slot again).
+            let mut batch: ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]> =
+                ManuallyDrop::new(Default::default());
             let mut n = 0;
             {
-                let mut q = self.reqs.lock();
-                if let Some(first) = first.take() {
-                    first(&mut q);
-                }
+                let mut q = q.take().unwrap_or_else(|| self.reqs.lock());
                 start = None;
                 let mut at = from;
-                while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
-                    if pred(&r) {
-                        let batch =
-                            batch.get_or_insert_with(|| ManuallyDrop::new(Default::default()));
-                        let Some(slot) = batch.get_mut(n) else {
-                            // Full: the next critical section goes on from here.
-                            start = Some(i);
-                            break;
-                        };
-                        *slot = q.take(i);
-                        n += 1;
-                    }
+                while let Some(i) = find_match(&q, at, only_new, pred) {
+                    let Some(slot) = batch.get_mut(n) else {
+                        // Full: the next critical section goes on from here.
+                        start = Some(i);
+                        break;
+                    };
+                    *slot = q.take(i);
+                    n += 1;
                     let Some(next) = i.checked_add(1) else { break };
                     at = next;
                 }
             }
-            if let Some(batch) = &mut batch {
-                for taken in batch.iter_mut().take(n).filter_map(Option::take) {
-                    taken.finish(result);
-                }
+            for taken in batch.iter_mut().take(n).filter_map(Option::take) {
+                taken.finish(result);
             }
         }
     }
@@ -327,6 +340,25 @@ impl OndemandCache {
             0,
         );
     }
+}
+
+/// Returns the index of the first request from `start` on (only NEW ones
+/// if `only_new`) that `pred` accepts.
+#[inline(always)]
+fn find_match(
+    q: &Guard<'_>,
+    start: usize,
+    only_new: bool,
+    pred: &impl Fn(&Request) -> bool,
+) -> Option<usize> {
+    let mut at = start;
+    while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
+        if pred(&r) {
+            return Some(i);
+        }
+        at = i.checked_add(1)?;
+    }
+    None
 }
 
 /// Returns the first NEW request in `start..=max` the daemon may be given;
