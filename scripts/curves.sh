@@ -9,6 +9,9 @@
 # between the curves markers (scripts/curves-report.py).
 #
 #   scripts/curves.sh [--name cv1] [--reps N] [--no-plugin] [--smp N]
+#                                     (the run goes to out/NAME, by default
+#                                     out/curves-run: not out/curves, the
+#                                     script's own work directory)
 #   scripts/curves.sh --report "NAME..."   the report of finished runs
 #                                     again, pooled (e.g. one run per curve)
 #
@@ -17,7 +20,7 @@
 # to leave a curve out).
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
-name=curves reps=2 plugin=1 smp=${SMP:-2} report=
+name=curves-run reps=2 plugin=1 smp=${SMP:-2} report=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--name) name=$2; shift ;;
