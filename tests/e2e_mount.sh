@@ -4,8 +4,8 @@
 # file reads back byte for byte identical to the tree the image was made of.
 . "$T/lib/ktap.sh"
 DATA=/host/out/data
-# Rust: 4 more points, on request counting (off by default).
-[ "$CFOD_BACKEND" = rust ] && ktap_plan 18 || ktap_plan 14
+# Rust: 5 more points, on request counting (off by default).
+[ "$CFOD_BACKEND" = rust ] && ktap_plan 19 || ktap_plan 14
 backend_setup || { ktap_diag "cannot set up backend $CFOD_BACKEND"; exit 1; }
 mkdir -p /mnt/e2e /mnt/e2e-multi
 # The Rust backend counts requests only when asked to (stats_enabled), so
@@ -56,6 +56,7 @@ if [ "$CFOD_BACKEND" = rust ]; then
 	cs=$(rs_cache_stats)
 	[ -n "$cs" ] && sed 's/^/# cache stats: /' "$cs"
 	creads=$(rs_reads "$cs")
+	cbytes=$(sed -n 's/^read_bytes: \([0-9]*\)$/\1/p' "$cs")
 else
 	ktap_check "no Rust backend loaded" [ ! -e $RS_DIR ]
 fi
@@ -72,9 +73,13 @@ wait $daemon
 ktap_check "daemon exited cleanly" [ $? = 0 ]
 # od-serve's own count of the READs it answered, printed as it exits.
 served=$(sed -n 's/^od-serve: open [0-9]* read \([0-9]*\) .*/\1/p' /tmp/od.err)
+# ... and the bytes those READs asked for (od-serve answered them all).
+asked=$(sed -n 's/^od-serve: open .* asked \([0-9]*\)$/\1/p' /tmp/od.err)
 if [ "$CFOD_BACKEND" = rust ]; then
 	ktap_check "this cache's statistics counted every READ the daemon answered (${creads:-none} = ${served:-?})" \
 		sh -c "[ -n '$served' ] && [ '${creads:--1}' = '$served' ]"
+	ktap_check "and the bytes those READs asked for (read_bytes ${cbytes:-none} = ${asked:-?})" \
+		sh -c "[ -n '$asked' ] && [ '$asked' -gt 0 ] && [ '${cbytes:--1}' = '$asked' ]"
 	sed 's/^/# totals: /' $RS_TOTALS
 	stats_gone() { [ -n "$cs" ] && [ ! -e "$cs" ] && [ "$(bound_backend)" = none ]; }
 	ktap_check "the cache's statistics are gone once it is unbound" stats_gone

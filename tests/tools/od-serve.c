@@ -32,7 +32,7 @@ struct object {
 static struct object *objects;
 static volatile sig_atomic_t stop;
 static const char *blobdir;
-static unsigned long n_open, n_read, n_close, bytes;
+static unsigned long n_open, n_read, n_close, bytes, asked;
 
 static void die(const char *fmt, ...)
 {
@@ -118,6 +118,7 @@ static void handle_read(struct cachefiles_msg *msg)
 	unsigned long long off = load->off, end = load->off + load->len;
 
 	n_read++;
+	asked += load->len;
 	if (!o) {
 		fprintf(stderr, "od-serve: READ for unknown object %u\n",
 			msg->object_id);
@@ -239,7 +240,8 @@ int main(int argc, char **argv)
 		if (n < 0 && errno != EINTR)
 			fprintf(stderr, "od-serve: read: %s\n", strerror(errno));
 	}
-	fprintf(stderr, "od-serve: open %lu read %lu close %lu bytes %lu\n",
-		n_open, n_read, n_close, bytes);
+	fprintf(stderr,
+		"od-serve: open %lu read %lu close %lu bytes %lu asked %lu\n",
+		n_open, n_read, n_close, bytes, asked);
 	return 0;
 }
