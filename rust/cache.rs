@@ -171,7 +171,7 @@ impl OndemandCache {
     ) {
         let mut q = self.reqs.lock();
         first(&mut q);
-        if let Some(at) = find_match(&q, 0, only_new, &pred) {
+        if let Some((at, _)) = find_first(&q, 0, usize::MAX, only_new, &pred) {
             self.drain_from(q, at, only_new, &pred, result);
         }
     }
@@ -200,7 +200,7 @@ impl OndemandCache {
                 let mut q = q.take().unwrap_or_else(|| self.reqs.lock());
                 start = None;
                 let mut at = from;
-                while let Some(i) = find_match(&q, at, only_new, pred) {
+                while let Some((i, _)) = find_first(&q, at, usize::MAX, only_new, pred) {
                     let Some(slot) = batch.get_mut(n) else {
                         // Full: the next critical section goes on from here.
                         start = Some(i);
@@ -268,15 +268,10 @@ impl OndemandCache {
     #[inline(never)]
     fn has_ready_locked(&self) -> bool {
         let q = self.reqs.lock();
-        let mut start = 0;
-        while let Some((i, r)) = q.find(start, usize::MAX, true) {
-            if r.opcode() != Opcode::Read || !r.object().data().is_reopening() {
-                return true;
-            }
-            let Some(next) = i.checked_add(1) else { break };
-            start = next;
-        }
-        false
+        find_first(&q, 0, usize::MAX, true, |r| {
+            r.opcode() != Opcode::Read || !r.object().data().is_reopening()
+        })
+        .is_some()
     }
 
     /// Marks every queued request NEW again (daemon failover).
@@ -342,19 +337,21 @@ impl OndemandCache {
     }
 }
 
-/// Returns the index of the first request from `start` on (only NEW ones
-/// if `only_new`) that `pred` accepts.
+/// Returns the first request in `start..=max` (only NEW ones if `only_new`)
+/// that `pred` accepts, with its index: every search of the queue walks
+/// it this way.
 #[inline(always)]
-fn find_match(
-    q: &Guard<'_>,
+fn find_first<'q>(
+    q: &'q Guard<'_>,
     start: usize,
+    max: usize,
     only_new: bool,
-    pred: &impl Fn(&Request) -> bool,
-) -> Option<usize> {
+    pred: impl Fn(&Request) -> bool,
+) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
     let mut at = start;
-    while let Some((i, r)) = q.find(at, usize::MAX, only_new) {
+    while let Some((i, r)) = q.find(at, max, only_new) {
         if pred(&r) {
-            return Some(i);
+            return Some((i, r));
         }
         at = i.checked_add(1)?;
     }
@@ -371,12 +368,7 @@ fn find_ready<'q>(
     max: usize,
     reopening: &ReopenCount,
 ) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
-    let mut at = start;
-    while let Some((i, r)) = q.find(at, max, true) {
-        if r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object(), reopening) {
-            return Some((i, r));
-        }
-        at = i.checked_add(1)?;
-    }
-    None
+    find_first(q, start, max, true, |r| {
+        r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object(), reopening)
+    })
 }
