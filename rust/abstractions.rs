@@ -20,7 +20,6 @@
 //! | [`cstr`] | none: a writable `char *` split in place with `strchr()` |
 //! | [`slim_arc`] | `kernel::sync::Arc` with an inline count and plain `kmalloc` |
 //! | [`slim_box`] | `kernel::alloc::KBox`, pinned, with plain `kmalloc` and a byte tail |
-//! | [`spinlock`] | `kernel::sync::SpinLock`, locked with one call (`_raw_spin_lock`) |
 //! | [`delay`] | `kernel::time::delay` |
 //! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
 //! | [`tracepoint`] | `kernel::tracepoint` (only whether one is on) |
@@ -40,7 +39,6 @@ mod helpers;
 pub(crate) mod kstrtox;
 pub(crate) mod slim_arc;
 pub(crate) mod slim_box;
-pub(crate) mod spinlock;
 #[cfg(CONFIG_TRACEPOINTS)]
 mod tracepoint;
 pub(crate) mod workqueue;

@@ -38,12 +38,12 @@
 //! # Locking order
 //!
 //! 1. the cache's daemon mutex (cachefiles, around `copen` and `restore`);
-//! 2. the request queue lock (the lock of `OndemandCache::reqs`);
-//! 3. an object's state lock (`OndemandObject::inner`).
+//! 2. the request queue lock (the lock of `OndemandCache::reqs`).
 //!
-//! The object id allocator's lock is a leaf, never held with another lock;
-//! the cookie lock that `cachefiles_object_set_size` takes nests inside an
-//! object's state lock (in `copen`).
+//! The object id allocator's lock and the cookie lock that
+//! `cachefiles_object_set_size` takes (in `copen`) are leaves, never held
+//! with another lock. An object's state has no lock: it is one atomic word,
+//! changed by compare-and-exchange (`OndemandObject`).
 //! Requests taken out of the queue are completed, object references dropped
 //! and the daemon woken only after the queue lock is released (except for
 //! non-last reference drops, which are noted where they happen).

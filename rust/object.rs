@@ -9,13 +9,10 @@
 //! OPEN) -> open ...; dropping (withdrawn) is final.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use kernel::{c_str, prelude::*, static_lock_class, types::ARef};
+use kernel::{prelude::*, types::ARef};
 
 use crate::{
-    abstractions::{
-        error,
-        spinlock::{SpinLock, SpinLockGuard},
-    },
+    abstractions::error,
     request::{NewRequest, Opcode, Payload, Request},
     Object, ObjectRef, ObjectView,
 };
@@ -71,11 +68,12 @@ impl Inner {
 ///
 /// While none is, every NEW request may be handed out, so the daemon's
 /// `poll()` answers from the queue's NEW mark alone, without the queue lock
-/// or a walk. It is changed only when an object's state is, under that
-/// object's lock ([`Locked`]'s `drop`), so it never stays below the number
-/// of objects reopening: a `poll()` that reads it as 0 while one is
-/// reopening raced with the change, and the daemon's `read()` that follows
-/// finds out under the queue lock.
+/// or a walk. It is changed with an object's state ([`OndemandObject`]'s
+/// `update`), raised before a state entering reopening shows and lowered
+/// after one leaving it shows, so it never stays below the number of
+/// objects reopening: a `poll()` that reads it as 0 while one is reopening
+/// raced with the change, and the daemon's `read()` that follows finds out
+/// under the queue lock.
 pub(crate) struct ReopenCount(AtomicUsize);
 
 impl ReopenCount {
@@ -87,61 +85,26 @@ impl ReopenCount {
     pub(crate) fn is_zero(&self) -> bool {
         self.0.load(Ordering::Acquire) == 0
     }
+
+    fn up(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+
+    fn down(&self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// The on-demand backend's state of an object (the data of an [`Object`]).
 ///
-/// State changes are made under `inner`'s lock, as read-modify-writes of the
-/// whole state; the hot paths (queueing a request, the daemon's `read()` and
-/// `poll()`) only read it, from `seen`, without the lock.
-///
-/// # Invariants
-///
-/// `seen` is `inner` packed, as of the end of the last critical section: it
-/// is only written by [`Locked`]'s `drop`, under the lock.
+/// The state and the anonymous fd's id live packed in one word. Every
+/// change is one compare-and-exchange of the whole word ([`Self::update`]),
+/// so each is a read-modify-write of both, as under a lock, and the hot
+/// paths (queueing a request, the daemon's `read()` and `poll()`) read it
+/// with one load.
 #[pin_data]
 pub(crate) struct OndemandObject {
-    #[pin]
-    inner: SpinLock<Inner>,
-    seen: AtomicU64,
-}
-
-/// The object's state, locked; its copy for lockless readers, and its
-/// cache's count of reopening objects, are updated when the lock is dropped.
-struct Locked<'a> {
-    guard: SpinLockGuard<'a, Inner>,
-    seen: &'a AtomicU64,
-    reopening: &'a ReopenCount,
-    was_reopening: bool,
-}
-
-impl core::ops::Deref for Locked<'_> {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.guard
-    }
-}
-
-impl core::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Inner {
-        &mut self.guard
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let is_reopening = self.guard.state == ObjState::Reopening;
-        // Counted before the state shows, uncounted after: never below the
-        // number of objects reopening.
-        if is_reopening && !self.was_reopening {
-            self.reopening.0.fetch_add(1, Ordering::Release);
-        }
-        // INVARIANT: Still under the lock: the copy is of the final state.
-        self.seen.store(self.guard.pack(), Ordering::Release);
-        if self.was_reopening && !is_reopening {
-            self.reopening.0.fetch_sub(1, Ordering::Release);
-        }
-    }
+    word: AtomicU64,
 }
 
 impl OndemandObject {
@@ -150,38 +113,61 @@ impl OndemandObject {
             state: ObjState::Close,
             id: 0,
         };
-        // INVARIANT: `seen` starts as the packed initial state.
         try_pin_init!(Self {
-            inner <- SpinLock::new(
-                initial,
-                c_str!("OndemandObject::inner"),
-                static_lock_class!()
-            ),
-            seen: AtomicU64::new(initial.pack()),
+            word: AtomicU64::new(initial.pack()),
         })
     }
 
-    /// Locks the state; `reopening` is the count of the object's cache.
-    fn lock<'a>(&'a self, reopening: &'a ReopenCount) -> Locked<'a> {
-        let guard = self.inner.lock();
-        let was_reopening = guard.state == ObjState::Reopening;
-        Locked {
-            guard,
-            seen: &self.seen,
-            reopening,
-            was_reopening,
+    /// Changes the state with `f`, atomically: `f` is given the state and
+    /// returns the new one, or `None` to leave it. Returns the state `f` was
+    /// last given. `reopening` is the count of the object's cache.
+    ///
+    /// `f` may be called again if the state changed meanwhile: it only
+    /// computes.
+    #[inline(always)]
+    fn update(&self, reopening: &ReopenCount, f: impl Fn(Inner) -> Option<Inner>) -> Inner {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let old = Inner::unpack(word);
+            let Some(new) = f(old) else {
+                return old;
+            };
+            let was = old.state == ObjState::Reopening;
+            let is = new.state == ObjState::Reopening;
+            // Counted before the state shows, uncounted after: never below
+            // the number of objects reopening.
+            if is && !was {
+                reopening.up();
+            }
+            match self
+                .word
+                .compare_exchange(word, new.pack(), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if was && !is {
+                        reopening.down();
+                    }
+                    return old;
+                }
+                Err(now) => {
+                    if is && !was {
+                        reopening.down();
+                    }
+                    word = now;
+                }
+            }
         }
     }
 
-    /// The state as of the last change, without the lock.
+    /// The state as of the last change.
     fn peek(&self) -> Inner {
-        Inner::unpack(self.seen.load(Ordering::Acquire))
+        Inner::unpack(self.word.load(Ordering::Acquire))
     }
 
     pub(crate) fn is_open(&self) -> bool {
         // The state alone, compared packed: the daemon's every `read()`
         // asks this of each READ it meets (`ready_for_read`).
-        Inner::packed_is_open(self.seen.load(Ordering::Acquire))
+        Inner::packed_is_open(self.word.load(Ordering::Acquire))
     }
 
     pub(crate) fn is_reopening(&self) -> bool {
@@ -204,24 +190,33 @@ impl OndemandObject {
     }
 
     pub(crate) fn set_dropping(&self, reopening: &ReopenCount) {
-        self.lock(reopening).state = ObjState::Dropping;
+        self.update(reopening, |s| {
+            Some(Inner {
+                state: ObjState::Dropping,
+                ..s
+            })
+        });
     }
 
     /// An OPEN could not be queued: back to closed (unless dropping).
     pub(crate) fn open_not_sent(&self, reopening: &ReopenCount) {
-        let mut s = self.lock(reopening);
-        if s.state != ObjState::Dropping {
-            s.state = ObjState::Close;
-        }
+        self.update(reopening, |s| {
+            (s.state != ObjState::Dropping).then_some(Inner {
+                state: ObjState::Close,
+                ..s
+            })
+        });
     }
 
     /// An OPEN failed before an anonymous fd was made: back to closed, unless
     /// the object has an open anonymous fd (or is dropping).
     pub(crate) fn open_failed(&self, reopening: &ReopenCount) {
-        let mut s = self.lock(reopening);
-        if s.id <= 0 && s.state != ObjState::Dropping {
-            s.state = ObjState::Close;
-        }
+        self.update(reopening, |s| {
+            (s.id <= 0 && s.state != ObjState::Dropping).then_some(Inner {
+                state: ObjState::Close,
+                ..s
+            })
+        });
     }
 
     /// Called under the queue lock when the daemon's read meets a READ for
@@ -230,8 +225,8 @@ impl OndemandObject {
     #[inline]
     pub(crate) fn ready_for_read(object: &ObjectRef, reopening: &ReopenCount) -> bool {
         let info = object.data();
-        // The common case, lockless: open (or dropping), or already
-        // reopening. A change racing with this read is ordered after it.
+        // The common case: open (or dropping), or already reopening. A
+        // change racing with this read is ordered after it.
         if info.is_open() {
             return true;
         }
@@ -246,12 +241,14 @@ impl OndemandObject {
     /// is rare and every daemon `read()` checks the state.
     #[inline(never)]
     fn start_reopen(object: &ObjectRef, reopening: &ReopenCount) -> bool {
-        let info = object.data();
-        let mut s = info.lock(reopening);
-        match s.state {
+        let old = object.data().update(reopening, |s| {
+            (s.state == ObjState::Close).then_some(Inner {
+                state: ObjState::Reopening,
+                ..s
+            })
+        });
+        match old.state {
             ObjState::Close => {
-                s.state = ObjState::Reopening;
-                drop(s);
                 // The request holds a reference, so the one the queue attempt
                 // may drop here is never the last.
                 object.queue_work();
@@ -264,27 +261,37 @@ impl OndemandObject {
 
     /// Records `id` as the object's anonymous fd; `EEXIST` if it has one.
     pub(crate) fn claim_id(&self, id: u32, reopening: &ReopenCount) -> Result {
-        let mut s = self.lock(reopening);
-        if s.id > 0 {
+        let old = self.update(reopening, |s| {
+            (s.id <= 0).then_some(Inner { id: id as i32, ..s })
+        });
+        if old.id > 0 {
             return Err(EEXIST);
         }
-        s.id = id as i32;
         Ok(())
     }
 
     /// The anonymous fd is gone: the object is closed (unless dropping).
     /// Called under the queue lock, with the sweep of its CLOSEs.
     pub(crate) fn release_id(&self, reopening: &ReopenCount) {
-        let mut s = self.lock(reopening);
-        s.id = ID_CLOSED;
-        if s.state != ObjState::Dropping {
-            s.state = ObjState::Close;
-        }
+        self.update(reopening, |s| {
+            Some(Inner {
+                id: ID_CLOSED,
+                state: match s.state {
+                    ObjState::Dropping => ObjState::Dropping,
+                    _ => ObjState::Close,
+                },
+            })
+        });
     }
 
     /// A successful copen `msg_id`: record (and trace) the size and open
     /// the object, unless the anonymous fd was closed in the meantime
     /// (`EBADFD`).
+    ///
+    /// The size is recorded before the object shows open. A release of the
+    /// fd racing with this copen between the two can fail the copen after
+    /// the size is recorded: the object is closed then, and the copen of
+    /// its reopen records the size again.
     pub(crate) fn copen(
         &self,
         object: &Object,
@@ -292,13 +299,18 @@ impl OndemandObject {
         size: i64,
         reopening: &ReopenCount,
     ) -> Result {
-        let mut s = self.lock(reopening);
-        if s.id == ID_CLOSED {
+        if self.peek().id == ID_CLOSED {
             return Err(error::ebadfd());
         }
         object.set_size(msg_id, size);
-        if s.state != ObjState::Dropping {
-            s.state = ObjState::Open;
+        let old = self.update(reopening, |s| {
+            (s.id != ID_CLOSED && s.state != ObjState::Dropping).then_some(Inner {
+                state: ObjState::Open,
+                ..s
+            })
+        });
+        if old.id == ID_CLOSED {
+            return Err(error::ebadfd());
         }
         Ok(())
     }
@@ -307,10 +319,12 @@ impl OndemandObject {
     /// gone, the object is closed, not left reopening. (After one that did,
     /// the fd's release, if any, closed it.)
     pub(crate) fn copen_failed(&self, reopening: &ReopenCount) {
-        let mut s = self.lock(reopening);
-        if s.id == ID_CLOSED && s.state != ObjState::Dropping {
-            s.state = ObjState::Close;
-        }
+        self.update(reopening, |s| {
+            (s.id == ID_CLOSED && s.state != ObjState::Dropping).then_some(Inner {
+                state: ObjState::Close,
+                ..s
+            })
+        });
     }
 }
 

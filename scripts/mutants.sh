@@ -38,8 +38,8 @@ VMARGS=()
 # (\n, \t, \& and \p in the texts are a newline, a tab, & and |)
 MUTANTS=(
 	# Rust: state transitions
-	"r19|rust/object.rs|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Close;|        if s.id == ID_CLOSED \&\& s.state != ObjState::Dropping {\n            s.state = ObjState::Open;|copen|copen_failed leaves an object with a closed fd open"
-	"r18|rust/object.rs|        if s.id == ID_CLOSED {\n            return Err(error::ebadfd());|        if s.id == ID_CLOSED \&\& false {\n            return Err(error::ebadfd());|copen|copen on a closed fd opens the object"
+	"r19|rust/object.rs|            (s.id == ID_CLOSED \&\& s.state != ObjState::Dropping).then_some(Inner {\n                state: ObjState::Close,|            (s.id == ID_CLOSED \&\& s.state != ObjState::Dropping).then_some(Inner {\n                state: ObjState::Open,|copen|copen_failed leaves an object with a closed fd open"
+	"r18|rust/object.rs|        if self.peek().id == ID_CLOSED {\n            return Err(error::ebadfd());\n        }\n        object.set_size(msg_id, size);\n        let old = self.update(reopening, \ps\p {\n            (s.id != ID_CLOSED \&\& s.state != ObjState::Dropping).then_some(Inner {\n                state: ObjState::Open,\n                ..s\n            })\n        });\n        if old.id == ID_CLOSED {\n            return Err(error::ebadfd());\n        }|        object.set_size(msg_id, size);\n        self.update(reopening, \ps\p {\n            (s.state != ObjState::Dropping).then_some(Inner {\n                state: ObjState::Open,\n                ..s\n            })\n        });|copen|copen on a closed fd opens the object"
 	"r14|rust/cache.rs|            \p_\p object.data().release_id(\&self.reopening),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
 	# Rust: READ_COMPLETE and the anonymous fd
 	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read \&\& r.is_for(object)|r.is_for(object)|copen|READ_COMPLETE accepts an OPEN's id"
