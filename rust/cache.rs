@@ -32,7 +32,7 @@ use crate::{
         CopiedMsg, Identity, NewRequest, Opcode, Request, Taken,
     },
     stats::CacheStats,
-    ObjectView,
+    Object, ObjectView,
 };
 
 /// How many requests one critical section of a drain takes out at most.
@@ -315,9 +315,10 @@ impl OndemandCache {
     /// Refuses `object`'s new requests and fails its queued ones with `EIO`:
     /// it is withdrawn.
     pub(crate) fn drop_object(&self, object: ObjectView<'_>) {
+        let target: &Object = &object;
         self.drain(
             false,
-            |r| r.is_for(&object),
+            move |r| r.is_for(target),
             |_| object.data().set_dropping(&self.reopening),
             EIO.to_errno(),
         );
@@ -328,9 +329,10 @@ impl OndemandCache {
     /// that fd is released. A CLOSE for a later fd of the same object (after
     /// a reopen) is left alone.
     pub(crate) fn release_fd(&self, object: ObjectView<'_>, object_id: u32) {
+        let target: &Object = &object;
         self.drain(
             true,
-            |r| r.close_id() == Some(object_id) && r.is_for(&object),
+            move |r| r.close_id() == Some(object_id) && r.is_for(target),
             |_| object.data().release_id(&self.reopening),
             0,
         );

@@ -43,7 +43,7 @@ MUTANTS=(
 	"r14|rust/cache.rs|            \p_\p object.data().release_id(\&self.reopening),|            \p_\p (),|copen|the object keeps its id (stays open) when its fd is released"
 	# Rust: READ_COMPLETE and the anonymous fd
 	"r15|rust/anon_fd.rs|r.opcode() == Opcode::Read \&\& r.is_for(object)|r.is_for(object)|copen|READ_COMPLETE accepts an OPEN's id"
-	"r17|rust/cache.rs|            \pr\p r.close_id() == Some(object_id) \&\& r.is_for(\&object),|            \p_\p false,|anonfd|releasing an fd does not complete its unread CLOSE"
+	"r17|rust/cache.rs|            move \pr\p r.close_id() == Some(object_id) \&\& r.is_for(target),|            move \p_\p {\n                let _ = (object_id, target);\n                false\n            },|anonfd|releasing an fd does not complete its unread CLOSE"
 	"r16|rust/anon_fd.rs|    if cmd != IOC_READ_COMPLETE {|    if false {|anonfd|any ioctl is taken for READ_COMPLETE"
 	"r20|rust/daemon.rs|    req.write_open_msg(\&mut w, id, open.object_id(), open.fd())?;\n    open.install();|    let (oid, fd) = (open.object_id(), open.fd());\n    open.install();\n    req.write_open_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
 	# Rust: wake-ups
