@@ -345,7 +345,7 @@ impl Request {
     pub(crate) fn result(&self) -> Result {
         match self.result.load(Ordering::Acquire) {
             0 => Ok(()),
-            err => Err(Error::from_errno(err)),
+            err => Err(failure(err)),
         }
     }
 
@@ -358,6 +358,24 @@ impl Request {
         this.result.store(result, Ordering::Release);
         stats.request_done(this.opcode(), result, this.stamp, || this.read_len());
         Completion::complete_handing_over(this, |r| &r.done, |r| &r.parked);
+    }
+}
+
+/// The error of a request completed with errno `err`.
+///
+/// Out of line, so that the success path tests the result alone. The
+/// errnos that fail requests in bulk (the cache's death, a withdrawal,
+/// killed waiters) are returned as the constants they are:
+/// `Error::from_errno` is an out-of-line call in 6.12.
+#[cold]
+#[inline(never)]
+fn failure(err: i32) -> Error {
+    if err == EIO.to_errno() {
+        EIO
+    } else if err == EINTR.to_errno() {
+        EINTR
+    } else {
+        Error::from_errno(err)
     }
 }
 
