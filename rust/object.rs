@@ -40,6 +40,11 @@ impl Inner {
     /// Where the state sits in the packed word: above the id.
     const STATE_SHIFT: u32 = 32;
 
+    /// The same id in state `state`.
+    fn with_state(self, state: ObjState) -> Self {
+        Inner { state, ..self }
+    }
+
     fn pack(self) -> u64 {
         ((self.state as u64) << Self::STATE_SHIFT) | u64::from(self.id as u32)
     }
@@ -190,21 +195,13 @@ impl OndemandObject {
     }
 
     pub(crate) fn set_dropping(&self, reopening: &ReopenCount) {
-        self.update(reopening, |s| {
-            Some(Inner {
-                state: ObjState::Dropping,
-                ..s
-            })
-        });
+        self.update(reopening, |s| Some(s.with_state(ObjState::Dropping)));
     }
 
     /// An OPEN could not be queued: back to closed (unless dropping).
     pub(crate) fn open_not_sent(&self, reopening: &ReopenCount) {
         self.update(reopening, |s| {
-            (s.state != ObjState::Dropping).then_some(Inner {
-                state: ObjState::Close,
-                ..s
-            })
+            (s.state != ObjState::Dropping).then_some(s.with_state(ObjState::Close))
         });
     }
 
@@ -212,10 +209,7 @@ impl OndemandObject {
     /// the object has an open anonymous fd (or is dropping).
     pub(crate) fn open_failed(&self, reopening: &ReopenCount) {
         self.update(reopening, |s| {
-            (s.id <= 0 && s.state != ObjState::Dropping).then_some(Inner {
-                state: ObjState::Close,
-                ..s
-            })
+            (s.id <= 0 && s.state != ObjState::Dropping).then_some(s.with_state(ObjState::Close))
         });
     }
 
@@ -242,10 +236,7 @@ impl OndemandObject {
     #[inline(never)]
     fn start_reopen(object: &ObjectRef, reopening: &ReopenCount) -> bool {
         let old = object.data().update(reopening, |s| {
-            (s.state == ObjState::Close).then_some(Inner {
-                state: ObjState::Reopening,
-                ..s
-            })
+            (s.state == ObjState::Close).then_some(s.with_state(ObjState::Reopening))
         });
         match old.state {
             ObjState::Close => {
@@ -304,10 +295,8 @@ impl OndemandObject {
         }
         object.set_size(msg_id, size);
         let old = self.update(reopening, |s| {
-            (s.id != ID_CLOSED && s.state != ObjState::Dropping).then_some(Inner {
-                state: ObjState::Open,
-                ..s
-            })
+            (s.id != ID_CLOSED && s.state != ObjState::Dropping)
+                .then_some(s.with_state(ObjState::Open))
         });
         if old.id == ID_CLOSED {
             return Err(error::ebadfd());
@@ -320,10 +309,8 @@ impl OndemandObject {
     /// the fd's release, if any, closed it.)
     pub(crate) fn copen_failed(&self, reopening: &ReopenCount) {
         self.update(reopening, |s| {
-            (s.id == ID_CLOSED && s.state != ObjState::Dropping).then_some(Inner {
-                state: ObjState::Close,
-                ..s
-            })
+            (s.id == ID_CLOSED && s.state != ObjState::Dropping)
+                .then_some(s.with_state(ObjState::Close))
         });
     }
 }
