@@ -253,9 +253,10 @@ def requests_table(res):
 # bench/plugin/icount-report.py. Rust also runs code in vmlinux: the patch's
 # dispatch, the kernel crate and rust_helper_ functions, and the anonymous
 # fd's write_iter and llseek, which are ondemand.c's on both backends. Both
-# count daemon.c's poll(), where C's on-demand walk is inline.
-ICOUNT_BACKEND = {"c": ["ondemand", "dispatch", "devpoll"],
-                  "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll"]}
+# count daemon.c's poll() and cachefiles_flush_reqs(), where C's on-demand
+# walk and flush loop are inline.
+ICOUNT_BACKEND = {"c": ["ondemand", "dispatch", "devpoll", "devflush"],
+                  "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll", "devflush"]}
 ICOUNT_WORKLOADS = ["seq", "rand", "par", "rps", "ttfb"]
 
 

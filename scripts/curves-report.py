@@ -99,8 +99,8 @@ def read_run(run):
             g = icount_report.grouped(delta)
             pt["backend_instr"] = sum(g.get(x, 0) for x in BACKEND[b])
             pt["kernel_instr"] = g.get("kernel", 0)
-            # with the rest of fs/cachefiles: C's flush (cachefiles_flush_reqs)
-            # and devnode poll are in daemon.c, outside C's own ranges
+            # with the rest of fs/cachefiles (C's flush loop and devnode
+            # poll, in daemon.c, are in the backend's ranges since devflush)
             pt["cf_instr"] = pt["backend_instr"] + g.get("cachefiles", 0)
             pt["groups"] = {k: v for k, v in sorted(g.items()) if v}
             pt["functions"] = {k: v for k, v in delta.items()
@@ -346,8 +346,9 @@ def section(summ, points, meta, gr, svgs, rt):
     lines += ["", "Median (min–max) over the repetitions; per request = the phase's count "
              "divided by the READs it served (inflight, objects) or the requests it failed "
              "(fail curves). Rust/C: the ratio of the backend medians. \"With cachefiles\": the "
-             "backend plus the rest of `fs/cachefiles` (one range), which holds C's flush "
-             "loop (`cachefiles_flush_reqs`, `daemon.c`) and its devnode `poll()`.", "",
+             "backend plus the rest of `fs/cachefiles` (one range). Both backends count "
+             "`daemon.c`'s `cachefiles_flush_reqs` (`devflush`) and devnode `poll()` "
+             "(`devpoll`), which hold C's flush loop and poll walk and call the module's.", "",
              table(summ), "",
              "Growth of the backend's instructions per request from the smallest to the "
              "largest point (1.00 = flat):", ""]

@@ -8,7 +8,9 @@ One line a function, "START END LABEL" (hex, END exclusive): the functions
 of fs/cachefiles/ondemand.o (labels ondemand:FUNCTION, the C backend),
 backend.o (dispatch:FUNCTION, the patch's switch between the two
 backends), daemon.o's cachefiles_daemon_poll (devpoll:, which holds the
-built-in backend's poll walk and calls the module's), the rest of
+built-in backend's poll walk and calls the module's) and
+cachefiles_flush_reqs (devflush:, which holds the built-in backend's flush
+loop at cache death and calls the module's), the rest of
 fs/cachefiles (cachefiles), fs/netfs (netfs, fscache included), fs/erofs
 (erofs), and the Rust code built into vmlinux (rust_kernel:FUNCTION: the
 kernel crate and the rust_helper_ functions the module calls). Names come from
@@ -51,6 +53,8 @@ def main():
         # The devnode's poll(): the built-in backend's on-demand walk is
         # inline in it, where the module's is reached through the dispatch.
         ("devpoll", [os.path.join(cf, "daemon.o")], {"cachefiles_daemon_poll"}),
+        # Likewise the flush of the queue at cache death.
+        ("devflush", [os.path.join(cf, "daemon.o")], {"cachefiles_flush_reqs"}),
         ("cachefiles", [o for o in glob.glob(os.path.join(cf, "*.o"))
                         if os.path.basename(o) not in ("ondemand.o", "backend.o")]),
         ("netfs", glob.glob(os.path.join(kdir, "fs/netfs/*.o"))),
@@ -83,7 +87,7 @@ def main():
                 continue
             if cands[0] not in taken:
                 taken.add(cands[0])
-                per_function = label in ("ondemand", "dispatch", "devpoll")
+                per_function = label in ("ondemand", "dispatch", "devpoll", "devflush")
                 ranges.append((cands[0][0], cands[0][1],
                                f"{label}:{n}" if per_function else label))
     for n, rs in syms.items():

@@ -19,11 +19,12 @@ import sys
 # What each backend runs of its own. The Rust backend also runs code in
 # vmlinux: the patch's dispatch, the kernel crate and rust_helper_
 # functions, and the anonymous fd's write_iter and llseek, which are C's
-# (in ondemand.c) on both backends. Both count daemon.c's poll() (devpoll),
-# where C's on-demand walk is inline.
+# (in ondemand.c) on both backends. Both count daemon.c's poll() (devpoll)
+# and cachefiles_flush_reqs() (devflush), where C's on-demand walk and flush
+# loop are inline.
 BACKEND = {
-    "c": ["ondemand", "dispatch", "devpoll"],
-    "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll"],
+    "c": ["ondemand", "dispatch", "devpoll", "devflush"],
+    "rust": ["rs", "rust_kernel", "dispatch", "ondemand", "devpoll", "devflush"],
 }
 PHASES = [("mount", "read"), ("read", "umount"), ("umount", "end"), ("mount", "end")]
 
