@@ -80,7 +80,7 @@ pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
         return Err(e);
     }
     // From here on the id is the object's until the file is released, or
-    // until `release_id` below if the file cannot be made.
+    // until `release_unmade` below if the file cannot be made.
     match object.create_anon_fd() {
         Ok(file) => Ok(OpenFd {
             file,
@@ -88,10 +88,18 @@ pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
             object_id,
         }),
         Err(e) => {
-            release_id(object, object_id);
+            release_unmade(object, object_id);
             Err(e)
         }
     }
+}
+
+/// [`release_id`] for an fd that could not be made: out of line, so that
+/// the OPEN's delivery does not carry the release in its own code.
+#[cold]
+#[inline(never)]
+fn release_unmade(object: ObjectView<'_>, object_id: u32) {
+    release_id(object, object_id);
 }
 
 /// `READ_COMPLETE` on an anonymous fd of `object`: completes READ `arg`.
@@ -112,6 +120,10 @@ pub(crate) fn ioctl(object: &Object, cmd: u32, arg: usize) -> Result<i64> {
 /// The last reference to the anonymous fd of `object` is gone: closes the
 /// object, completes the unread CLOSE made for the fd and frees its id,
 /// which it returns.
+///
+/// In line, with [`release_id`]: the fd's release trampoline then saves the
+/// registers once for the whole release.
+#[inline(always)]
 pub(crate) fn release(object: &Object) -> u32 {
     let object = object.view();
     // An object has one anonymous fd at a time (`claim_id`), whose id it
@@ -121,6 +133,7 @@ pub(crate) fn release(object: &Object) -> u32 {
     object_id
 }
 
+#[inline(always)]
 fn release_id(object: ObjectView<'_>, object_id: u32) {
     let state = object.cache_data();
     state.release_fd(object, object_id);

@@ -328,6 +328,9 @@ impl OndemandCache {
     /// `object_id`, if the daemon has not read it, in one critical section:
     /// that fd is released. A CLOSE for a later fd of the same object (after
     /// a reopen) is left alone.
+    ///
+    /// In line: its one caller is the fd's release (`anon_fd::release`).
+    #[inline(always)]
     pub(crate) fn release_fd(&self, object: ObjectView<'_>, object_id: u32) {
         let target: &Object = &object;
         self.drain(

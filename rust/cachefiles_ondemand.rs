@@ -171,6 +171,7 @@ impl Operations for Ondemand {
         anon_fd::ioctl(object, cmd, arg)
     }
 
+    #[inline(always)]
     fn fd_release(object: &Object) -> u32 {
         anon_fd::release(object)
     }
