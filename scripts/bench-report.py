@@ -408,8 +408,9 @@ def icount_section(ic, summ):
         "A run is counted from just before its mount to just after its daemon exited; "
         "requests: the OPENs, READs and CLOSEs the daemon (od-serve or odd) read in that run. Backend: "
         "the instructions in the backend's own ranges (C: `ondemand.c`, the dispatch "
-        "and `daemon.c`'s `poll()`; Rust: the module, vmlinux's Rust code, the dispatch, "
-        "`ondemand.c`'s fd functions and `daemon.c`'s `poll()`); kernel: every kernel-mode instruction of the guest in the run. "
+        "and `daemon.c`'s `poll()` and flush; Rust: the module, vmlinux's Rust code, the "
+        "dispatch, `ondemand.c`'s fd functions and `daemon.c`'s `poll()` and flush); kernel: "
+        "every kernel-mode instruction of the guest in the run. "
         "Median (min–max) over the repetitions; spread = (max − min) / median; the ratio "
         "is of the medians (\"Instruction counts\" below says what is and is not counted).",
         "", icount_table(ic, summ)]
