@@ -329,7 +329,8 @@ impl OndemandCache {
     /// that fd is released. A CLOSE for a later fd of the same object (after
     /// a reopen) is left alone.
     ///
-    /// In line: its one caller is the fd's release (`anon_fd::release`).
+    /// In line: it runs in the fd's release (`anon_fd::release_id`, in line
+    /// there too, and in the cold `release_unmade`).
     #[inline(always)]
     pub(crate) fn release_fd(&self, object: ObjectView<'_>, object_id: u32) {
         let target: &Object = &object;
