@@ -21,8 +21,9 @@
 //! | [`slim_arc`] | `kernel::sync::Arc` with an inline count and plain `kmalloc` |
 //! | [`slim_box`] | `kernel::alloc::KBox`, pinned, with plain `kmalloc` and a byte tail |
 //! | [`delay`] | `kernel::time::delay` |
-//! | [`error`] | `kernel::error::code` (the codes 6.12 does not name) |
+//! | [`error`] | `kernel::error` (the codes 6.12 does not name, in-line helpers) |
 //! | [`tracepoint`] | `kernel::tracepoint` (only whether one is on) |
+//! | [`uaccess`] | `kernel::uaccess` (the writer, with in-line writes) |
 //! | [`cachefiles`] | none: the backend API of the kernel patch |
 //!
 //! `helpers` declares the C helpers of `helpers.c` (static inline functions
@@ -41,5 +42,6 @@ pub(crate) mod slim_arc;
 pub(crate) mod slim_box;
 #[cfg(CONFIG_TRACEPOINTS)]
 mod tracepoint;
+pub(crate) mod uaccess;
 pub(crate) mod workqueue;
 pub(crate) mod xarray;

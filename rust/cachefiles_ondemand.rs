@@ -83,6 +83,7 @@ use abstractions::{
     cachefiles::{self, FdOperations, OndemandOps, Operations, Registration},
     cstr::CStrMut,
     debugfs,
+    uaccess::UserSlice,
 };
 use cache::OndemandCache;
 use object::OndemandObject;
@@ -126,7 +127,7 @@ impl Operations for Ondemand {
     }
 
     #[inline]
-    fn daemon_read(cache: Cache<'_>, buf: kernel::uaccess::UserSlice, len: usize) -> Result<usize> {
+    fn daemon_read(cache: Cache<'_>, buf: UserSlice, len: usize) -> Result<usize> {
         daemon::daemon_read(cache, buf, len)
     }
 

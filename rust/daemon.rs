@@ -3,7 +3,7 @@
 //! The daemon's side of the devnode: `read()`, `poll()`, and the `copen` and
 //! `restore` commands.
 
-use kernel::{prelude::*, uaccess::UserSlice};
+use kernel::prelude::*;
 
 use crate::{
     abstractions::{
@@ -11,6 +11,7 @@ use crate::{
         error::MAX_ERRNO,
         kstrtox::{kstrtol, kstrtoul},
         slim_arc::SlimArc,
+        uaccess::UserSlice,
     },
     anon_fd,
     cache::{OndemandCache, Selected},

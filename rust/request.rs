@@ -24,7 +24,7 @@ use core::{
     mem::size_of,
     sync::atomic::{AtomicI32, AtomicU64, Ordering},
 };
-use kernel::{prelude::*, uaccess::UserSliceWriter};
+use kernel::prelude::*;
 
 pub(crate) use crate::abstractions::cachefiles::uapi::Opcode;
 use crate::{
@@ -33,6 +33,7 @@ use crate::{
         completion::{Completion, RefSlot},
         slim_arc::SlimArc,
         slim_box::SlimBox,
+        uaccess::UserSliceWriter,
     },
     stats::{Stamp, Stats},
     Object, ObjectRef,
@@ -295,8 +296,10 @@ impl Request {
         let Payload::Open(open) = &self.payload else {
             return Ok(());
         };
-        w.write(&self.header(msg_id, object_id))?;
-        w.write(&uapi::Open { fd, ..open.open })?;
+        w.write(&uapi::OpenHead {
+            msg: self.header(msg_id, object_id),
+            open: uapi::Open { fd, ..open.open },
+        })?;
         w.write_slice(open.tail())
     }
 

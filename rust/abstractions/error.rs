@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Error codes the 6.12 `kernel` crate does not name, `MAX_ERRNO`, and an
-//! in-line `to_result`.
+//! Error codes the 6.12 `kernel` crate does not name, `MAX_ERRNO`, and
+//! in-line `to_result` and `from_err_ptr`.
 //!
 //! Later kernels name more codes in `kernel::error::code` (as constants; the
 //! 6.12 crate offers no `const` way to build an [`Error`] from outside it,
@@ -32,5 +32,22 @@ pub(crate) fn to_result(ret: c_int) -> Result {
         Err(Error::from_errno(ret))
     } else {
         Ok(())
+    }
+}
+
+/// `kernel::error::from_err_ptr`, in line: the 6.12 function tests the
+/// pointer with the `IS_ERR()` helper, a call, made on every OPEN (its
+/// anonymous file).
+///
+/// An error pointer is one of the last [`MAX_ERRNO`] addresses, as
+/// `IS_ERR_VALUE()` says; its errno is the address read as a signed number.
+#[inline(always)]
+pub(crate) fn from_err_ptr<T>(ptr: *mut T) -> Result<*mut T> {
+    let addr = ptr as isize;
+    if addr < 0 && addr >= -(MAX_ERRNO as isize) {
+        // In `-MAX_ERRNO..0`: the cast keeps the value.
+        Err(Error::from_errno(addr as c_int))
+    } else {
+        Ok(ptr)
     }
 }

@@ -6,14 +6,18 @@
 use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
 use kernel::{
     bindings,
-    error::{from_err_ptr, Result},
+    error::Result,
     prelude::*,
     types::{ARef, AlwaysRefCounted, ForeignOwnable, Opaque},
 };
 
 use super::{uapi, Cache, Operations};
 use crate::abstractions::{
-    error::to_result, file::File, helpers, slim_box::SlimBox, workqueue::RawWork,
+    error::{from_err_ptr, to_result},
+    file::File,
+    helpers,
+    slim_box::SlimBox,
+    workqueue::RawWork,
 };
 
 /// Returns whether cachefiles' tracepoint `$tp` is on: always `false`, and

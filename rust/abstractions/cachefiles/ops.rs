@@ -8,12 +8,11 @@ use kernel::{
     error::{to_result, Result},
     prelude::*,
     types::{ARef, ForeignOwnable},
-    uaccess::UserSlice,
     ThisModule,
 };
 
 use super::{fd::FdOperations, object::ObjectSlot, Cache, Object, ObjectView};
-use crate::abstractions::{cstr::CStrMut, slim_box::SlimBox};
+use crate::abstractions::{cstr::CStrMut, slim_box::SlimBox, uaccess::UserSlice};
 
 /// An on-demand backend: the operations of `struct cachefiles_ondemand_ops`.
 ///

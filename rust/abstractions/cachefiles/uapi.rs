@@ -94,10 +94,23 @@ pub(crate) struct ReadMsg {
     pub(crate) read: Read,
 }
 
+/// The start of an OPEN message: the header, then the body, so that both
+/// are written to the daemon in one copy (the keys follow).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct OpenHead {
+    /// The header.
+    pub(crate) msg: Msg,
+    /// The body.
+    pub(crate) open: Open,
+}
+
 // SAFETY: `ReadMsg` is a `repr(C)` pair of the two structures below, whose
 // sizes (16, a multiple of both alignments) leave no padding between or
 // after them (asserted below).
 unsafe impl AsBytes for ReadMsg {}
+// SAFETY: As for `ReadMsg` (`Open`'s size is also 16).
+unsafe impl AsBytes for OpenHead {}
 // SAFETY: `Msg`, `Open` and `Read` are `repr(C)` structures of integers with
 // no padding (their sizes are the sums of their fields', asserted below), so
 // all their bytes are initialised.
@@ -110,6 +123,8 @@ unsafe impl AsBytes for Read {}
 const _: () = {
     assert!(size_of::<ReadMsg>() == size_of::<Msg>() + size_of::<Read>());
     assert!(offset_of!(ReadMsg, read) == size_of::<Msg>());
+    assert!(size_of::<OpenHead>() == size_of::<Msg>() + size_of::<Open>());
+    assert!(offset_of!(OpenHead, open) == size_of::<Msg>());
     assert!(size_of::<Msg>() == 16 && size_of::<Msg>() == size_of::<uapi::cachefiles_msg>());
     assert!(offset_of!(Msg, msg_id) == offset_of!(uapi::cachefiles_msg, msg_id));
     assert!(offset_of!(Msg, opcode) == offset_of!(uapi::cachefiles_msg, opcode));
