@@ -2,7 +2,8 @@
 /*
  * edge: the on-demand protocol from more angles, with this program as the
  * daemon (through odtest.h, so the bind asserts the backend):
- *   A  malformed commands, EMSGSIZE, EFAULT (no fd installed)
+ *   A  malformed commands, EMSGSIZE, EFAULT (no fd installed), also when
+ *      only the keys fault
  *   B  copen of an unread OPEN, an fd closed before copen (EBADFD), daemon
  *      errors and bad sizes, each with the errno the mount gets
  *   C  a served mount; checks on the anonymous fd at the first READ
@@ -78,8 +79,12 @@ static void close_fds_of_daemon(void)
 static void phase_a(int dev)
 {
 	static char big[5000];
+	size_t head = sizeof(struct cachefiles_msg) + sizeof(struct cachefiles_open);
+	struct cachefiles_msg *hdr;
+	char *pages;
 	void *bad;
 	int before;
+	ssize_t n;
 	pid_t m;
 
 	check(dev_read(dev, buf, sizeof(buf)) == 0, "read with nothing pending: 0");
@@ -103,6 +108,27 @@ static void phase_a(int dev)
 	check(dev_read(dev, bad, 1024) == -EFAULT, "OPEN into an unmapped buffer: EFAULT");
 	check(own_fds() == before, "no fd installed after EFAULT (%d -> %d)", before, own_fds());
 	expect_fails(m, EIO, "EFAULT");
+	munmap(bad, 4096);
+
+	/* The OPEN's header and body fit in the mapped page, its keys do not. */
+	pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!check(pages != MAP_FAILED && !mprotect(pages + 4096, 4096, PROT_NONE),
+		   "a buffer whose second page is unmapped"))
+		return;
+	hdr = (void *)(pages + 4096 - head);
+	memset(hdr, 0xff, head);
+	m = start_mount("fsid=simple.img", MNT);
+	check(dev_pollin(dev, 120000), "OPEN makes the devnode readable");
+	before = own_fds();
+	n = dev_read(dev, hdr, sizeof(buf));
+	check(n == -EFAULT, "OPEN into a buffer that faults after its body: EFAULT (%zd)", n);
+	check(hdr->opcode == CACHEFILES_OP_OPEN && hdr->len > head,
+	      "the header copied is the OPEN's, keys after it (opcode %u, len %u)", hdr->opcode,
+	      hdr->len);
+	check(own_fds() == before, "no fd installed after the keys' EFAULT (%d -> %d)", before,
+	      own_fds());
+	expect_fails(m, EIO, "keys' EFAULT");
+	munmap(pages, 8192);
 }
 
 static void phase_b(int dev)
@@ -470,7 +496,7 @@ int main(void)
 	img_size = st.st_size;
 	mkdir(MNT2, 0755);
 	atexit(injection_off);
-	ktap_plan(92);
+	ktap_plan(98);
 	dev = dev_open();
 	if (dev < 0)
 		return 1;
