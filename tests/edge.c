@@ -71,6 +71,23 @@ static void expect_fails(pid_t m, int want, const char *what)
 	}
 }
 
+/*
+ * Two pages, the second unmapped: a buffer ending on the first faults
+ * there. NULL if they could not be made.
+ */
+static char *page_then_hole(void)
+{
+	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (pages == MAP_FAILED)
+		return NULL;
+	if (mprotect(pages + 4096, 4096, PROT_NONE)) {
+		munmap(pages, 8192);
+		return NULL;
+	}
+	return pages;
+}
+
 static void close_fds_of_daemon(void)
 {
 	od_close_all(&s);
@@ -111,14 +128,13 @@ static void phase_a(int dev)
 	munmap(bad, 4096);
 
 	/* The OPEN's header and body fit in the mapped page, its keys do not. */
-	pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (!check(pages != MAP_FAILED && !mprotect(pages + 4096, 4096, PROT_NONE),
-		   "a buffer whose second page is unmapped"))
+	pages = page_then_hole();
+	if (!check(pages != NULL, "a buffer whose second page is unmapped"))
 		return;
 	hdr = (void *)(pages + 4096 - head);
 	memset(hdr, 0xff, head);
 	m = start_mount("fsid=simple.img", MNT);
-	check(dev_pollin(dev, 120000), "OPEN makes the devnode readable");
+	check(dev_pollin(dev, 120000), "the second OPEN makes the devnode readable");
 	before = own_fds();
 	n = dev_read(dev, hdr, sizeof(buf));
 	check(n == -EFAULT, "OPEN into a buffer that faults after its body: EFAULT (%zd)", n);
@@ -320,15 +336,14 @@ static void j_seen(struct cachefiles_msg *m)
 static void phase_j(int dev)
 {
 	size_t len = sizeof(struct cachefiles_msg) + sizeof(struct cachefiles_read);
-	char *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *pages = page_then_hole();
 	struct cachefiles_msg *hdr;
 	struct od_obj *o;
 	ssize_t n;
 	pid_t r;
 	int st;
 
-	if (!check(pages != MAP_FAILED && !mprotect(pages + 4096, 4096, PROT_NONE),
-		   "J: a buffer whose second page is unmapped"))
+	if (!check(pages != NULL, "J: a buffer whose second page is unmapped"))
 		return;
 	/* The header fits in the mapped page, the READ's body does not. */
 	hdr = (void *)(pages + 4096 - sizeof(*hdr));
