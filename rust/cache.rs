@@ -5,19 +5,19 @@
 //! The queue ([`Queue`]) is an XArray indexed by msg_id. Requests the daemon
 //! has not read yet carry the NEW mark. Everything here that looks at the
 //! queue does it under the queue lock; requests taken out are completed
-//! after it is dropped (a [`Taken`] is only ever returned out of the
-//! critical section).
+//! after it is dropped (a [`Taken`] or a [`Batch`] is only ever returned out
+//! of the critical section).
 //!
 //! Failing many requests at once (the cache dies, an object is withdrawn, an
 //! anonymous fd is released) is one pass over the queue: each critical
-//! section takes out up to [`DRAIN_BATCH`] requests and the scan resumes
-//! after the last index seen, so failing k of n queued requests costs O(n),
-//! with the completions done between critical sections.
+//! section takes out up to [`BATCH`] requests into a [`Batch`] and the scan
+//! resumes after the last index seen, so failing k of n queued requests
+//! costs O(n), with the completions done between critical sections.
+//!
+//! [`Batch`]: crate::request::queue::Batch
+//! [`BATCH`]: crate::request::queue::BATCH
 
-use core::{
-    mem::ManuallyDrop,
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
-};
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use kernel::prelude::*;
 
 use crate::{
@@ -34,9 +34,6 @@ use crate::{
     stats::CacheStats,
     Object, ObjectView,
 };
-
-/// How many requests one critical section of a drain takes out at most.
-const DRAIN_BATCH: usize = 16;
 
 /// What a daemon `read()` is to deliver.
 pub(crate) enum Selected {
@@ -178,42 +175,45 @@ impl OndemandCache {
 
     /// The rest of [`Self::drain`], from request `at`, which `pred` accepts,
     /// in the critical section `q` of the drain's start.
+    ///
+    /// Each critical section takes up to [`BATCH`] requests into a batch,
+    /// which completes them once the lock is dropped; the next one takes up
+    /// the search where the last stopped.
+    ///
+    /// [`BATCH`]: crate::request::queue::BATCH
     #[inline(never)]
-    fn drain_from(
-        &self,
-        q: Guard<'_>,
-        at: usize,
+    fn drain_from<'a>(
+        &'a self,
+        mut q: Guard<'a>,
+        mut at: usize,
         only_new: bool,
         pred: &impl Fn(&Request) -> bool,
         result: i32,
     ) {
-        let mut q = Some(q);
-        let mut start = Some(at);
-        while let Some(from) = start {
-            // The first `n` slots are filled, the others never are: emptying
-            // those `n` below leaves nothing to drop, so the array is not
-            // dropped (which would test every slot again).
-            let mut batch: ManuallyDrop<[Option<Taken<'_>>; DRAIN_BATCH]> =
-                ManuallyDrop::new(Default::default());
-            let mut n = 0;
-            {
-                let mut q = q.take().unwrap_or_else(|| self.reqs.lock());
-                start = None;
-                let mut at = from;
-                while let Some((i, _)) = find_first(&q, at, usize::MAX, only_new, pred) {
-                    let Some(slot) = batch.get_mut(n) else {
-                        // Full: the next critical section goes on from here.
-                        start = Some(i);
-                        break;
-                    };
-                    *slot = q.take(i);
-                    n += 1;
-                    let Some(next) = i.checked_add(1) else { break };
-                    at = next;
+        loop {
+            let mut batch = q.batch();
+            // `at` is a request `pred` accepts, or where the search goes on.
+            let resume = loop {
+                if !q.take_into(at, &mut batch) {
+                    break Some(at);
                 }
-            }
-            for taken in batch.iter_mut().take(n).filter_map(Option::take) {
-                taken.finish(result);
+                let Some(next) = at.checked_add(1) else {
+                    break None;
+                };
+                match find_first(&q, next, usize::MAX, only_new, pred) {
+                    Some((i, _)) => at = i,
+                    None => break None,
+                }
+            };
+            drop(q);
+            batch.finish(result);
+            let Some(from) = resume else { return };
+            q = self.reqs.lock();
+            // Requests may have left or come meanwhile: search again from
+            // where the full batch stopped.
+            match find_first(&q, from, usize::MAX, only_new, pred) {
+                Some((i, _)) => at = i,
+                None => return,
             }
         }
     }

@@ -4,10 +4,12 @@
 //!
 //! A request is shared (`SlimArc`) by the thread waiting for it, the cache's queue
 //! and, transiently, the daemon's `read()`. Whoever takes it out of the queue
-//! gets a [`Taken`], the only way to complete a request, which only the queue
-//! ([`queue`]) can make: a request is completed exactly once, and a taken
-//! request is always completed (with `EIO` unless told otherwise) even on
-//! early returns.
+//! gets a [`Taken`] or puts it in a [`Batch`], the only ways to complete a
+//! request, which only the queue ([`queue`]) can make: a request is
+//! completed exactly once, and a taken request is always completed (with
+//! `EIO` unless told otherwise) even on early returns.
+//!
+//! [`Batch`]: queue::Batch
 //!
 //! The waiter, not the completer, drops the last reference to a request it
 //! was woken for (and so, possibly, the last reference to its object, which
@@ -188,10 +190,10 @@ pub(crate) struct Identity(usize);
 ///
 /// # Invariants
 ///
-/// - `result` is written and `done` completed once, by the [`Taken`] that
-///   removed the request from its queue (the only code that can), and only
-///   after that `parked` holds the completer's reference, until the waiter
-///   takes it back ([`Request::reclaim`]).
+/// - `result` is written and `done` completed once, by the [`Taken`] or
+///   [`queue::Batch`] that removed the request from its queue (the only
+///   code that can), and only after that `parked` holds the completer's
+///   reference, until the waiter takes it back ([`Request::reclaim`]).
 /// - The message is at most [`uapi::MSG_MAX_SIZE`] bytes.
 #[pin_data]
 pub(crate) struct Request {
@@ -354,8 +356,9 @@ impl Request {
 
     /// Completes the request with `result` and wakes its waiter.
     ///
-    /// Private to this module and its child [`queue`]: only a [`Taken`] calls
-    /// it, once, from its `finish` or its `drop`.
+    /// Private to this module and its child [`queue`]: only a [`Taken`] or a
+    /// [`queue::Batch`] calls it, once a request, from its `finish` or its
+    /// `drop`.
     #[inline]
     fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
         this.result.store(result, Ordering::Release);

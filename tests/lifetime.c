@@ -16,6 +16,10 @@
  *    fails), and once the daemon exits it is freed; nothing is left in D
  *    state.
  *
+ * 3. The daemon holds more READs than one critical section of a drain
+ *    takes out (the Rust backend's batch of 16): the release of the devnode
+ *    fails every one of them, each reader gets EIO; then as in 2.
+ *
  * The kernel's hung-task detector ignores killable waits (a reader waiting
  * for a READ is one), so "nobody hangs" rests on the timeouts and D-state
  * scans here.
@@ -26,6 +30,7 @@
 
 /* Commands from the test to the daemon child, one byte each. */
 #define CMD_HOLD_READ	'h'	/* read the next READ, report it, don't answer */
+#define CMD_HOLD_ALL	'H'	/* the same for every READ from now on */
 #define CMD_CLOSE_DEV	'c'	/* close the devnode, keep the anonymous fds */
 #define CMD_EXIT	'x'	/* exit */
 
@@ -64,6 +69,8 @@ static void daemon_main(const char *name, int cmd, int report)
 				_exit(0);
 			if (c == CMD_HOLD_READ)
 				hold = 1;
+			if (c == CMD_HOLD_ALL)
+				hold = -1;
 			if (c == CMD_CLOSE_DEV) {
 				close(s.dev);
 				s.dev = -1;
@@ -77,7 +84,8 @@ static void daemon_main(const char *name, int cmd, int report)
 				int n = snprintf(line, sizeof(line), "read %u\n",
 						 msg->msg_id);
 
-				hold = 0;
+				if (hold > 0)
+					hold = 0;
 				if (write(report, line, n) != n)
 					_exit(1);
 				continue;
@@ -242,11 +250,69 @@ static int devnode_closed_first(void)
 	return 0;
 }
 
+/* More than two batches of 16, and not a multiple of 16. */
+#define NHELD 40
+
+static int many_held(void)
+{
+	struct daemon d;
+	pid_t r[NHELD];
+	unsigned int id;
+	int st, dev, got = 0, eio = 0;
+	long end;
+
+	start_daemon(&d, "lifetime-many");
+	check(!strcmp(daemon_says(&d, 30000), "bound"), "third daemon bound the cache");
+	st = wait_child(start_mount("fsid=simple.img", MNT), 60000);
+	check(st == 0, "mount (status %d)", st);
+	/* Served: the file's inode and chunk index are then cached, and each
+	 * reader below asks for its own page alone.
+	 */
+	st = wait_child(start_read_random(MNT "/big/two.bin", 4096, 4096), 30000);
+	check(st == 0, "a first page of the file is served (status %d)", st);
+	tell(&d, CMD_HOLD_ALL);
+	for (int i = 0; i < NHELD; i++)
+		r[i] = start_read_random(MNT "/big/two.bin", 65536 + (off_t)i * 8192, 4096);
+	for (int i = 0; i < NHELD; i++)
+		got += sscanf(daemon_says(&d, 30000), "read %u", &id) == 1;
+	check(got == NHELD, "the daemon read %d READs, one a reader, and holds them all (%d)",
+	      NHELD, got);
+	tell(&d, CMD_CLOSE_DEV);
+	check(!strcmp(daemon_says(&d, 30000), "closed"),
+	      "the daemon closed the devnode, keeping its anonymous fds");
+	/* One deadline for all: a reader left waiting costs 30 s, not 30 s each. */
+	end = now_ms() + 30000;
+	for (int i = 0; i < NHELD; i++) {
+		st = wait_child(r[i], end > now_ms() ? end - now_ms() : 0);
+		eio += st == EIO;
+		if (st != EIO)
+			diag("reader %d: status %d", i, st);
+		if (st < 0)
+			kill(r[i], SIGKILL);
+	}
+	check(eio == NHELD,
+	      "the release of the devnode fails all %d held READs, more than two drain batches: each reader gets EIO (%d)",
+	      NHELD, eio);
+	tell(&d, CMD_EXIT);
+	st = wait_child(d.pid, 30000);
+	check(st == 0, "the daemon exits (status %d)", st);
+	dev = reopen_devnode();
+	check(dev >= 0, "the cache is freed: the devnode opens again (%d)", dev);
+	st = wait_child(start_sh("umount " MNT), 30000);
+	check(st == 0, "unmount (status %d)", st);
+	st = od_d_state_scan();
+	check(st == 0, "nothing left in D state (%d)", st);
+	close(d.cmd);
+	close(d.report);
+	return 0;
+}
+
 int main(void)
 {
-	ktap_plan(21);
+	ktap_plan(31);
 	signal(SIGPIPE, SIG_IGN);
 	killed_daemon();
 	devnode_closed_first();
+	many_held();
 	return ktap_finish();
 }

@@ -134,6 +134,36 @@ impl<'a, D> QueueGuard<'a, D> {
         })
     }
 
+    /// Returns an empty batch, to take requests out of this queue into with
+    /// [`Self::take_into`].
+    pub(crate) fn batch(&self) -> Batch<'a> {
+        // INVARIANT: Empty: every slot is `None`.
+        Batch {
+            reqs: Default::default(),
+            len: 0,
+            stats: self.stats,
+        }
+    }
+
+    /// Takes request `id` out of the queue into `batch`, which completes it.
+    /// Returns `false`, leaving the request queued, if `batch` is full.
+    #[inline(always)]
+    pub(crate) fn take_into(&mut self, id: usize, batch: &mut Batch<'a>) -> bool {
+        let Some(slot) = batch.reqs.get_mut(batch.len) else {
+            return false;
+        };
+        if let Some(req) = self.q.remove(id) {
+            // INVARIANT: `req` was just removed from its queue, into the first
+            // empty slot, which is then counted.
+            let empty = slot.replace(req);
+            // By the invariant the slot was `None`: nothing to drop, and no
+            // test of it to compile.
+            core::mem::forget(empty);
+            batch.len += 1;
+        }
+        true
+    }
+
     /// Stores `req` under a new msg_id (cyclic, so a freed id is not reused
     /// at once), not visible to the daemon until [`Inserted::publish`].
     ///
@@ -229,5 +259,54 @@ impl Drop for Taken<'_> {
         if let Some(req) = self.req.take() {
             Request::complete(req, EIO.to_errno(), self.stats);
         }
+    }
+}
+
+/// How many requests a [`Batch`] holds.
+pub(crate) const BATCH: usize = 16;
+
+/// Requests taken out of their queue in one critical section, to be
+/// completed together after it: with `EIO` when dropped, unless
+/// [`Batch::finish`] says otherwise.
+///
+/// # Invariants
+///
+/// `reqs[..len]` are `Some`: requests removed from the queue whose counters
+/// are `stats`, each by [`QueueGuard::take_into`], which put it here and
+/// nowhere else. `reqs[len..]` are `None`.
+pub(crate) struct Batch<'a> {
+    reqs: [Option<SlimArc<Request>>; BATCH],
+    len: usize,
+    stats: &'a Stats,
+}
+
+impl Batch<'_> {
+    /// Completes every request of the batch with `result`: 0 or a negative
+    /// errno.
+    #[inline(always)]
+    pub(crate) fn finish(mut self, result: i32) {
+        self.complete_all(result);
+        // Empty now: `drop` would find nothing to complete.
+        core::mem::forget(self);
+    }
+
+    #[inline(always)]
+    fn complete_all(&mut self, result: i32) {
+        let stats = self.stats;
+        if let Some(taken) = self.reqs.get_mut(..self.len) {
+            for slot in taken {
+                if let Some(req) = slot.take() {
+                    Request::complete(req, result, stats);
+                }
+            }
+        }
+        // INVARIANT: Every slot is `None` again.
+        self.len = 0;
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.complete_all(EIO.to_errno());
     }
 }
