@@ -44,6 +44,13 @@ if [ -f "$CFOD_TOP/daemon/Cargo.toml" ]; then
 fi
 "$CFOD_TOP/scripts/build-kernel.sh" test || fatal "kernel build failed"
 step "module builds" "$CFOD_TOP/scripts/build-module.sh" || fatal "module build failed"
+# The test kernel checks a copy to user space of a run-time length against
+# the kernel object it reads: the module's copy of an OPEN's keys must take
+# that path (uaccess.rs), or the suite never runs it.
+step "the test module copies an OPEN's keys through copy_to_user() (CONFIG_HARDENED_USERCOPY)" \
+	bash -c 'grep -qx CONFIG_HARDENED_USERCOPY=y "$1/.config" &&
+		llvm-nm-19 -u "$2" | grep -qw rust_helper_copy_to_user' _ \
+	"$(kernel_build_dir test)" "$CFOD_TOP/cachefiles_ondemand_rs.ko"
 step "test programs build" "$CFOD_TOP/scripts/build-tests.sh" || fatal "test build failed"
 step "test data" "$CFOD_TOP/scripts/mkdata.sh" || fatal "test data failed"
 if [ -n "$daemon_pid" ]; then
