@@ -28,8 +28,8 @@ use crate::{
     },
     object::{OndemandObject, ReopenCount},
     request::{
-        queue::{Queue, QueueGuard},
-        CopiedMsg, Identity, NewRequest, Opcode, Request, Taken,
+        queue::{Cancelled, Queue, QueueGuard},
+        CopiedMsg, Identity, NewRequest, Opcode, Request, Taken, Waiter,
     },
     stats::CacheStats,
     Object, ObjectView,
@@ -116,13 +116,16 @@ impl OndemandCache {
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
     #[inline(always)]
-    pub(crate) fn enqueue(&self, new: NewRequest) -> Result<(u32, SlimArc<Request>)> {
+    pub(crate) fn enqueue(&self, new: NewRequest) -> Result<(u32, Waiter)> {
         let NewRequest { req, queued } = new;
         let mut q = self.reqs.lock();
         let inserted = q.insert(queued)?;
         // `insert` may have dropped the lock before storing: check now, in
         // the critical section of the store.
-        let refused = inserted.data().dead || !req.object().data().accepts(&req);
+        let refused = inserted.data().dead || {
+            let req = req.request();
+            !req.object().data().accepts(req)
+        };
         if refused {
             // Still ours: nobody saw it. The queue's reference is dropped
             // under the lock, `req`, the last, after it.
@@ -130,6 +133,17 @@ impl OndemandCache {
             return Err(EIO);
         }
         Ok((inserted.publish(), req))
+    }
+
+    /// Takes `waiter`'s request `id` back out of the queue, uncompleted, if
+    /// it is still there (see [`QueueGuard::cancel`]); else gives `waiter`
+    /// back, to wait for its completion.
+    pub(crate) fn cancel(
+        &self,
+        id: u32,
+        waiter: Waiter,
+    ) -> core::result::Result<Cancelled, Waiter> {
+        self.reqs.lock().cancel(id as usize, waiter)
     }
 
     /// Takes request `id` out of the queue if it is still `req`.

@@ -336,7 +336,7 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
         }
         state.enqueue(NewRequest::new(object.new_ref(), payload)?)
     })();
-    let (id, req) = match queued {
+    let (id, waiter) = match queued {
         Ok(queued) => queued,
         Err(e) => {
             if opcode == Opcode::Open {
@@ -346,17 +346,28 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
         }
     };
     pr_debug!("{:?} queued as msg {}\n", opcode, id);
-    req.object().cache().wake_daemon();
+    waiter.request().object().cache().wake_daemon();
 
-    if req.wait_killable().is_err() {
-        match state.take_if_same(id, &req) {
-            Some(taken) => taken.finish(EINTR.to_errno()),
-            None => req.wait(),
+    let waiter = if waiter.wait_killable().is_err() {
+        match state.cancel(id, waiter) {
+            // Never completed: nobody else waits for it. Its references are
+            // dropped here, in a context that may sleep.
+            Ok(cancelled) => {
+                pr_debug!("msg {} cancelled\n", id);
+                return Err(cancelled.finish());
+            }
+            // Somebody took it out and completes it.
+            Err(waiter) => {
+                waiter.wait();
+                waiter
+            }
         }
-    }
+    } else {
+        waiter
+    };
     // Completed: the reference the completer handed over is dropped here
-    // with `req`, in a context that may sleep.
-    let result = Request::reclaim(req);
+    // with the waiter's, in a context that may sleep.
+    let result = waiter.reclaim();
     pr_debug!("msg {} done: {:?}\n", id, result);
     result
 }

@@ -7,7 +7,10 @@
 //! gets a [`Taken`] or puts it in a [`Batch`], the only ways to complete a
 //! request, which only the queue ([`queue`]) can make: a request is
 //! completed exactly once, and a taken request is always completed (with
-//! `EIO` unless told otherwise) even on early returns.
+//! `EIO` unless told otherwise) even on early returns. The one exception is
+//! the waiter's own: a waiter given up by a fatal signal takes its request
+//! back out with its [`Waiter`], which no one else has, and nobody is then
+//! left to wake ([`queue::QueueGuard::cancel`]).
 //!
 //! [`Batch`]: queue::Batch
 //!
@@ -154,7 +157,7 @@ impl CopiedMsg {
 /// A request just made, not queued yet: the sender's reference to it and
 /// the one for its queue, counted together when it was allocated.
 pub(crate) struct NewRequest {
-    pub(crate) req: SlimArc<Request>,
+    pub(crate) req: Waiter,
     pub(crate) queued: SlimArc<Request>,
 }
 
@@ -173,7 +176,53 @@ impl NewRequest {
             parked: RefSlot::new(),
             stamp: Stamp::new(),
         }))?;
-        Ok(Self { req, queued })
+        Ok(Self {
+            req: Waiter(req),
+            queued,
+        })
+    }
+}
+
+/// The sender's reference to its request: the one that waits for it.
+///
+/// Not cloneable, and made only with the request ([`NewRequest`]): the
+/// only reference that may take its request back out of the queue without
+/// completing it ([`queue::QueueGuard::cancel`]), as nobody else waits
+/// for it.
+pub(crate) struct Waiter(SlimArc<Request>);
+
+impl Waiter {
+    /// Returns the request.
+    pub(crate) fn request(&self) -> &SlimArc<Request> {
+        &self.0
+    }
+
+    /// Waits for the request to be completed, or a fatal signal.
+    pub(crate) fn wait_killable(&self) -> Result {
+        self.0.done.wait_for_completion_killable()
+    }
+
+    /// Waits for the request to be completed.
+    pub(crate) fn wait(&self) {
+        self.0.done.wait_for_completion()
+    }
+
+    /// Returns the outcome of the completed request, after taking back the
+    /// reference the completer handed over: the waiter's and that one are
+    /// dropped here, in a context that may sleep, and are usually the last
+    /// ones (else a daemon `read()`'s is, which may sleep too).
+    ///
+    /// In line: it ends every request's waiter, and a call costs more than
+    /// the common path (two references dropped at once, then the free).
+    #[inline(always)]
+    pub(crate) fn reclaim(self) -> Result {
+        let this = self.0;
+        let result = this.result();
+        match this.parked.take() {
+            Some(parked) => SlimArc::drop_both(this, parked),
+            None => drop(this),
+        }
+        result
     }
 }
 
@@ -193,7 +242,9 @@ pub(crate) struct Identity(usize);
 /// - `result` is written and `done` completed once, by the [`Taken`] or
 ///   [`queue::Batch`] that removed the request from its queue (the only
 ///   code that can), and only after that `parked` holds the completer's
-///   reference, until the waiter takes it back ([`Request::reclaim`]).
+///   reference, until the waiter takes it back ([`Waiter::reclaim`]); or
+///   never, if the waiter itself removed it ([`queue::Cancelled`]), after
+///   which it waits no more.
 /// - The message is at most [`uapi::MSG_MAX_SIZE`] bytes.
 #[pin_data]
 pub(crate) struct Request {
@@ -319,33 +370,6 @@ impl Request {
         Identity(core::ptr::from_ref(self) as usize)
     }
 
-    /// Waits for the request to be completed, or a fatal signal.
-    pub(crate) fn wait_killable(&self) -> Result {
-        self.done.wait_for_completion_killable()
-    }
-
-    /// Waits for the request to be completed.
-    pub(crate) fn wait(&self) {
-        self.done.wait_for_completion()
-    }
-
-    /// Returns the outcome of the completed request `this`, after taking
-    /// back the reference the completer handed over: the caller's and that
-    /// one are dropped here, in a context that may sleep, and are usually the
-    /// last ones (else a daemon `read()`'s is, which may sleep too).
-    ///
-    /// In line: it ends every request's waiter, and a call costs more than
-    /// the common path (two references dropped at once, then the free).
-    #[inline(always)]
-    pub(crate) fn reclaim(this: SlimArc<Self>) -> Result {
-        let result = this.result();
-        match this.parked.take() {
-            Some(parked) => SlimArc::drop_both(this, parked),
-            None => drop(this),
-        }
-        result
-    }
-
     /// Returns the outcome of a completed request.
     pub(crate) fn result(&self) -> Result {
         match self.result.load(Ordering::Acquire) {
@@ -370,16 +394,14 @@ impl Request {
 /// The error of a request completed with errno `err`.
 ///
 /// Out of line, so that the success path tests the result alone. The
-/// errnos that fail requests in bulk (the cache's death, a withdrawal,
-/// killed waiters) are returned as the constants they are:
-/// `Error::from_errno` is an out-of-line call in 6.12.
+/// errno that fails requests in bulk (the cache's death, a withdrawal) is
+/// returned as the constant it is: `Error::from_errno` is an out-of-line
+/// call in 6.12.
 #[cold]
 #[inline(never)]
 fn failure(err: i32) -> Error {
     if err == EIO.to_errno() {
         EIO
-    } else if err == EINTR.to_errno() {
-        EINTR
     } else {
         Error::from_errno(err)
     }

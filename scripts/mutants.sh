@@ -68,6 +68,7 @@ MUTANTS=(
 	"r26|rust/stats.rs|        self.read_bytes.fetch_add(read_len(), Relaxed);|        self.read_bytes.fetch_add(read_len() / 2, Relaxed);|e2e_mount.sh|the statistics count half the bytes the READs asked for"
 	# Rust: drains
 	"r27|rust/cache.rs|            self.drain_from(q, at, only_new, \&pred, result);|            self.drain_from(q, at.saturating_add(1), only_new, \&pred, result);|flush|a drain leaves the first request it matched queued"
+	"r30|rust/request/queue.rs|            .is_some_and(\pr\p SlimArc::ptr_eq(\&waiter.0, \&r));|            .is_some_and(\p_\p false);|edge.sh|a killed waiter never takes its request back out: it waits for the daemon"
 	"r29|rust/cache.rs|                    break Some(at);|                    break None;|lifetime|a drain stops after its first full batch (16), leaving the rest queued"
 	"r28|rust/abstractions/uaccess.rs|        self.advance(left, len)\n    }\n\n    /// Moves past|        self.advance(0, len)\n    }\n\n    /// Moves past|edge.sh|a copy of the OPEN's keys that faults is taken as written"
 	# The differential fuzzer (run with a small count, e.g.

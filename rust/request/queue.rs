@@ -11,7 +11,7 @@
 use core::mem::ManuallyDrop;
 use kernel::prelude::*;
 
-use super::{Opcode, Request, Stamp, Stats};
+use super::{Opcode, Request, Stamp, Stats, Waiter};
 use crate::{
     abstractions::{
         slim_arc::{SlimArc, SlimArcBorrow},
@@ -132,6 +132,29 @@ impl<'a, D> QueueGuard<'a, D> {
             req: Some(req),
             stats: self.stats,
         })
+    }
+
+    /// Takes `waiter`'s request, `id`, back out of the queue without
+    /// completing it: its waiter, the caller, gives up waiting (a fatal
+    /// signal), and nobody else waits for a request. Counted as failed with
+    /// `EINTR`. Gives `waiter` back if `id` is not its request any more:
+    /// somebody took it out, and completes it.
+    #[inline(always)]
+    pub(crate) fn cancel(&mut self, id: usize, waiter: Waiter) -> Result<Cancelled, Waiter> {
+        let mine = self
+            .q
+            .get(id)
+            .is_some_and(|r| SlimArc::ptr_eq(&waiter.0, &r));
+        let Some(queued) = mine.then(|| self.q.remove(id)).flatten() else {
+            return Err(waiter);
+        };
+        let (opcode, stamp) = (queued.opcode(), queued.stamp);
+        let read_len = || queued.read_len();
+        self.stats
+            .request_done(opcode, EINTR.to_errno(), stamp, read_len);
+        // INVARIANT: Removed by its waiter, which is not to wait for it again
+        // (`Cancelled` holds the `Waiter`).
+        Ok(Cancelled { waiter, queued })
     }
 
     /// Returns an empty batch, to take requests out of this queue into with
@@ -259,6 +282,24 @@ impl Drop for Taken<'_> {
         if let Some(req) = self.req.take() {
             Request::complete(req, EIO.to_errno(), self.stats);
         }
+    }
+}
+
+/// A request its waiter took back out of the queue ([`QueueGuard::cancel`]),
+/// never to be completed: the waiter's reference and the queue's.
+pub(crate) struct Cancelled {
+    waiter: Waiter,
+    queued: SlimArc<Request>,
+}
+
+impl Cancelled {
+    /// Drops the two references, usually the last ones (which may sleep:
+    /// out of the critical section); returns the waiter's error, `EINTR`.
+    #[inline(always)]
+    pub(crate) fn finish(self) -> Error {
+        let Cancelled { waiter, queued } = self;
+        SlimArc::drop_both(waiter.0, queued);
+        EINTR
     }
 }
 
