@@ -153,6 +153,27 @@ static int reopen_devnode(void)
 	return dev;
 }
 
+/*
+ * The daemon, holding a dead cache through its anonymous fds, exits: the
+ * cache is freed, the mount goes, nothing is left waiting.
+ */
+static void daemon_exits(struct daemon *d)
+{
+	int st, dev;
+
+	tell(d, CMD_EXIT);
+	st = wait_child(d->pid, 30000);
+	check(st == 0, "the daemon exits (status %d)", st);
+	dev = reopen_devnode();
+	check(dev >= 0, "its fds gone, the cache is freed: the devnode opens again (%d)", dev);
+	st = wait_child(start_sh("umount " MNT), 30000);
+	check(st == 0, "unmount (status %d)", st);
+	st = od_d_state_scan();
+	check(st == 0, "nothing left in D state (%d)", st);
+	close(d->cmd);
+	close(d->report);
+}
+
 static int killed_daemon(void)
 {
 	struct daemon d;
@@ -236,17 +257,7 @@ static int devnode_closed_first(void)
 		close(dev);
 	st = wait_child(start_read(MNT "/big/one.bin", 0, 65536), 30000);
 	check(st == EIO, "a read on the dead cache fails with EIO (status %d)", st);
-	tell(&d, CMD_EXIT);
-	st = wait_child(d.pid, 30000);
-	check(st == 0, "the daemon exits (status %d)", st);
-	dev = reopen_devnode();
-	check(dev >= 0, "its fds gone, the cache is freed: the devnode opens again (%d)", dev);
-	st = wait_child(start_sh("umount " MNT), 30000);
-	check(st == 0, "unmount (status %d)", st);
-	st = od_d_state_scan();
-	check(st == 0, "nothing left in D state (%d)", st);
-	close(d.cmd);
-	close(d.report);
+	daemon_exits(&d);
 	return 0;
 }
 
@@ -258,7 +269,7 @@ static int many_held(void)
 	struct daemon d;
 	pid_t r[NHELD];
 	unsigned int id;
-	int st, dev, got = 0, eio = 0;
+	int st, got = 0, eio = 0;
 	long end;
 
 	start_daemon(&d, "lifetime-many");
@@ -293,17 +304,7 @@ static int many_held(void)
 	check(eio == NHELD,
 	      "the release of the devnode fails all %d held READs, more than two drain batches: each reader gets EIO (%d)",
 	      NHELD, eio);
-	tell(&d, CMD_EXIT);
-	st = wait_child(d.pid, 30000);
-	check(st == 0, "the daemon exits (status %d)", st);
-	dev = reopen_devnode();
-	check(dev >= 0, "the cache is freed: the devnode opens again (%d)", dev);
-	st = wait_child(start_sh("umount " MNT), 30000);
-	check(st == 0, "unmount (status %d)", st);
-	st = od_d_state_scan();
-	check(st == 0, "nothing left in D state (%d)", st);
-	close(d.cmd);
-	close(d.report);
+	daemon_exits(&d);
 	return 0;
 }
 
