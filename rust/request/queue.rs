@@ -4,9 +4,11 @@
 //! mark on those the daemon has not read yet, data of the cache's own under
 //! the same lock, and the cache's counters.
 //!
-//! A request leaves the queue only as a [`Taken`], which completes it, and
-//! only this module can make one: [`QueueGuard::take`] when it is removed,
-//! and the queue's `drop` for those still queued then.
+//! A request leaves the queue only in a handle that completes it, and only
+//! this module can make one: a [`Taken`] ([`QueueGuard::take`], and the
+//! queue's `drop` for those still queued then) or a place in a [`Batch`]
+//! ([`QueueGuard::take_into`]). The one other way out is its own waiter's,
+//! [`QueueGuard::cancel`], which leaves nobody to complete it for.
 
 use core::mem::ManuallyDrop;
 use kernel::prelude::*;
