@@ -147,7 +147,10 @@ impl<'a, D> QueueGuard<'a, D> {
             .q
             .get(id)
             .is_some_and(|r| SlimArc::ptr_eq(&waiter.0, &r));
-        let Some(queued) = mine.then(|| self.q.remove(id)).flatten() else {
+        if !mine {
+            return Err(waiter);
+        }
+        let Some(queued) = self.q.remove(id) else {
             return Err(waiter);
         };
         let (opcode, stamp) = (queued.opcode(), queued.stamp);
