@@ -31,6 +31,10 @@
  *   cfbench mount SRC DIR [OPTIONS]
  *	mount erofs read-only with mount(2): busybox mount would put a loop
  *	device under a regular file, and erofs is to read the file itself
+ *   cfbench time BYTES CMD...
+	run CMD, its stdout on /dev/null, and time it from before its fork to
+	its exit, which must be 0; prints the throughput of BYTES in that time.
+	The benchmarks' outside clients (busybox dd and cat) run under it.
  *   cfbench mark
  *	execute the marker of the instruction-count plugin once
  *	(bench/plugin/icount.c: "xchg %bx,%bx", a no-op); the plugin, if
@@ -485,6 +489,48 @@ static int cmd_mount(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_time(int argc, char **argv)
+{
+	unsigned long long bytes;
+	uint64_t t0, t1;
+	int null, status;
+	char *end;
+	pid_t pid;
+
+	if (argc < 2)
+		return 2;
+	errno = 0;
+	bytes = strtoull(argv[0], &end, 10);
+	if (errno || end == argv[0] || *end || !bytes) {
+		fprintf(stderr, PROG ": bad byte count %s\n", argv[0]);
+		return 2;
+	}
+	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (null < 0)
+		die("open /dev/null");
+	t0 = now_ns();
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (!pid) {
+		if (dup2(null, STDOUT_FILENO) < 0)
+			_exit(126);
+		execvp(argv[1], argv + 1);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid");
+	t1 = now_ns();
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		fprintf(stderr, PROG ": %s: wait status %#x\n", argv[1], status);
+		return 1;
+	}
+	printf("bytes=%llu ns=%llu mibps=%.2f\n", bytes,
+	       (unsigned long long)(t1 - t0),
+	       bytes / 1048576.0 / ((t1 - t0) / 1e9));
+	return 0;
+}
+
 /* The bytes themselves, so that no assembler picks another encoding. */
 static int cmd_mark(void)
 {
@@ -511,6 +557,8 @@ int main(int argc, char **argv)
 			rc = cmd_tsc_khz();
 		else if (!strcmp(argv[1], "mount"))
 			rc = cmd_mount(argc - 2, argv + 2);
+		else if (!strcmp(argv[1], "time"))
+			rc = cmd_time(argc - 2, argv + 2);
 		else if (!strcmp(argv[1], "mark"))
 			rc = cmd_mark();
 	}

@@ -11,6 +11,8 @@
 #   BENCH_REV=HEAD scripts/bench.sh   the module as committed, not the working tree
 #   BENCH_CONFIGS="c odd-c" scripts/bench.sh   some of the configurations
 #                               (default: c rust odd-c odd-rust file fuse)
+#   BENCH_WORKLOADS="seq xseq" scripts/bench.sh   some of the workloads
+#                               (default: seq rand par rps ttfb xseq xpar)
 #   BENCH_ODD_THREADS=N BENCH_ODD_READ_EXTENT=BYTES   odd's --threads (4) and
 #                               --read-extent (1M) in odd-c and odd-rust
 #   BENCH_RS_STATS=1 scripts/bench.sh   the Rust module counts requests (off by
@@ -102,6 +104,7 @@ CONFIGS="${BENCH_CONFIGS:-c rust odd-c odd-rust file fuse}"
 ODD_THREADS=${BENCH_ODD_THREADS:-4}
 ODD_READ_EXTENT=${BENCH_ODD_READ_EXTENT:-1M}
 EOF
+[ -z "${BENCH_WORKLOADS:-}" ] || echo "WORKLOADS=\"$BENCH_WORKLOADS\"" >>"$B/config"
 [ $profile = 0 ] || cat >>"$B/config" <<EOF
 PROFILE=1
 REPS=${BENCH_REPS:-1}
