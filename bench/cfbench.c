@@ -39,6 +39,10 @@
  *	execute the marker of the instruction-count plugin once
  *	(bench/plugin/icount.c: "xchg %bx,%bx", a no-op); the plugin, if
  *	QEMU runs it, writes its counts so far. Prints nothing.
+ *   cfbench spin N
+ *	a marker, N turns of a loop of two instructions (dec, jnz), a
+ *	marker: the plugin's user count between the two grows by exactly 2
+ *	a turn (its calibration, in scripts/bench-report.py). Prints nothing.
  *
  * Output: one line of "key=value" pairs on stdout.
  */
@@ -538,6 +542,25 @@ static int cmd_mark(void)
 	return 0;
 }
 
+static int cmd_spin(int argc, char **argv)
+{
+	unsigned long long n;
+	char *end;
+
+	if (argc != 1)
+		return 2;
+	errno = 0;
+	n = strtoull(argv[0], &end, 10);
+	if (errno || end == argv[0] || *end || !n) {
+		fprintf(stderr, PROG ": bad turn count %s\n", argv[0]);
+		return 2;
+	}
+	cmd_mark();
+	__asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
+	cmd_mark();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int rc = 2;
@@ -561,6 +584,8 @@ int main(int argc, char **argv)
 			rc = cmd_time(argc - 2, argv + 2);
 		else if (!strcmp(argv[1], "mark"))
 			rc = cmd_mark();
+		else if (!strcmp(argv[1], "spin"))
+			rc = cmd_spin(argc - 2, argv + 2);
 	}
 	if (rc == 2)
 		fprintf(stderr, "usage: see the comment at the top of bench/cfbench.c\n");

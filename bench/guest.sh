@@ -294,6 +294,22 @@ run_one() {
 	ktap_diag "$cfg $rep $wl: $out"
 }
 
+# ICOUNT=1: the plugin's calibration, before any workload, while the guest
+# is quiet (no daemon, no reader): cfbench spin N (a loop of two
+# instructions) between two marks, three times for each of two N;
+# scripts/bench-report.py checks that the user count grew by exactly 2 a
+# turn.
+if [ "${ICOUNT:-0}" = 1 ]; then
+	for rep in 1 2 3; do
+		for n in 100000 200000; do
+			echo "$((nmark + 1)) calib $rep spin$n start" >>"$RAW/marks"
+			echo "$((nmark + 2)) calib $rep spin$n end" >>"$RAW/marks"
+			nmark=$((nmark + 2))
+			"$B/cfbench" spin "$n"
+		done
+	done
+fi
+
 # The runs of one repetition and workload are back to back, so that the C
 # and Rust runs of a pair are seconds apart; which backend goes first
 # alternates, so that neither gains from the order (odd's pair likewise).

@@ -331,7 +331,35 @@ def read_icount(d):
     m = re.search(r"^(\S+: \d+ passed, \d+ failed.*)$",
                   open(log).read() if os.path.exists(log) else "", re.M)
     meta["guest_result"] = m.group(1) if m else None
-    return {"meta": meta, "notes": notes, "runs": runs}
+    calib = calibration(plugin, marks)
+    if calib and not calib["exact"]:
+        notes.append(f"the calibration loop counted {calib['per_turn']:.6f} instructions a turn, "
+                     "not 2")
+    return {"meta": meta, "notes": notes, "runs": runs, "calibration": calib}
+
+
+def calibration(plugin, marks):
+    """The plugin's calibration (bench/guest.sh, cfbench spin): the user
+    instructions between the marks around N turns of a two-instruction
+    loop, for two N, the least of a few runs each (the user count is every
+    vCPU's, so a run that overlaps another process's user code, such as
+    busybox timeout's poll once a second, counts that too). The two must
+    differ by exactly 2 a turn: every turn's instructions counted once, by
+    execution, not by translation. None if the boot ran none."""
+    user = {}
+    for (cfg, rep, wl, ph), n in marks.items():
+        m = re.fullmatch(r"spin(\d+)", wl)
+        e = marks.get((cfg, rep, wl, "end"))
+        if cfg != "calib" or ph != "start" or not m or e is None:
+            continue
+        if n in plugin and e in plugin and "user" in plugin[n] and "user" in plugin[e]:
+            user.setdefault(int(m.group(1)), []).append(plugin[e]["user"] - plugin[n]["user"])
+    if len(user) < 2:
+        return None
+    (n1, u1), (n2, u2) = sorted(user.items())[:2]
+    per_turn = (min(u2) - min(u1)) / (n2 - n1)
+    return {"turns": [n1, n2], "user": [sorted(u1), sorted(u2)], "per_turn": per_turn,
+            "exact": min(u2) - min(u1) == 2 * (n2 - n1)}
 
 
 def icount_summary(ic):
@@ -425,6 +453,18 @@ def icount_section(ic, summ):
         "is of the medians (\"Instruction counts\" below says what is and is not counted).",
         "", icount_table(ic, summ)]
     lines[2] = textwrap.fill(lines[2], 76, break_on_hyphens=False)
+    c = ic.get("calibration")
+    if c:
+        (n1, n2), (u1, u2) = c["turns"], c["user"]
+        runs = lambda u: ", ".join(f"{x:,}" for x in u)  # noqa: E731
+        lines += ["", textwrap.fill(
+            "Calibration, in the same boot before the workloads: `cfbench spin`, a loop of two "
+            f"instructions, counted {runs(u1)} user instructions between its marks for "
+            f"{n1:,} turns and {runs(u2)} for {n2:,} (every vCPU's user mode: the least of "
+            "each is the loop's): "
+            + (f"exactly 2 more a turn ({min(u2) - min(u1):,} for {n2 - n1:,})."
+               if c["exact"] else f"{c['per_turn']:.6f} a turn, NOT the 2 executed."),
+            76, break_on_hyphens=False)]
     if ic["notes"]:
         lines += ["", "Warning: " + "; ".join(ic["notes"]) + "."]
     return lines
@@ -463,6 +503,16 @@ def plot(lat, path):
     plt.close(fig)
 
 
+def calibration_failed(ic):
+    """1 (with a message) if the boot's calibration did not count exactly."""
+    c = ic and ic.get("calibration")
+    if c and not c["exact"]:
+        print(f"bench-report: the icount calibration counted {c['per_turn']:.6f} "
+              "instructions a turn, not 2: the counts are not exact", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw")
@@ -480,7 +530,7 @@ def main():
         if not ic:
             sys.exit(f"bench-report: no instruction counts in {a.icount}")
         print("\n".join(icount_section(ic, summ)))
-        return
+        return calibration_failed(ic)
     if not all((a.raw, a.vm_log, a.json, a.doc, a.plot)):
         ap.error("--raw, --vm-log, --json, --doc and --plot are required")
 
@@ -534,6 +584,7 @@ def main():
     doc = {"meta": meta, "configs": dict(CONFIGS), "lines": lines,
            "pooled_latency_ns": lat_summary, "rust_stats": rust_stats(a.raw),
            "icount": ic and {"meta": ic["meta"], "notes": ic["notes"], "summary": summ,
+                             "calibration": ic.get("calibration"),
                              "runs": {wl: {cfg: {str(r): v for r, v in sorted(d.items())}
                                            for cfg, d in per.items()}
                                       for wl, per in ic["runs"].items()}},
@@ -590,7 +641,8 @@ def main():
         f.write(text)
     print(table(lines))
     print(f"bench-report: wrote {a.json}, {a.doc}, {a.plot}")
+    return calibration_failed(ic)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
