@@ -43,6 +43,14 @@
  *	a marker, N turns of a loop of two instructions (dec, jnz), a
  *	marker: the plugin's user count between the two grows by exactly 2
  *	a turn (its calibration, in scripts/bench-report.py). Prints nothing.
+ *   cfbench spinx N
+ *	the same with a loop of three (nop, dec, jnz) whose dec crosses a
+ *	page boundary: QEMU 7.2 counts it twice, 4 a turn.
+ *   cfbench pollnode DEV N
+ *	open DEV (the cachefiles devnode, unbound), a marker, N poll()s of
+ *	it that do not wait, a marker: cachefiles_daemon_poll's count
+ *	between the two is N times that of one call (the calibration of a
+ *	kernel range). Prints nothing.
  *
  * Output: one line of "key=value" pairs on stdout.
  */
@@ -50,6 +58,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -556,8 +565,40 @@ static int cmd_spin(int argc, char **argv)
 		return 2;
 	}
 	cmd_mark();
-	__asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
+	if (strcmp(argv[-1], "spinx"))
+		__asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
+	else
+		/* The dec starts 2 bytes before the end of its page. */
+		__asm__ volatile("jmp 1f\n\t.balign 4096\n\t.skip 4093, 0x90\n"
+				 "1: nop\n\tdec %0\n\tjnz 1b" : "+r"(n) : : "cc");
 	cmd_mark();
+	return 0;
+}
+
+static int cmd_pollnode(int argc, char **argv)
+{
+	unsigned long long n, i;
+	struct pollfd p;
+	char *end;
+
+	if (argc != 2)
+		return 2;
+	errno = 0;
+	n = strtoull(argv[1], &end, 10);
+	if (errno || end == argv[1] || *end || !n) {
+		fprintf(stderr, PROG ": bad poll count %s\n", argv[1]);
+		return 2;
+	}
+	p.fd = open(argv[0], O_RDWR | O_CLOEXEC);
+	if (p.fd < 0)
+		die("open %s", argv[0]);
+	p.events = POLLIN | POLLOUT;
+	cmd_mark();
+	for (i = 0; i < n; i++)
+		if (poll(&p, 1, 0) < 0)
+			die("poll %s", argv[0]);
+	cmd_mark();
+	close(p.fd);
 	return 0;
 }
 
@@ -584,8 +625,10 @@ int main(int argc, char **argv)
 			rc = cmd_time(argc - 2, argv + 2);
 		else if (!strcmp(argv[1], "mark"))
 			rc = cmd_mark();
-		else if (!strcmp(argv[1], "spin"))
+		else if (!strcmp(argv[1], "spin") || !strcmp(argv[1], "spinx"))
 			rc = cmd_spin(argc - 2, argv + 2);
+		else if (!strcmp(argv[1], "pollnode"))
+			rc = cmd_pollnode(argc - 2, argv + 2);
 	}
 	if (rc == 2)
 		fprintf(stderr, "usage: see the comment at the top of bench/cfbench.c\n");
