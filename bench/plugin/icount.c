@@ -27,7 +27,12 @@
  * the same with "end" instead of "mark".
  *
  * Counts are exact per translation block as executed (a block left early
- * by an exception still counts whole). Each vCPU has its own counters,
+ * by an exception still counts whole). QEMU 7.2's x86 translator ends a
+ * block before an instruction that is not its first and does not lie
+ * wholly in the block's first page, but the plugin interface has already
+ * listed that instruction in the block, so it would be counted twice: in
+ * that block and in the next, which starts with it. Such blocks are
+ * counted without it (see struct cutwatch). Each vCPU has its own counters,
  * written only by its own thread under multi-threaded TCG, so the counts
  * have no lost updates; a mark sums them while the other vCPUs run, so what
  * those vCPUs do concurrently with the mark falls on either side of it.
@@ -80,9 +85,56 @@ struct tblabs {
 struct tbrec {
 	uint64_t vaddr;
 	struct tblabs *labs;
-	unsigned int n;
+	unsigned int n;		/* counted: n_full, or n_full - 1 if cut */
+	unsigned int n_full;	/* listed by the plugin interface */
+	unsigned int watched;	/* whether its last insn may yet be cut */
+	uint64_t early;		/* runs counted with n_full while watched */
+	struct tbrec *next_cut;
 	uint32_t off[];
 };
+
+/* A user translation block whose count may still lose its last insn. */
+struct urec {
+	unsigned int n, n_full;
+	uint64_t early;		/* runs counted with n_full */
+	struct urec *next_cut;
+};
+
+#define PAGE_SIZE_X86	4096ULL
+#define PAGE_OF(a)	((a) & ~(PAGE_SIZE_X86 - 1))
+#define MAX_INSN_LEN	15
+#define CUT_BUCKETS	4096
+
+/*
+ * A block whose last instruction x starts within MAX_INSN_LEN bytes of the
+ * end of the block's first page: whether the translator cut x (its full
+ * length reaching another page) is known only from a block that starts
+ * with x, whose first instruction has its full length. Until then the
+ * block is counted with x.
+ */
+struct cutwatch {
+	uint64_t x, page;
+	struct tbrec *krec;	/* a kernel block, or */
+	struct urec *urec;	/* a user block */
+	struct cutwatch *next;
+};
+
+/* The length of an instruction that starts a block, near a page's end. */
+struct insnlen {
+	uint64_t x;
+	unsigned int len;
+	struct insnlen *next;
+};
+
+static pthread_mutex_t cutlock = PTHREAD_MUTEX_INITIALIZER;
+static struct cutwatch *watches[CUT_BUCKETS];
+static struct insnlen *lens[CUT_BUCKETS];
+/*
+ * Blocks found cut after they ran: each run before that counted the cut
+ * insn once too often, which report() takes off the totals.
+ */
+static struct tbrec *cut_krecs;
+static struct urec *cut_urecs;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vcount *counts;
@@ -276,6 +328,7 @@ static void tb_kernel_exec(unsigned int vcpu, void *udata)
 {
 	struct tbrec *rec = udata;
 	const struct rtab *t = __atomic_load_n(&ranges, __ATOMIC_ACQUIRE);
+	unsigned int n = __atomic_load_n(&rec->n, __ATOMIC_RELAXED);
 	struct tblabs *l = __atomic_load_n(&rec->labs, __ATOMIC_ACQUIRE);
 	struct vcount *c;
 	unsigned int i;
@@ -283,7 +336,9 @@ static void tb_kernel_exec(unsigned int vcpu, void *udata)
 	if (vcpu >= nvcpus)
 		return;
 	c = &counts[vcpu];
-	bump(&c->kernel, rec->n);
+	bump(&c->kernel, n);
+	if (rec->watched && n == rec->n_full)
+		__atomic_fetch_add(&rec->early, 1, __ATOMIC_RELAXED);
 	if (t && l->gen != t->gen) {
 		/* Two vCPUs may both redo it: the loser's copy leaks. */
 		l = tb_labels(rec);
@@ -297,6 +352,102 @@ static void tb_user_exec(unsigned int vcpu, void *udata)
 {
 	if (vcpu < nvcpus)
 		bump(&counts[vcpu].user, (uintptr_t)udata);
+}
+
+static void tb_user_exec_rec(unsigned int vcpu, void *udata)
+{
+	struct urec *rec = udata;
+	unsigned int n = __atomic_load_n(&rec->n, __ATOMIC_RELAXED);
+
+	if (vcpu >= nvcpus)
+		return;
+	bump(&counts[vcpu].user, n);
+	if (n == rec->n_full)
+		__atomic_fetch_add(&rec->early, 1, __ATOMIC_RELAXED);
+}
+
+static unsigned int cut_hash(uint64_t x)
+{
+	return (x ^ (x >> 12)) % CUT_BUCKETS;
+}
+
+/* Under cutlock: count a block without its last instruction, cut. */
+static void drop_last(struct tbrec *krec, struct urec *urec)
+{
+	if (urec) {
+		__atomic_store_n(&urec->n, urec->n_full - 1, __ATOMIC_RELAXED);
+		urec->next_cut = cut_urecs;
+		cut_urecs = urec;
+		return;
+	}
+	__atomic_store_n(&krec->n, krec->n_full - 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&krec->labs, tb_labels(krec), __ATOMIC_RELEASE);
+	krec->next_cut = cut_krecs;
+	cut_krecs = krec;
+}
+
+/*
+ * Under cutlock: a block starts at x with an instruction of len bytes.
+ * Blocks that end with x had it cut if it reaches past their first page.
+ */
+static void cut_learn(uint64_t x, unsigned int len)
+{
+	struct cutwatch **pw = &watches[cut_hash(x)], *w;
+	struct insnlen *l;
+
+	for (l = lens[cut_hash(x)]; l; l = l->next)
+		if (l->x == x)
+			break;
+	if (!l) {
+		l = malloc(sizeof(*l));
+		if (!l)
+			abort();
+		l->x = x;
+		l->len = len;
+		l->next = lens[cut_hash(x)];
+		lens[cut_hash(x)] = l;
+	}
+	while ((w = *pw)) {
+		if (w->x != x) {
+			pw = &w->next;
+			continue;
+		}
+		if (PAGE_OF(x + len - 1) != w->page)
+			drop_last(w->krec, w->urec);
+		*pw = w->next;
+		free(w);
+	}
+}
+
+/*
+ * Under cutlock: a block of n >= 2 instructions from va ends with one at
+ * x. Returns 1 if x was cut (count n - 1), 0 if not or not known yet, in
+ * which case the block is watched.
+ */
+static int cut_check(uint64_t va, uint64_t x, struct tbrec *krec,
+		     struct urec *urec)
+{
+	uint64_t page = PAGE_OF(va);
+	struct cutwatch *w;
+	struct insnlen *l;
+
+	if (x >= page + PAGE_SIZE_X86)
+		return 1;
+	if (page + PAGE_SIZE_X86 - x > MAX_INSN_LEN)
+		return 0;
+	for (l = lens[cut_hash(x)]; l; l = l->next)
+		if (l->x == x)
+			return PAGE_OF(x + l->len - 1) != page;
+	w = malloc(sizeof(*w));
+	if (!w)
+		abort();
+	w->x = x;
+	w->page = page;
+	w->krec = krec;
+	w->urec = urec;
+	w->next = watches[cut_hash(x)];
+	watches[cut_hash(x)] = w;
+	return 0;
 }
 
 /* Under lock: HEAD and the totals over every vCPU, as one line. */
@@ -318,6 +469,25 @@ static void report(const char *head)
 			lab[i] += __atomic_load_n(&counts[v].lab[i],
 						  __ATOMIC_RELAXED);
 	}
+	/* Runs of blocks before they were found cut (see cut_krecs). */
+	pthread_mutex_lock(&cutlock);
+	{
+		const struct rtab *t = __atomic_load_n(&ranges, __ATOMIC_ACQUIRE);
+		struct tbrec *k;
+		struct urec *u;
+
+		for (k = cut_krecs; k; k = k->next_cut) {
+			uint64_t e = __atomic_load_n(&k->early, __ATOMIC_RELAXED);
+			int id = t ? range_find(t, k->vaddr + k->off[k->n_full - 1]) : -1;
+
+			kernel -= e;
+			if (id >= 0)
+				lab[id] -= e;
+		}
+		for (u = cut_urecs; u; u = u->next_cut)
+			user -= __atomic_load_n(&u->early, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&cutlock);
 	/* Fits: each label adds at most LABEL_LEN + 22 characters. */
 	len = snprintf(line, size, "%s kernel %llu user %llu", head,
 		       (unsigned long long)kernel, (unsigned long long)user);
@@ -348,17 +518,58 @@ static void marker_exec(unsigned int vcpu, void *udata)
 	pthread_mutex_unlock(&lock);
 }
 
+/*
+ * Under cutlock: learn the length of the block's first instruction if it
+ * starts near a page's end, and whether the block's last one was cut.
+ * Returns 1 if it was, 2 if that is not known yet (the block must be
+ * counted through a record that cut_learn() can change), else 0.
+ */
+static int tb_cut(struct qemu_plugin_tb *tb, size_t n, uint64_t va,
+		  struct tbrec *krec, struct urec *urec)
+{
+	uint64_t x;
+
+	if (PAGE_OF(va) + PAGE_SIZE_X86 - va <= MAX_INSN_LEN)
+		cut_learn(va, qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, 0)));
+	if (n < 2)
+		return 0;
+	x = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, n - 1));
+	if (cut_check(va, x, krec, urec))
+		return 1;
+	return x < PAGE_OF(va) + PAGE_SIZE_X86 &&
+	       PAGE_OF(va) + PAGE_SIZE_X86 - x <= MAX_INSN_LEN ? 2 : 0;
+}
+
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
 	size_t n = qemu_plugin_tb_n_insns(tb), i;
 	uint64_t va = qemu_plugin_tb_vaddr(tb);
 	struct tbrec *rec;
+	struct urec *urec;
+	int cut;
 
 	(void)id;
 	if (va < KERNEL_HALF) {
-		qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_user_exec,
-						     QEMU_PLUGIN_CB_NO_REGS,
-						     (void *)(uintptr_t)n);
+		urec = malloc(sizeof(*urec));
+		if (!urec)
+			abort();
+		urec->n = n;
+		urec->n_full = n;
+		urec->early = 0;
+		urec->next_cut = NULL;
+		pthread_mutex_lock(&cutlock);
+		cut = tb_cut(tb, n, va, NULL, urec);
+		pthread_mutex_unlock(&cutlock);
+		if (cut == 2) {
+			qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_user_exec_rec,
+							     QEMU_PLUGIN_CB_NO_REGS,
+							     urec);
+		} else {
+			free(urec);
+			qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_user_exec,
+							     QEMU_PLUGIN_CB_NO_REGS,
+							     (void *)(uintptr_t)(n - cut));
+		}
 		for (i = 0; i < n; i++) {
 			struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
 
@@ -376,9 +587,18 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		abort();
 	rec->vaddr = va;
 	rec->n = n;
+	rec->n_full = n;
+	rec->early = 0;
+	rec->next_cut = NULL;
 	for (i = 0; i < n; i++)
 		rec->off[i] = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, i)) - va;
+	pthread_mutex_lock(&cutlock);
+	cut = tb_cut(tb, n, va, rec, NULL);
+	if (cut == 1)
+		rec->n = n - 1;
+	rec->watched = cut == 2;
 	rec->labs = tb_labels(rec);
+	pthread_mutex_unlock(&cutlock);
 	qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_kernel_exec,
 					     QEMU_PLUGIN_CB_NO_REGS, rec);
 }
