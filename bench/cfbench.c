@@ -502,22 +502,33 @@ static int cmd_mount(int argc, char **argv)
 	return 0;
 }
 
+/* A positive decimal count of WHAT, or 0 (with a message) if S is not one. */
+static unsigned long long count_arg(const char *s, const char *what)
+{
+	unsigned long long n;
+	char *end;
+
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || end == s || *end || !n) {
+		fprintf(stderr, PROG ": bad %s count %s\n", what, s);
+		return 0;
+	}
+	return n;
+}
+
 static int cmd_time(int argc, char **argv)
 {
 	unsigned long long bytes;
 	uint64_t t0, t1;
 	int null, status;
-	char *end;
 	pid_t pid;
 
 	if (argc < 2)
 		return 2;
-	errno = 0;
-	bytes = strtoull(argv[0], &end, 10);
-	if (errno || end == argv[0] || *end || !bytes) {
-		fprintf(stderr, PROG ": bad byte count %s\n", argv[0]);
+	bytes = count_arg(argv[0], "byte");
+	if (!bytes)
 		return 2;
-	}
 	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (null < 0)
 		die("open /dev/null");
@@ -554,16 +565,12 @@ static int cmd_mark(void)
 static int cmd_spin(int argc, char **argv)
 {
 	unsigned long long n;
-	char *end;
 
 	if (argc != 1)
 		return 2;
-	errno = 0;
-	n = strtoull(argv[0], &end, 10);
-	if (errno || end == argv[0] || *end || !n) {
-		fprintf(stderr, PROG ": bad turn count %s\n", argv[0]);
+	n = count_arg(argv[0], "turn");
+	if (!n)
 		return 2;
-	}
 	cmd_mark();
 	if (strcmp(argv[-1], "spinx"))
 		__asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
@@ -579,16 +586,12 @@ static int cmd_pollnode(int argc, char **argv)
 {
 	unsigned long long n, i;
 	struct pollfd p;
-	char *end;
 
 	if (argc != 2)
 		return 2;
-	errno = 0;
-	n = strtoull(argv[1], &end, 10);
-	if (errno || end == argv[1] || *end || !n) {
-		fprintf(stderr, PROG ": bad poll count %s\n", argv[1]);
+	n = count_arg(argv[1], "poll");
+	if (!n)
 		return 2;
-	}
 	p.fd = open(argv[0], O_RDWR | O_CLOEXEC);
 	if (p.fd < 0)
 		die("open %s", argv[0]);
