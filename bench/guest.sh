@@ -296,24 +296,25 @@ run_one() {
 
 # ICOUNT=1: the plugin's calibration, before any workload, while the guest
 # is quiet (no daemon, no reader), three times for each of two N:
-# cfbench spin N (a loop of two instructions) and cfbench pollnode (N / 100
-# poll()s of the unbound devnode), each between two marks;
-# scripts/bench-report.py checks that the user count grew by exactly 2 a
-# turn, and that cachefiles_daemon_poll's count is the same for every call.
+# cfbench spin N (a loop of two instructions), cfbench pollnode (N / 100
+# poll()s of the unbound devnode) and cfbench spinx N (a loop of three, one
+# across a page boundary), each between two marks; scripts/bench-report.py
+# checks that the user count grew by exactly 2 and 3 a turn, and that
+# cachefiles_daemon_poll's count is the same for every call.
+calib() { # NAME CFBENCH-ARGS...: a calibration run, whose cfbench executes both marks
+	echo "$((nmark + 1)) calib $rep $1 start" >>"$RAW/marks"
+	echo "$((nmark + 2)) calib $rep $1 end" >>"$RAW/marks"
+	nmark=$((nmark + 2))
+	shift
+	"$B/cfbench" "$@"
+}
 if [ "${ICOUNT:-0}" = 1 ]; then
 	icount_ranges
 	for rep in 1 2 3; do
 		for n in 100000 200000; do
-			echo "$((nmark + 1)) calib $rep spin$n start" >>"$RAW/marks"
-			echo "$((nmark + 2)) calib $rep spin$n end" >>"$RAW/marks"
-			echo "$((nmark + 3)) calib $rep poll$((n / 100)) start" >>"$RAW/marks"
-			echo "$((nmark + 4)) calib $rep poll$((n / 100)) end" >>"$RAW/marks"
-			echo "$((nmark + 5)) calib $rep spinx$n start" >>"$RAW/marks"
-			echo "$((nmark + 6)) calib $rep spinx$n end" >>"$RAW/marks"
-			nmark=$((nmark + 6))
-			"$B/cfbench" spin "$n"
-			"$B/cfbench" pollnode /dev/cachefiles $((n / 100))
-			"$B/cfbench" spinx "$n"
+			calib "spin$n" spin "$n"
+			calib "poll$((n / 100))" pollnode /dev/cachefiles $((n / 100))
+			calib "spinx$n" spinx "$n"
 		done
 	done
 fi

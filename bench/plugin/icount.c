@@ -366,6 +366,14 @@ static void tb_user_exec_rec(unsigned int vcpu, void *udata)
 		__atomic_fetch_add(&rec->early, 1, __ATOMIC_RELAXED);
 }
 
+/* Whether an insn at x may reach past the page the block at va starts in. */
+static int near_page_end(uint64_t va, uint64_t x)
+{
+	uint64_t end = PAGE_OF(va) + PAGE_SIZE_X86;
+
+	return x < end && end - x <= MAX_INSN_LEN;
+}
+
 static unsigned int cut_hash(uint64_t x)
 {
 	return (x ^ (x >> 12)) % CUT_BUCKETS;
@@ -433,7 +441,7 @@ static int cut_check(uint64_t va, uint64_t x, struct tbrec *krec,
 
 	if (x >= page + PAGE_SIZE_X86)
 		return 1;
-	if (page + PAGE_SIZE_X86 - x > MAX_INSN_LEN)
+	if (!near_page_end(va, x))
 		return 0;
 	for (l = lens[cut_hash(x)]; l; l = l->next)
 		if (l->x == x)
@@ -518,6 +526,12 @@ static void marker_exec(unsigned int vcpu, void *udata)
 	pthread_mutex_unlock(&lock);
 }
 
+/* A block's last insn, if it has two or more: only there can one be cut. */
+static uint64_t tb_last(struct qemu_plugin_tb *tb, size_t n)
+{
+	return n < 2 ? 0 : qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, n - 1));
+}
+
 /*
  * Under cutlock: learn the length of the block's first instruction if it
  * starts near a page's end, and whether the block's last one was cut.
@@ -529,15 +543,14 @@ static int tb_cut(struct qemu_plugin_tb *tb, size_t n, uint64_t va,
 {
 	uint64_t x;
 
-	if (PAGE_OF(va) + PAGE_SIZE_X86 - va <= MAX_INSN_LEN)
+	if (near_page_end(va, va))
 		cut_learn(va, qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, 0)));
 	if (n < 2)
 		return 0;
-	x = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, n - 1));
+	x = tb_last(tb, n);
 	if (cut_check(va, x, krec, urec))
 		return 1;
-	return x < PAGE_OF(va) + PAGE_SIZE_X86 &&
-	       PAGE_OF(va) + PAGE_SIZE_X86 - x <= MAX_INSN_LEN ? 2 : 0;
+	return near_page_end(va, x) ? 2 : 0;
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -550,13 +563,17 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 
 	(void)id;
 	if (va < KERNEL_HALF) {
-		urec = malloc(sizeof(*urec));
-		if (!urec)
-			abort();
-		urec->n = n;
-		urec->n_full = n;
-		urec->early = 0;
-		urec->next_cut = NULL;
+		/* A record only for a block that may be found cut later. */
+		urec = NULL;
+		if (n >= 2 && near_page_end(va, tb_last(tb, n))) {
+			urec = malloc(sizeof(*urec));
+			if (!urec)
+				abort();
+			urec->n = n;
+			urec->n_full = n;
+			urec->early = 0;
+			urec->next_cut = NULL;
+		}
 		pthread_mutex_lock(&cutlock);
 		cut = tb_cut(tb, n, va, NULL, urec);
 		pthread_mutex_unlock(&cutlock);
