@@ -69,7 +69,7 @@ host_checks() {
 			{ point FAIL "daemon unit tests"; tail -n 40 "$CFOD_TOP/out/check-daemon-test.log"; }
 		step "daemon/odd.service passes systemd-analyze verify" "$CFOD_TOP/scripts/verify-unit.sh"
 	fi
-	step "KCSAN triage matches tests/kcsan-known.txt as meant (ktap-summary-test.py)" \
+	step "KCSAN triage matches tests/kcsan-known.txt as meant, plans are checked (ktap-summary-test.py)" \
 		python3 "$CFOD_TOP/scripts/ktap-summary-test.py" -q
 	step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
 	step "clippy clean" nice -n 10 sh -c "'$CFOD_TOP/scripts/lint.sh' clippy >/dev/null"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Unit tests of ktap-summary.py's KCSAN triage against tests/kcsan-known.txt.
+"""Unit tests of ktap-summary.py's KCSAN triage against tests/kcsan-known.txt,
+and of its check that each program ran the points it planned.
 
 Each case is a console log cut to one report (the shape KCSAN prints) and
 what the host must make of it with the real list and a gate naming the
@@ -108,6 +109,21 @@ class KcsanTriage(unittest.TestCase):
                        ("write to 0xffff888 of 8 bytes by task 2 on cpu 1:", a))
         why, _gated = self.triage(lines)
         self.assertIsNotNone(why)
+
+
+
+class PlanCheck(unittest.TestCase):
+    def test_plans_kept_first_or_last(self):
+        ktap = "\n".join(["KTAP version 1", "1..2", "# a", "  KTAP version 1", "  1..2",
+                          "  ok 1 x", "  ok 2 y", "ok 1 a", "# b", "  ok 1 x", "  1..1",
+                          "ok 2 b"])
+        self.assertEqual(ks.plan_mismatches(ktap), [])
+
+    def test_a_point_more_or_less_than_planned(self):
+        ktap = "\n".join(["  1..3", "  ok 1 x", "  ok 2 y", "ok 1 short", "  1..1",
+                          "  ok 1 x", "  ok 2 y", "ok 2 long", "  1..3", "  not ok 1 x",
+                          "not ok 3 failed anyway"])
+        self.assertEqual(ks.plan_mismatches(ktap), [("short", 3, 2), ("long", 1, 2)])
 
 
 if __name__ == "__main__":

@@ -251,6 +251,38 @@ def count_points(ktap):
     return passed, failed, skipped, failed_names
 
 
+SUB_PLAN_RE = re.compile(r"^  1\.\.(\d+)$")
+SUB_RESULT_RE = re.compile(r"^  (?:not ok|ok) \d+")
+TOP_RESULT_RE = re.compile(r"^(not ok|ok) \d+ ?(.*)$")
+
+
+def plan_mismatches(ktap):
+    """Programs that passed but ran another number of points than planned.
+
+    A program's own KTAP is indented once under the guest's; its plan may
+    come first or last. Returns (name, planned, ran) for each top-level
+    "ok" whose subtest has a plan its points do not match: a program that
+    stopped early, or a plan not kept up with its points.
+    """
+    out = []
+    plan, ran = None, 0
+    for line in ktap.splitlines():
+        m = SUB_PLAN_RE.match(line)
+        if m:
+            plan = int(m.group(1))
+            continue
+        if SUB_RESULT_RE.match(line):
+            ran += 1
+            continue
+        m = TOP_RESULT_RE.match(line)
+        if m:
+            verdict, name = m.groups()
+            if verdict == "ok" and plan is not None and plan != ran:
+                out.append((name.strip(), plan, ran))
+            plan, ran = None, 0
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--console", required=True)
@@ -285,6 +317,9 @@ def main():
     host.append((finished and args.qemu_rc == 0,
                  f"{args.name}: guest ran to the end"
                  + ("" if finished else f" (qemu exit {args.qemu_rc}: timeout or crash)")))
+    mismatched = plan_mismatches(ktap)
+    host.append((not mismatched, f"{args.name}: every program ran the points it planned"
+                 + "".join(f"; {n}: {r} of {p}" for n, p, r in mismatched)))
     lines = console.splitlines()
     skip, gated, listed = set(), [], []
     if args.kcsan_gate:

@@ -28,7 +28,7 @@ int main(void)
 	char dir[128];
 	int dev, ret;
 
-	ktap_plan(rust ? 13 : 8);
+	ktap_plan(rust ? 14 : 9);
 	if (rust)
 		diag("module binds so far: %ld", binds0);
 

@@ -9,7 +9,7 @@
 # Independent of the run's backend: it loads and unloads the module itself.
 . "$T/lib/ktap.sh"
 TR=/sys/kernel/tracing
-ktap_plan 10
+ktap_plan 9
 grep -q " $TR tracefs" /proc/mounts || mount -t tracefs nodev $TR
 
 # run_workload BACKEND: the workload, which must run on BACKEND, traced
