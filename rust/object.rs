@@ -330,7 +330,7 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
         // The built-in code traces a READ or CLOSE as it makes it, before
         // the message has its ids.
         match &payload {
-            Payload::Read(read) => object.trace_read(0, 0, read.off, read.len),
+            Payload::Read { off, len } => object.trace_read(0, 0, *off, u64::from(*len)),
             Payload::Close { .. } => object.trace_close(0, 0),
             Payload::Open(_) => {}
         }
@@ -403,9 +403,7 @@ pub(crate) fn clean_object(object: ObjectView<'_>) {
 
 /// `read`: cache miss on `[pos, pos + len)`.
 pub(crate) fn read(object: ObjectView<'_>, pos: i64, len: usize) -> Result {
-    send(object, Opcode::Read, || {
-        Ok(Payload::read(pos as u64, len as u64))
-    })
+    send(object, Opcode::Read, || Payload::read(pos as u64, len))
 }
 
 /// The reopen work: send a new OPEN for an object whose READs are waiting.

@@ -27,17 +27,14 @@ pub(crate) mod queue;
 
 use core::{
     mem::size_of,
-    sync::atomic::{AtomicI32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 use kernel::prelude::*;
 
 pub(crate) use crate::abstractions::cachefiles::uapi::Opcode;
 use crate::{
     abstractions::{
-        cachefiles::uapi,
-        completion::{Completion, RefSlot},
-        slim_arc::SlimArc,
-        slim_box::SlimBox,
+        cachefiles::uapi, completion::Completion, slim_arc::SlimArc, slim_box::SlimBox,
         uaccess::UserSliceWriter,
     },
     stats::{Stamp, Stats},
@@ -69,9 +66,12 @@ pub(crate) enum Payload {
     /// The id of the anonymous fd open when the CLOSE was made: the one
     /// the daemon is to close, and the one whose release makes it moot.
     Close { object_id: u32 },
-    /// The READ's body.
-    Read(uapi::Read),
+    /// A READ of `[off, off + len)`: its length fits 32 bits, so that the
+    /// payload is 16 bytes.
+    Read { off: u64, len: u32 },
 }
+
+const _: () = assert!(size_of::<Payload>() <= 16);
 
 impl Payload {
     /// Returns an OPEN carrying the object's keys; `EINVAL` if they do not
@@ -97,16 +97,18 @@ impl Payload {
         )?))
     }
 
-    /// Returns a READ of `[off, off + len)`.
-    pub(crate) fn read(off: u64, len: u64) -> Self {
-        Payload::Read(uapi::Read { off, len })
+    /// Returns a READ of `[off, off + len)`; `EINVAL` if `len` does not
+    /// fit 32 bits (erofs never asks for 4 GiB at once).
+    pub(crate) fn read(off: u64, len: usize) -> Result<Self> {
+        let len = u32::try_from(len).map_err(|_| EINVAL)?;
+        Ok(Payload::Read { off, len })
     }
 
     fn opcode(&self) -> Opcode {
         match self {
             Payload::Open(_) => Opcode::Open,
             Payload::Close { .. } => Opcode::Close,
-            Payload::Read(_) => Opcode::Read,
+            Payload::Read { .. } => Opcode::Read,
         }
     }
 }
@@ -168,14 +170,14 @@ impl NewRequest {
     #[inline]
     pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<Self> {
         // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
-        let (req, queued) = SlimArc::pin_init_pair(pin_init!(Request {
-            object,
-            payload,
-            done <- Completion::new(),
-            result: AtomicI32::new(0),
-            parked: RefSlot::new(),
-            stamp: Stamp::new(),
-        }))?;
+        let (req, queued) = SlimArc::pin_init_pair(
+            pin_init!(Request {
+                object,
+                payload,
+                done <- Completion::new(),
+            }),
+            Stamp::new().mark(),
+        )?;
         Ok(Self {
             req: Waiter(req),
             queued,
@@ -216,13 +218,13 @@ impl Waiter {
     /// the common path (two references dropped at once, then the free).
     #[inline(always)]
     pub(crate) fn reclaim(self) -> Result {
-        let this = self.0;
-        let result = this.result();
-        match this.parked.take() {
-            Some(parked) => SlimArc::drop_both(this, parked),
-            None => drop(this),
+        match SlimArc::reclaim(self.0) {
+            Some(0) => Ok(()),
+            Some(err) => Err(failure(err)),
+            // Not completed: not reached, as the waiter reclaims only after
+            // its wait returned.
+            None => Err(EIO),
         }
-        result
     }
 }
 
@@ -239,12 +241,13 @@ pub(crate) struct Identity(usize);
 ///
 /// # Invariants
 ///
-/// - `result` is written and `done` completed once, by the [`Taken`] or
-///   [`queue::Batch`] that removed the request from its queue (the only
-///   code that can), and only after that `parked` holds the completer's
-///   reference, until the waiter takes it back ([`Waiter::reclaim`]); or
-///   never, if the waiter itself removed it ([`queue::Cancelled`]), after
-///   which it waits no more.
+/// - The request's outcome (kept by its [`SlimArc`]) is given the result
+///   and the completer's reference, and `done` completed, once, by the
+///   [`Taken`] or [`queue::Batch`] that removed the request from its queue
+///   (the only code that can), until the waiter takes the reference back
+///   ([`Waiter::reclaim`]); or never, if the waiter itself removed it
+///   ([`queue::Cancelled`]), after which it waits no more. Until then the
+///   outcome holds the request's [`Stamp`].
 /// - The message is at most [`uapi::MSG_MAX_SIZE`] bytes.
 #[pin_data]
 pub(crate) struct Request {
@@ -252,18 +255,14 @@ pub(crate) struct Request {
     payload: Payload,
     #[pin]
     done: Completion,
-    /// 0 or a negative errno, set before `done` is completed.
-    result: AtomicI32,
-    /// The completer's reference, handed over to the waiter.
-    parked: RefSlot<SlimArc<Request>>,
-    /// When the request was created, if it is counted (statistics).
-    stamp: Stamp,
 }
 
-// A READ or a CLOSE is allocated in the size class of the built-in code's
-// READ (96 bytes with its count, `SlimArc`), where locks carry no debugging state.
+// A request is allocated in 64 bytes with its header (`SlimArc`), where
+// locks carry no debugging state: `kmalloc-64`, the class of the built-in
+// code's CLOSE (`struct cachefiles_req`, 64 bytes), one below its READ's
+// (80 bytes with the message's body, `kmalloc-96`).
 #[cfg(not(any(CONFIG_DEBUG_SPINLOCK, CONFIG_DEBUG_LOCK_ALLOC)))]
-const _: () = assert!(size_of::<Request>() <= 88);
+const _: () = assert!(size_of::<Request>() <= 56);
 
 impl Request {
     /// Returns the request's opcode.
@@ -272,8 +271,9 @@ impl Request {
     }
 
     /// Returns whether and when the request is counted (statistics).
-    pub(crate) fn stamp(&self) -> Stamp {
-        self.stamp
+    pub(crate) fn stamp(this: &SlimArc<Self>) -> Stamp {
+        // Pending: in its queue, or just made.
+        Stamp::from_mark(this.outcome().mark())
     }
 
     /// Returns the object the request is about.
@@ -308,7 +308,7 @@ impl Request {
     /// Returns the bytes a READ asks for; 0 for another request.
     fn read_len(&self) -> u64 {
         match &self.payload {
-            Payload::Read(read) => read.len,
+            Payload::Read { len, .. } => u64::from(*len),
             _ => 0,
         }
     }
@@ -322,7 +322,7 @@ impl Request {
         size_of::<uapi::Msg>().saturating_add(match &self.payload {
             Payload::Open(msg) => size_of::<uapi::Open>().saturating_add(msg.tail().len()),
             Payload::Close { .. } => 0,
-            Payload::Read(_) => size_of::<uapi::Read>(),
+            Payload::Read { .. } => size_of::<uapi::Read>(),
         })
     }
 
@@ -331,7 +331,13 @@ impl Request {
     /// written with its anonymous fd ([`Request::write_open_msg`]).
     pub(crate) fn copy_msg(&self, msg_id: u32, object_id: u32) -> Option<CopiedMsg> {
         match &self.payload {
-            Payload::Read(read) => Some(CopiedMsg::read(self.header(msg_id, object_id), *read)),
+            Payload::Read { off, len } => Some(CopiedMsg::read(
+                self.header(msg_id, object_id),
+                uapi::Read {
+                    off: *off,
+                    len: u64::from(*len),
+                },
+            )),
             Payload::Close { object_id } => Some(CopiedMsg::close(self.header(msg_id, *object_id))),
             Payload::Open(_) => None,
         }
@@ -370,14 +376,6 @@ impl Request {
         Identity(core::ptr::from_ref(self) as usize)
     }
 
-    /// Returns the outcome of a completed request.
-    pub(crate) fn result(&self) -> Result {
-        match self.result.load(Ordering::Acquire) {
-            0 => Ok(()),
-            err => Err(failure(err)),
-        }
-    }
-
     /// Completes the request with `result` and wakes its waiter.
     ///
     /// Private to this module and its child [`queue`]: only a [`Taken`] or a
@@ -385,9 +383,15 @@ impl Request {
     /// `drop`.
     #[inline]
     fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
-        this.result.store(result, Ordering::Release);
-        stats.request_done(this.opcode(), result, this.stamp, || this.read_len());
-        Completion::complete_handing_over(this, |r| &r.done, |r| &r.parked);
+        SlimArc::complete_handing_over(
+            this,
+            result,
+            |r| &r.done,
+            |r, mark| {
+                let stamp = Stamp::from_mark(mark);
+                stats.request_done(r.opcode(), result, stamp, || r.read_len());
+            },
+        );
     }
 }
 

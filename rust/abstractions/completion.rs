@@ -8,19 +8,8 @@
 //!
 //! C header: [`include/linux/completion.h`](srctree/include/linux/completion.h)
 
-use core::{
-    marker::PhantomData,
-    ops::Deref,
-    ptr,
-    sync::atomic::{AtomicPtr, Ordering},
-};
-use kernel::{
-    bindings,
-    error::Result,
-    ffi::c_void,
-    prelude::*,
-    types::{ForeignOwnable, Opaque},
-};
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::{bindings, error::Result, prelude::*, types::Opaque};
 
 /// A `struct completion`.
 ///
@@ -94,81 +83,66 @@ impl Completion {
         // SAFETY: `inner` is initialised (type invariant).
         unsafe { bindings::wait_for_completion(self.inner.get()) };
     }
-
-    /// Completes the completion `done` of `*this` and hands the caller's
-    /// reference `this` over to the waiter, through `parked` (also a field of
-    /// `*this`), instead of dropping it.
-    ///
-    /// The waiter takes the parked reference once its wait returned, so the
-    /// last reference to `T`, and whatever dropping `T` does, is dropped by
-    /// the waiter, never by the completer: the completer may be in a context
-    /// that must not sleep.
-    pub(crate) fn complete_handing_over<T, P>(
-        this: P,
-        done: impl for<'a> FnOnce(&'a T) -> &'a Completion,
-        parked: impl for<'a> FnOnce(&'a T) -> &'a RefSlot<P>,
-    ) where
-        P: ForeignOwnable + Deref<Target = T>,
-    {
-        let t: *const T = &*this;
-        // SAFETY: Moving `this` into the slot does not move `*t`, which `this`
-        // keeps alive until it is parked, and the parked reference after
-        // that. It stays valid through `complete` below: the waiter holds a
-        // reference and drops it (and the parked one) only after its wait
-        // returned, which it does only once `complete` has released the
-        // completion's internal lock, the last thing `complete` touches.
-        let t = unsafe { &*t };
-        // Only one completer: the slot is empty.
-        parked(t).put(this);
-        done(t).complete();
-    }
 }
 
-/// A slot for one counted reference `P` (an `Arc`-like pointer), handed
-/// from one thread to another with an atomic store and exchange, no lock.
+/// The outcome of a job a [`Completion`] reports the end of, in one 32-bit
+/// atomic word: a mark (any 30-bit value, such as when the job was made)
+/// while it is pending; then its result, and whether the completer's
+/// reference to the value was handed over to the waiter.
 ///
-/// Made for a reference to the value the slot is in
-/// ([`Completion::complete_handing_over`]): while the slot holds it, that
-/// value cannot be dropped, so the slot is empty when it is dropped, and has
-/// no `drop` to run. A reference left in it, or stored over another, is
-/// leaked, never freed twice.
+/// Kept by a [`SlimArc`] beside its count, in the room its alignment leaves
+/// there: [`SlimArc::complete_handing_over`] writes the result and the
+/// hand-over, [`SlimArc::reclaim`] takes them.
 ///
-/// # Invariants
-///
-/// `ptr` is null or a pointer from `P::into_foreign` whose reference the
-/// slot owns.
-pub(crate) struct RefSlot<P: ForeignOwnable> {
-    ptr: AtomicPtr<c_void>,
-    _owns: PhantomData<P>,
-}
+/// [`SlimArc`]: super::slim_arc::SlimArc
+/// [`SlimArc::complete_handing_over`]: super::slim_arc::SlimArc::complete_handing_over
+/// [`SlimArc::reclaim`]: super::slim_arc::SlimArc::reclaim
+pub(crate) struct Outcome(AtomicU32);
 
-// SAFETY: The slot only moves `P`s between threads.
-unsafe impl<P: ForeignOwnable + Send> Send for RefSlot<P> {}
-// SAFETY: As above; every access is one atomic exchange.
-unsafe impl<P: ForeignOwnable + Send> Sync for RefSlot<P> {}
+/// Set once the job is done; bits 2 and up are then its result.
+const DONE: u32 = 1;
+/// Set while a reference handed over by the completer waits to be taken.
+const HANDED: u32 = 2;
 
-impl<P: ForeignOwnable> RefSlot<P> {
-    /// Creates an empty slot.
-    pub(crate) const fn new() -> Self {
-        // INVARIANT: Null.
-        Self {
-            ptr: AtomicPtr::new(ptr::null_mut()),
-            _owns: PhantomData,
-        }
+/// The largest mark: 30 bits.
+pub(crate) const MARK_MAX: u32 = u32::MAX >> 2;
+
+impl Outcome {
+    /// A pending outcome marked with `mark`, of which the low 30 bits are
+    /// kept.
+    pub(super) const fn pending(mark: u32) -> Self {
+        Self(AtomicU32::new(mark << 2))
     }
 
-    /// Stores `r` in the slot, which is empty (else what it held leaks).
-    pub(crate) fn put(&self, r: P) {
-        // INVARIANT: The slot now owns `r`'s reference.
-        self.ptr
-            .store(r.into_foreign().cast_mut(), Ordering::Release);
+    /// Returns the mark, while the job is pending (once it is done, the
+    /// bits of its result).
+    #[inline]
+    pub(crate) fn mark(&self) -> u32 {
+        self.0.load(Ordering::Relaxed) >> 2
     }
 
-    /// Takes the reference the slot holds, if any.
-    pub(crate) fn take(&self) -> Option<P> {
-        let old = self.ptr.swap(ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: `old` was the slot's (type invariant), and the exchange
-        // took it out: it is given back exactly once.
-        unsafe { P::try_from_foreign(old) }
+    /// Returns the result recorded in `word`, if it is done: a 30-bit
+    /// signed value (an errno fits).
+    fn result_of(word: u32) -> Option<i32> {
+        (word & DONE != 0).then_some((word as i32) >> 2)
+    }
+
+    /// Records the result, and a reference handed over with it; returns
+    /// the mark it replaces (one exchange).
+    #[inline]
+    pub(super) fn hand_over(&self, result: i32) -> u32 {
+        let word = ((result as u32) << 2) | DONE | HANDED;
+        self.0.swap(word, Ordering::AcqRel) >> 2
+    }
+
+    /// Takes the handed-over reference, if one waits; returns whether one
+    /// did, and the result if the job is done.
+    #[inline]
+    pub(super) fn take_handed(&self) -> (bool, Option<i32>) {
+        // The bit alone is tested, so that this is one `lock btr` on x86
+        // rather than a compare-and-exchange loop; the result does not
+        // change once written, and is read after.
+        let handed = self.0.fetch_and(!HANDED, Ordering::AcqRel) & HANDED != 0;
+        (handed, Self::result_of(self.0.load(Ordering::Relaxed)))
     }
 }

@@ -18,14 +18,17 @@
 
 use core::{
     marker::PhantomData,
-    mem::ManuallyDrop,
+    mem::{size_of, ManuallyDrop},
     ops::Deref,
     ptr::{self, NonNull},
     sync::atomic::{fence, AtomicU32, Ordering},
 };
 use kernel::{bindings, ffi::c_void, prelude::*, types::ForeignOwnable};
 
-use super::slim_box::{kmalloc_pin_init, Headed};
+use super::{
+    completion::{Completion, Outcome},
+    slim_box::{kmalloc_pin_init, Headed},
+};
 
 /// A count at or above this is saturated: it no longer counts.
 const SATURATED: u32 = 0xc000_0000;
@@ -33,8 +36,19 @@ const SATURATED: u32 = 0xc000_0000;
 /// The largest count that still counts (`refcount_t`'s `INT_MAX`).
 const MAX: u32 = i32::MAX as u32;
 
-/// The allocation: the count, then the value.
-type Inner<T> = Headed<AtomicU32, T>;
+/// The header of the allocation: the count, and an outcome in the room the
+/// value's alignment leaves beside it.
+struct ArcHead {
+    refs: AtomicU32,
+    outcome: Outcome,
+}
+
+// The outcome takes no room: the count alone would be padded to 8 bytes
+// before any value that needs them.
+const _: () = assert!(size_of::<ArcHead>() == 8);
+
+/// The allocation: the header, then the value.
+type Inner<T> = Headed<ArcHead, T>;
 
 /// A pointer to a `T` shared by reference counting, like `Arc<T>`.
 ///
@@ -58,17 +72,22 @@ impl<T> SlimArc<T> {
     /// Allocates a `T` (`GFP_KERNEL`: this may sleep) and initialises it in
     /// place with `init`, pinned, counted twice: returns two references to
     /// the one value, made without an atomic increment (the backend's one
-    /// user, a request, is always shared at once with its queue).
+    /// user, a request, is always shared at once with its queue). Its
+    /// [`Outcome`] is pending, marked with `mark`.
     ///
     /// (6.12's `Flags` does not give its bits to other crates, hence no
     /// flags argument.)
     #[inline]
-    pub(crate) fn pin_init_pair<E>(init: impl PinInit<T, E>) -> Result<(Self, Self)>
+    pub(crate) fn pin_init_pair<E>(init: impl PinInit<T, E>, mark: u32) -> Result<(Self, Self)>
     where
         Error: From<E>,
     {
+        let head = ArcHead {
+            refs: AtomicU32::new(2),
+            outcome: Outcome::pending(mark),
+        };
         // SAFETY: Nothing is written after the value (no extra bytes).
-        let ptr = unsafe { kmalloc_pin_init(AtomicU32::new(2), 0, |_| {}, init)? };
+        let ptr = unsafe { kmalloc_pin_init(head, 0, |_| {}, init)? };
         // INVARIANT: Allocated, initialised, counted once for each.
         Ok((
             Self {
@@ -86,6 +105,11 @@ impl<T> SlimArc<T> {
         // SAFETY: The allocation lives while this reference counts (type
         // invariant).
         unsafe { self.ptr.as_ref() }
+    }
+
+    /// Returns the value's outcome.
+    pub(crate) fn outcome(&self) -> &Outcome {
+        &self.inner().head.outcome
     }
 
     /// Returns whether two references are to the same value.
@@ -108,7 +132,7 @@ fn get(refs: &AtomicU32) {
 
 impl<T> Clone for SlimArc<T> {
     fn clone(&self) -> Self {
-        get(&self.inner().head);
+        get(&self.inner().head.refs);
         // INVARIANT: Counted just above.
         Self {
             ptr: self.ptr,
@@ -122,7 +146,7 @@ impl<T> Drop for SlimArc<T> {
     // (or an empty `Option`); the last one's work is out of line.
     #[inline]
     fn drop(&mut self) {
-        let refs = &self.inner().head;
+        let refs = &self.inner().head.refs;
         let old = refs.fetch_sub(1, Ordering::Release);
         if old != 1 {
             if old == 0 || old > MAX {
@@ -153,16 +177,89 @@ impl<T> SlimArc<T> {
         let mut a = ManuallyDrop::new(a);
         // Counted in the one change below.
         let _ = ManuallyDrop::new(b);
-        let old = a.inner().head.fetch_sub(2, Ordering::Release);
+        let old = a.inner().head.refs.fetch_sub(2, Ordering::Release);
         if old != 2 {
             if !(2..=MAX).contains(&old) {
                 // Saturated, or an underflow: as in `drop`.
-                a.inner().head.store(SATURATED, Ordering::Relaxed);
+                a.inner().head.refs.store(SATURATED, Ordering::Relaxed);
             }
             return;
         }
         // SAFETY: These were the last two references, both dropped now.
         unsafe { a.free() };
+    }
+
+    /// Returns whether `field` lies within the value.
+    ///
+    /// For a field borrowed from the value, the offset is a constant and
+    /// the test compiles to nothing.
+    #[inline(always)]
+    fn holds<F>(&self, field: *const F) -> bool {
+        let start = ptr::addr_of!(self.inner().data) as usize;
+        let offset = (field as usize).wrapping_sub(start);
+        size_of::<F>() <= size_of::<T>() && offset <= size_of::<T>() - size_of::<F>()
+    }
+
+    /// Records `result` in the value's [`Outcome`], calls `last` with the
+    /// value and the outcome's mark, completes `done` (a field of the value)
+    /// and hands this reference over to the waiter, instead of dropping it.
+    ///
+    /// The waiter takes the reference back with [`Self::reclaim`] once its
+    /// wait returned, so the last reference to `T`, and whatever dropping
+    /// `T` does, is dropped by the waiter, never by the completer: the
+    /// completer may be in a context that must not sleep.
+    ///
+    /// If `done` is not a field of the value, nothing is handed over:
+    /// `last` gets 0, `done` is completed and this reference is leaked.
+    #[inline]
+    pub(crate) fn complete_handing_over(
+        this: Self,
+        result: i32,
+        done: impl for<'a> FnOnce(&'a T) -> &'a Completion,
+        last: impl FnOnce(&T, u32),
+    ) {
+        let done: *const Completion = done(&this);
+        let field = this.holds(done);
+        // The reference is handed over (or, on a misuse, leaked): never
+        // dropped here.
+        let this = ManuallyDrop::new(this);
+        let mark = if field {
+            this.outcome().hand_over(result)
+        } else {
+            0
+        };
+        // Still alive: the waiter returns from its wait, and may drop the
+        // value, only once `done` is completed below.
+        last(&this, mark);
+        // SAFETY: `done` was borrowed from the value. If it is a field of the
+        // value, the reference handed over keeps it alive until the waiter
+        // takes that reference back and drops it, which it does only once
+        // its wait on `done` returned, so only after `complete` released the
+        // completion's internal lock, the last thing `complete` touches;
+        // else the leaked reference keeps it alive.
+        unsafe { (*done).complete() };
+    }
+
+    /// Drops this reference and, if the completer handed its own over
+    /// ([`Self::complete_handing_over`]), that one too, with one change of
+    /// the count; returns the result the completer recorded, if it did.
+    ///
+    /// For the waiter, once its wait on the completion returned.
+    #[inline(always)]
+    pub(crate) fn reclaim(this: Self) -> Option<i32> {
+        let (handed, result) = this.outcome().take_handed();
+        if handed {
+            // INVARIANT: The completer's reference to this same value, handed
+            // over through its header and taken out of it just above, once.
+            let other = Self {
+                ptr: this.ptr,
+                _owns: PhantomData,
+            };
+            Self::drop_both(this, other);
+        } else {
+            drop(this);
+        }
+        result
     }
 
     /// Drops the value and frees the allocation.
@@ -236,7 +333,7 @@ impl<T> From<SlimArcBorrow<'_, T>> for SlimArc<T> {
     /// Takes a counted reference to a borrowed value.
     fn from(b: SlimArcBorrow<'_, T>) -> Self {
         // SAFETY: Alive while `b` is (type invariant).
-        get(unsafe { &b.ptr.as_ref().head });
+        get(unsafe { &b.ptr.as_ref().head.refs });
         // INVARIANT: Counted just above.
         Self {
             ptr: b.ptr,

@@ -153,7 +153,7 @@ impl<'a, D> QueueGuard<'a, D> {
         let Some(queued) = self.q.remove(id) else {
             return Err(waiter);
         };
-        let (opcode, stamp) = (queued.opcode(), queued.stamp);
+        let (opcode, stamp) = (queued.opcode(), Request::stamp(&queued));
         let read_len = || queued.read_len();
         self.stats
             .request_done(opcode, EINTR.to_errno(), stamp, read_len);
@@ -199,7 +199,7 @@ impl<'a, D> QueueGuard<'a, D> {
     /// under the lock before this call must be checked again after it, with
     /// [`Inserted::data`].
     pub(crate) fn insert(&mut self, req: SlimArc<Request>) -> Result<Inserted<'_, 'a, D>> {
-        let (opcode, stamp) = (req.opcode(), req.stamp());
+        let (opcode, stamp) = (req.opcode(), Request::stamp(&req));
         match self.q.alloc_cyclic(req, 0, u32::MAX) {
             // INVARIANT: Stored under `id`, in this critical section.
             Ok(id) => Ok(Inserted {
