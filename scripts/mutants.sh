@@ -46,6 +46,9 @@ MUTANTS=(
 	"r17|rust/cache.rs|            move \pr\p r.close_id() == Some(object_id) \&\& r.is_for(target),|            move \p_\p {\n                let _ = (object_id, target);\n                false\n            },|anonfd|releasing an fd does not complete its unread CLOSE"
 	"r16|rust/anon_fd.rs|    if cmd != IOC_READ_COMPLETE {|    if false {|anonfd|any ioctl is taken for READ_COMPLETE"
 	"r20|rust/daemon.rs|    req.write_open_msg(\&mut w, id, open.object_id(), open.fd())?;\n    open.install();|    let (oid, fd) = (open.object_id(), open.fd());\n    open.install();\n    req.write_open_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
+	# Rust: a request's outcome and stamp (in its SlimArc's header)
+	"r31|rust/stats.rs|MARK_MAX) << STAMP_SHIFT)|MARK_MAX))|stats|a round trip is counted in stamp units (1.024 us), not in ns"
+	"r32|rust/abstractions/completion.rs|        let word = ((result as u32) << 2) \p DONE \p HANDED;|        let word = DONE \p HANDED;|copen|a request's result is lost: every request succeeds"
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
