@@ -111,6 +111,24 @@ class KcsanTriage(unittest.TestCase):
         self.assertIsNotNone(why)
 
 
+    def test_jbd2_stop_under_the_daemon_write_is_known(self):
+        first = "read-write to 0xffff888004974000 of 8 bytes by task 51 on cpu 0:"
+        commit = ["jbd2_journal_commit_transaction+0x2904/0x2ce0", "kjournald2+0xf9/0x2b0",
+                  "kthread+0x194/0x1b0"]
+        stop = ["jbd2_journal_stop+0x6a/0x580", "__ext4_journal_stop+0x8c/0xd0",
+                "ext4_dirty_inode+0x95/0xa0", "__cachefiles_write+0x492/0x690",
+                "cachefiles_ondemand_fd_write_iter+0x257/0x300", "vfs_write+0x324/0x3d0"]
+        second = ("read to 0xffff888004974000 of 8 bytes by task 382 on cpu 1:", stop)
+        why, _ = self.triage(report("jbd2_journal_commit_transaction / jbd2_journal_stop",
+                                    first, commit, second))
+        self.assertIsNotNone(why)
+        self.assertIn("is_handle_aborted", why)
+        # The same race with no cachefiles frame is not this entry's.
+        off_path = ("read to 0xffff888004974000 of 8 bytes by task 382 on cpu 1:", stop[:3])
+        why, _ = self.triage(report("jbd2_journal_commit_transaction / jbd2_journal_stop",
+                                    first, commit, off_path))
+        self.assertIsNone(why)
+
 
 class PlanCheck(unittest.TestCase):
     def test_plans_kept_first_or_last(self):
