@@ -101,12 +101,9 @@ int main(void)
 	od_race_begin();
 	atexit(injection_off);
 	system("echo 'cfod: flush begins' > /dev/kmsg");
-	dev = dev_open();
-	st = dev < 0 ? dev : dev_bind(dev, "flush");
-	check(st == 0, "devnode opened and bound (backend %s) (%d)", backend(), st);
-	if (st)
+	dev = od_open_bound(&s, "flush");
+	if (dev < 0)
 		return 1;
-	s.dev = dev;
 	s.seen = seen;
 
 	/* Two mounts in one domain: volume erofs,fl; objects simple.img,

@@ -100,12 +100,9 @@ int main(void)
 		read_small(RS "stats_enabled", was_on, sizeof(was_on));
 		write_str(RS "stats_enabled", "1");
 	}
-	dev = dev_open();
-	st = dev < 0 ? dev : dev_bind(dev, "stats");
-	check(st == 0, "devnode opened and bound (backend %s) (%d)", backend(), st);
-	if (st)
+	dev = od_open_bound(&s, "stats");
+	if (dev < 0)
 		return 1;
-	s.dev = dev;
 
 	mkdir(MNT, 0755);
 	st = od_serve_until(&s, start_mount("fsid=simple.img", MNT), 180000);

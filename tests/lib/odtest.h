@@ -444,6 +444,22 @@ static void od_answer(struct od_server *s, struct cachefiles_msg *msg)
 	}
 }
 
+/*
+ * Open the devnode, bind it as the cache tag name and check that as a test
+ * point; the devnode's fd, also set as s->dev, or -1.
+ */
+static int od_open_bound(struct od_server *s, const char *name)
+{
+	int dev = dev_open();
+	int st = dev < 0 ? dev : dev_bind(dev, name);
+
+	check(st == 0, "devnode opened and bound (backend %s) (%d)", backend(), st);
+	if (st)
+		return -1;
+	s->dev = dev;
+	return dev;
+}
+
 /* Serve requests until the child exits; its status as wait_child() gives. */
 static int od_serve_until(struct od_server *s, pid_t child, int timeout_ms)
 {
