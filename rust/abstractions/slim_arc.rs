@@ -38,6 +38,13 @@ const MAX: u32 = i32::MAX as u32;
 
 /// The header of the allocation: the count, and an outcome in the room the
 /// value's alignment leaves beside it.
+///
+/// # Invariants
+///
+/// While the outcome's "handed" bit is set, the count includes one
+/// reference that no `SlimArc` holds: the completer's, handed over
+/// ([`SlimArc::complete_handing_over`]) until [`SlimArc::reclaim`] clears
+/// the bit and drops it.
 struct ArcHead {
     refs: AtomicU32,
     outcome: Outcome,
