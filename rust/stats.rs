@@ -99,12 +99,17 @@ impl Stamp {
 
     /// Returns the stamp a request was marked with ([`Self::mark`]).
     pub(crate) fn from_mark(mark: u32) -> Self {
-        Stamp(mark & MARK_MAX)
+        Stamp(mark)
     }
 
-    /// Returns the ns since the stamp, if the request is counted.
-    fn elapsed_ns(self) -> Option<u64> {
-        (self.0 != 0).then(|| u64::from(now_units().wrapping_sub(self.0) & MARK_MAX) << STAMP_SHIFT)
+    /// Returns whether the request is counted.
+    fn counted(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Returns the ns since the stamp (modulo 2^40).
+    fn elapsed_ns(self) -> u64 {
+        u64::from(now_units().wrapping_sub(self.0) & MARK_MAX) << STAMP_SHIFT
     }
 }
 
@@ -122,7 +127,7 @@ impl Stats {
 
     /// A request was queued.
     pub(crate) fn request_queued(&self, op: Opcode, stamp: Stamp) {
-        if stamp.0 == 0 {
+        if !stamp.counted() {
             return;
         }
         self.queued[op as usize].fetch_add(1, Relaxed);
@@ -143,7 +148,7 @@ impl Stats {
         stamp: Stamp,
         read_len: impl FnOnce() -> u64,
     ) {
-        if stamp.0 != 0 {
+        if stamp.counted() {
             self.count_done(op, result, stamp, read_len());
         }
     }
@@ -151,9 +156,7 @@ impl Stats {
     /// Counts a completed request made while counting was on.
     #[inline(never)]
     fn count_done(&self, op: Opcode, result: i32, stamp: Stamp, read_len: u64) {
-        let Some(elapsed) = stamp.elapsed_ns() else {
-            return;
-        };
+        let elapsed = stamp.elapsed_ns();
         self.in_flight.fetch_sub(1, Relaxed);
         self.completed[op as usize].fetch_add(1, Relaxed);
         if result < 0 {
