@@ -96,7 +96,8 @@ struct tbrec {
 /* A user translation block whose count may still lose its last insn. */
 struct urec {
 	unsigned int n, n_full;
-	uint64_t early;		/* runs counted with n_full */
+	unsigned int watched;	/* whether its last insn may yet be cut */
+	uint64_t early;		/* runs counted with n_full while watched */
 	struct urec *next_cut;
 };
 
@@ -337,7 +338,7 @@ static void tb_kernel_exec(unsigned int vcpu, void *udata)
 		return;
 	c = &counts[vcpu];
 	bump(&c->kernel, n);
-	if (rec->watched && n == rec->n_full)
+	if (__atomic_load_n(&rec->watched, __ATOMIC_RELAXED) && n == rec->n_full)
 		__atomic_fetch_add(&rec->early, 1, __ATOMIC_RELAXED);
 	if (t && l->gen != t->gen) {
 		/* Two vCPUs may both redo it: the loser's copy leaks. */
@@ -362,7 +363,7 @@ static void tb_user_exec_rec(unsigned int vcpu, void *udata)
 	if (vcpu >= nvcpus)
 		return;
 	bump(&counts[vcpu].user, n);
-	if (n == rec->n_full)
+	if (__atomic_load_n(&rec->watched, __ATOMIC_RELAXED) && n == rec->n_full)
 		__atomic_fetch_add(&rec->early, 1, __ATOMIC_RELAXED);
 }
 
@@ -377,6 +378,17 @@ static int near_page_end(uint64_t va, uint64_t x)
 static unsigned int cut_hash(uint64_t x)
 {
 	return (x ^ (x >> 12)) % CUT_BUCKETS;
+}
+
+/* Under cutlock: the recorded length of an insn that starts a block at x. */
+static struct insnlen *insnlen_find(uint64_t x)
+{
+	struct insnlen *l;
+
+	for (l = lens[cut_hash(x)]; l; l = l->next)
+		if (l->x == x)
+			return l;
+	return NULL;
 }
 
 /* Under cutlock: count a block without its last instruction, cut. */
@@ -401,11 +413,8 @@ static void drop_last(struct tbrec *krec, struct urec *urec)
 static void cut_learn(uint64_t x, unsigned int len)
 {
 	struct cutwatch **pw = &watches[cut_hash(x)], *w;
-	struct insnlen *l;
+	struct insnlen *l = insnlen_find(x);
 
-	for (l = lens[cut_hash(x)]; l; l = l->next)
-		if (l->x == x)
-			break;
 	if (!l) {
 		l = malloc(sizeof(*l));
 		if (!l)
@@ -422,6 +431,10 @@ static void cut_learn(uint64_t x, unsigned int len)
 		}
 		if (PAGE_OF(x + len - 1) != w->page)
 			drop_last(w->krec, w->urec);
+		else
+			/* Not cut: its runs need counting apart no more. */
+			__atomic_store_n(w->urec ? &w->urec->watched : &w->krec->watched, 0,
+					 __ATOMIC_RELAXED);
 		*pw = w->next;
 		free(w);
 	}
@@ -443,9 +456,9 @@ static int cut_check(uint64_t va, uint64_t x, struct tbrec *krec,
 		return 1;
 	if (!near_page_end(va, x))
 		return 0;
-	for (l = lens[cut_hash(x)]; l; l = l->next)
-		if (l->x == x)
-			return PAGE_OF(x + l->len - 1) != page;
+	l = insnlen_find(x);
+	if (l)
+		return PAGE_OF(x + l->len - 1) != page;
 	w = malloc(sizeof(*w));
 	if (!w)
 		abort();
@@ -571,6 +584,7 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 				abort();
 			urec->n = n;
 			urec->n_full = n;
+			urec->watched = 1;
 			urec->early = 0;
 			urec->next_cut = NULL;
 		}
