@@ -11,7 +11,7 @@
 //!
 //! | module | later upstream equivalent |
 //! | --- | --- |
-//! | [`xarray`] | `kernel::xarray` (plus marks, `find`, cyclic allocation) |
+//! | [`xarray`] | `kernel::xarray` (plus marks, `find`, a cursor, cyclic allocation) |
 //! | [`completion`] | `kernel::sync::Completion` (plus killable waits) |
 //! | [`workqueue`] | `kernel::workqueue` (a raw work item with `cancel_sync`) |
 //! | [`file`] | `kernel::fs::file` (`File`, `FileDescriptorReservation`, `flags`) |
@@ -24,11 +24,13 @@
 //! | [`error`] | `kernel::error` (the codes 6.12 does not name, in-line helpers) |
 //! | [`tracepoint`] | `kernel::tracepoint` (only whether one is on) |
 //! | [`uaccess`] | `kernel::uaccess` (the writer, with in-line writes) |
+//! | [`array_vec`] | none: a vector of at most `N` values, in place |
 //! | [`cachefiles`] | none: the backend API of the kernel patch |
 //!
 //! `helpers` declares the C helpers of `helpers.c` (static inline functions
 //! and macros bindgen cannot bind); later kernels have them in `rust/helpers/`.
 
+pub(crate) mod array_vec;
 pub(crate) mod cachefiles;
 pub(crate) mod completion;
 pub(crate) mod cstr;
