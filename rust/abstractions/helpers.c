@@ -51,6 +51,9 @@ static_assert(offsetof(struct static_key, enabled) == 0);
 /* xarray.rs reads a mark's root flag as this, without xa_marked(). */
 static_assert(XA_FLAGS_MARK(XA_MARK_1) == (1U << ___GFP_LAST_BIT) << 1);
 
+/* xarray.rs starts its walks (its Cursor) in this state, as XA_STATE() does. */
+static_assert((unsigned long)XAS_RESTART == 3);
+
 /* An allocating XArray whose ids start at 0. */
 void cfod_xa_init_alloc(struct xarray *xa)
 {

@@ -201,6 +201,29 @@ impl<T: ForeignOwnable, D> Guard<'_, T, D> {
         Some(unsafe { T::from_foreign(p) })
     }
 
+    /// Returns a cursor at index `start`, to walk the entries from there in
+    /// index order and take them out of the array as it goes.
+    #[inline(always)]
+    pub(crate) fn cursor(&mut self, start: usize) -> Cursor<'_, T, D> {
+        // INVARIANT: A walk state of this array that has not walked yet, as
+        // `XA_STATE(xas, xa, start)` makes.
+        Cursor {
+            xas: bindings::xa_state {
+                xa: self.raw(),
+                xa_index: start as _,
+                xa_shift: 0,
+                xa_sibs: 0,
+                xa_offset: 0,
+                xa_pad: 0,
+                xa_node: XAS_RESTART as *mut bindings::xa_node,
+                xa_alloc: ptr::null_mut(),
+                xa_update: None,
+                xa_lru: ptr::null_mut(),
+            },
+            _guard: PhantomData,
+        }
+    }
+
     /// Sets `mark` on the entry at `index`.
     pub(crate) fn set_mark(&self, index: usize, mark: Mark) {
         // SAFETY: The array is initialised and its lock is held.
@@ -250,6 +273,92 @@ impl<T: ForeignOwnable, D> Drop for Guard<'_, T, D> {
     fn drop(&mut self) {
         // SAFETY: The lock is held (type invariant).
         unsafe { xa_unlock(self.raw()) };
+    }
+}
+
+/// `XAS_RESTART`: the node of a walk state that has not walked yet
+/// (`helpers.c` asserts the value).
+const XAS_RESTART: usize = 3;
+
+/// A walk in index order over a locked [`XArray`] that takes entries out
+/// as it goes, as `xas_for_each()` with `xas_store(xas, NULL)` does: each
+/// step goes on from where the last one stopped, without a search from the
+/// root.
+///
+/// # Invariants
+///
+/// `xas` is a walk state of the array whose [`Guard`] this borrows mutably:
+/// its lock is held, and nothing else changes the array while the cursor
+/// lives. Nothing is stored through `xas` but `NULL`, so it never allocates.
+pub(crate) struct Cursor<'g, T: ForeignOwnable, D> {
+    xas: bindings::xa_state,
+    _guard: PhantomData<&'g mut Guard<'g, T, D>>,
+}
+
+impl<T: ForeignOwnable, D> Cursor<'_, T, D> {
+    /// Moves to the next entry at an index up to `max` (with `mark` set, if
+    /// given) and returns it, to look at and maybe take out.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, max: usize, mark: Option<Mark>) -> Option<Found<'_, T>> {
+        let p = match mark {
+            // SAFETY: `xas` is a walk state of the array, whose lock is held
+            // (type invariant).
+            None => unsafe { bindings::xas_find(&mut self.xas, max as _) },
+            // SAFETY: As above.
+            Some(m) => unsafe { bindings::xas_find_marked(&mut self.xas, max as _, m.0) },
+        };
+        if p.is_null() {
+            return None;
+        }
+        // INVARIANT: `xas` is on the present entry `p`, which every entry of
+        // the array is from `T::into_foreign` (type invariant of `XArray`),
+        // never an internal one: the walk returns no node or sibling, this
+        // type stores no reserved entry, and retry entries are only seen
+        // without the lock.
+        Some(Found {
+            xas: &mut self.xas,
+            entry: p,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// The entry a [`Cursor`] is on.
+///
+/// # Invariants
+///
+/// `xas` is the walk state of a cursor, on the present entry `entry`, which
+/// came from `T::into_foreign`.
+pub(crate) struct Found<'c, T: ForeignOwnable> {
+    xas: &'c mut bindings::xa_state,
+    entry: *mut kernel::ffi::c_void,
+    _t: PhantomData<T>,
+}
+
+impl<T: ForeignOwnable> Found<'_, T> {
+    /// Returns the entry's index.
+    pub(crate) fn index(&self) -> usize {
+        self.xas.xa_index as _
+    }
+
+    /// Returns the entry.
+    pub(crate) fn get(&self) -> T::Borrowed<'_> {
+        // SAFETY: From `T::into_foreign` (type invariant); it stays in the
+        // array while `self` is borrowed, since taking it out consumes `self`.
+        unsafe { T::borrow(self.entry) }
+    }
+
+    /// Takes the entry out of the array; the cursor goes on from its index.
+    #[inline(always)]
+    pub(crate) fn take(self) -> T {
+        // SAFETY: The lock is held and `xas` is on the entry (type
+        // invariant): storing `NULL` erases it (its marks too), allocating
+        // nothing.
+        unsafe { bindings::xas_store(self.xas, ptr::null_mut()) };
+        // SAFETY: The entry just erased, from `T::into_foreign` (type
+        // invariant): erasing it gave us its ownership, and no borrow of it is
+        // left, as `get`'s borrow `self`.
+        unsafe { T::from_foreign(self.entry) }
     }
 }
 
