@@ -10,9 +10,10 @@
 //!
 //! Failing many requests at once (the cache dies, an object is withdrawn, an
 //! anonymous fd is released) is one pass over the queue: each critical
-//! section takes out up to [`BATCH`] requests into a [`Batch`] and the scan
-//! resumes after the last index seen, so failing k of n queued requests
-//! costs O(n), with the completions done between critical sections.
+//! section takes out up to [`BATCH`] requests into a [`Batch`], walking the
+//! queue with the XArray's cursor, and the walk resumes at the first request
+//! not taken, so failing k of n queued requests costs O(n), with the
+//! completions done between critical sections.
 //!
 //! [`Batch`]: crate::request::queue::Batch
 //! [`BATCH`]: crate::request::queue::BATCH
@@ -164,7 +165,7 @@ impl OndemandCache {
         q.take(id)
     }
 
-    /// Takes out every request (only NEW ones if `only_new`) that `pred`
+    /// Takes out every request (only NEW ones if `ONLY_NEW`) that `pred`
     /// accepts, in one pass, and completes them with `result` outside the
     /// lock. `first` runs at the start of the first critical section, so
     /// that a state change and the first batch are atomic.
@@ -173,17 +174,16 @@ impl OndemandCache {
     /// released after its CLOSE was read, an object withdrawn with nothing
     /// queued), and then build no batch and no frame for one.
     #[inline(always)]
-    fn drain(
+    fn drain<const ONLY_NEW: bool>(
         &self,
-        only_new: bool,
         pred: impl Fn(&Request) -> bool,
         first: impl FnOnce(&mut Guard<'_>),
         result: i32,
     ) {
         let mut q = self.reqs.lock();
         first(&mut q);
-        if let Some((at, _)) = find_first(&q, 0, usize::MAX, only_new, &pred) {
-            self.drain_from(q, at, only_new, &pred, result);
+        if let Some((at, _)) = find_first(&q, 0, usize::MAX, ONLY_NEW, &pred) {
+            self.drain_from::<ONLY_NEW>(q, at, &pred, result);
         }
     }
 
@@ -191,44 +191,28 @@ impl OndemandCache {
     /// in the critical section `q` of the drain's start.
     ///
     /// Each critical section takes up to [`BATCH`] requests into a batch,
-    /// which completes them once the lock is dropped; the next one takes up
-    /// the search where the last stopped.
+    /// walking the queue with one cursor, which completes them once the lock
+    /// is dropped; the next one takes up the walk where the last stopped.
     ///
     /// [`BATCH`]: crate::request::queue::BATCH
     #[inline(never)]
-    fn drain_from<'a>(
+    fn drain_from<'a, const ONLY_NEW: bool>(
         &'a self,
         mut q: Guard<'a>,
         mut at: usize,
-        only_new: bool,
         pred: &impl Fn(&Request) -> bool,
         result: i32,
     ) {
+        let mut batch = q.batch();
         loop {
-            let mut batch = q.batch();
-            // `at` is a request `pred` accepts, or where the search goes on.
-            let resume = loop {
-                if !q.take_into(at, &mut batch) {
-                    break Some(at);
-                }
-                let Some(next) = at.checked_add(1) else {
-                    break None;
-                };
-                match find_first(&q, next, usize::MAX, only_new, pred) {
-                    Some((i, _)) => at = i,
-                    None => break None,
-                }
-            };
+            let resume = q.take_into::<ONLY_NEW>(at, pred, &mut batch);
             drop(q);
             batch.finish(result);
+            // Requests may leave or come meanwhile: the walk goes on from
+            // where the full batch stopped, and finds what is there then.
             let Some(from) = resume else { return };
+            at = from;
             q = self.reqs.lock();
-            // Requests may have left or come meanwhile: search again from
-            // where the full batch stopped.
-            match find_first(&q, from, usize::MAX, only_new, pred) {
-                Some((i, _)) => at = i,
-                None => return,
-            }
         }
     }
 
@@ -315,8 +299,7 @@ impl OndemandCache {
     /// the requests it completes are woken, and their waiters, not this,
     /// drop the last references to them.
     pub(crate) fn flush(&self) {
-        self.drain(
-            false,
+        self.drain::<false>(
             |_| true,
             |q| {
                 q.data_mut().dead = true;
@@ -330,8 +313,7 @@ impl OndemandCache {
     /// it is withdrawn.
     pub(crate) fn drop_object(&self, object: ObjectView<'_>) {
         let target: &Object = &object;
-        self.drain(
-            false,
+        self.drain::<false>(
             move |r| r.is_for(target),
             |_| object.data().set_dropping(&self.reopening),
             EIO.to_errno(),
@@ -348,8 +330,7 @@ impl OndemandCache {
     #[inline(always)]
     pub(crate) fn release_fd(&self, object: ObjectView<'_>, object_id: u32) {
         let target: &Object = &object;
-        self.drain(
-            true,
+        self.drain::<true>(
             move |r| r.close_id() == Some(object_id) && r.is_for(target),
             |_| object.data().release_id(&self.reopening),
             0,

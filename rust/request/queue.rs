@@ -16,6 +16,7 @@ use kernel::prelude::*;
 use super::{Opcode, Request, Stamp, Stats, Waiter};
 use crate::{
     abstractions::{
+        array_vec::ArrayVec,
         slim_arc::{SlimArc, SlimArcBorrow},
         xarray::{Guard, Mark, XArray},
     },
@@ -164,32 +165,44 @@ impl<'a, D> QueueGuard<'a, D> {
 
     /// Returns an empty batch, to take requests out of this queue into with
     /// [`Self::take_into`].
+    #[inline(always)]
     pub(crate) fn batch(&self) -> Batch<'a> {
-        // INVARIANT: Empty: every slot is `None`.
+        // INVARIANT: Empty.
         Batch {
-            reqs: Default::default(),
-            len: 0,
+            reqs: ArrayVec::new(),
             stats: self.stats,
         }
     }
 
-    /// Takes request `id` out of the queue into `batch`, which completes it.
-    /// Returns `false`, leaving the request queued, if `batch` is full.
+    /// Takes requests out of the queue into `batch`, in index order from
+    /// `start` (NEW ones only if `ONLY_NEW`): each that `pred` accepts, until
+    /// `batch` is full or no request is left. Returns where to go on when
+    /// `batch` filled up: the index of the first request `pred` accepts that
+    /// it could not take.
     #[inline(always)]
-    pub(crate) fn take_into(&mut self, id: usize, batch: &mut Batch<'a>) -> bool {
-        let Some(slot) = batch.reqs.get_mut(batch.len) else {
-            return false;
-        };
-        if let Some(req) = self.q.remove(id) {
-            // INVARIANT: `req` was just removed from its queue, into the first
-            // empty slot, which is then counted.
-            let empty = slot.replace(req);
-            // By the invariant the slot was `None`: nothing to drop, and no
-            // test of it to compile.
-            core::mem::forget(empty);
-            batch.len += 1;
+    pub(crate) fn take_into<const ONLY_NEW: bool>(
+        &mut self,
+        start: usize,
+        pred: impl Fn(&Request) -> bool,
+        batch: &mut Batch<'a>,
+    ) -> Option<usize> {
+        let mut cursor = self.q.cursor(start);
+        loop {
+            let found = cursor.next(usize::MAX, ONLY_NEW.then_some(NEW))?;
+            if !pred(&found.get()) {
+                continue;
+            }
+            if batch.reqs.is_full() {
+                return Some(found.index());
+            }
+            // INVARIANT: Just removed from its queue, into `batch` and nowhere
+            // else.
+            if let Err(req) = batch.reqs.push(found.take()) {
+                // Not full, as checked: never here. Completed all the same,
+                // as a `Taken` would be.
+                Request::complete(req, EIO.to_errno(), batch.stats);
+            }
         }
-        true
     }
 
     /// Stores `req` under a new msg_id (cyclic, so a freed id is not reused
@@ -317,42 +330,30 @@ pub(crate) const BATCH: usize = 16;
 ///
 /// # Invariants
 ///
-/// `reqs[..len]` are `Some`: requests removed from the queue whose counters
-/// are `stats`, each by [`QueueGuard::take_into`], which put it here and
-/// nowhere else. `reqs[len..]` are `None`.
+/// `reqs` are requests removed from the queue whose counters are `stats`,
+/// each by [`QueueGuard::take_into`], which put it here and nowhere else.
 pub(crate) struct Batch<'a> {
-    reqs: [Option<SlimArc<Request>>; BATCH],
-    len: usize,
+    reqs: ArrayVec<SlimArc<Request>, BATCH>,
     stats: &'a Stats,
 }
 
 impl Batch<'_> {
-    /// Completes every request of the batch with `result`: 0 or a negative
-    /// errno.
+    /// Completes every request of the batch with `result` (0 or a negative
+    /// errno), which leaves it empty.
     #[inline(always)]
-    pub(crate) fn finish(mut self, result: i32) {
-        self.complete_all(result);
-        // Empty now: `drop` would find nothing to complete.
-        core::mem::forget(self);
-    }
-
-    #[inline(always)]
-    fn complete_all(&mut self, result: i32) {
+    pub(crate) fn finish(&mut self, result: i32) {
         let stats = self.stats;
-        if let Some(taken) = self.reqs.get_mut(..self.len) {
-            for slot in taken {
-                if let Some(req) = slot.take() {
-                    Request::complete(req, result, stats);
-                }
-            }
-        }
-        // INVARIANT: Every slot is `None` again.
-        self.len = 0;
+        self.reqs
+            .take_each(|req| Request::complete(req, result, stats));
     }
 }
 
 impl Drop for Batch<'_> {
+    // In line: after `finish` the batch is empty, and this then folds away.
+    #[inline(always)]
     fn drop(&mut self) {
-        self.complete_all(EIO.to_errno());
+        if !self.reqs.is_empty() {
+            self.finish(EIO.to_errno());
+        }
     }
 }
