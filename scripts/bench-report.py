@@ -291,7 +291,7 @@ def read_icount(d):
         for line in f:
             p = line.split()
             if len(p) > 4 and p[0] == "mark":
-                plugin[int(p[1])] = dict(zip(p[4::2], (int(v) for v in p[5::2])))
+                plugin[int(p[1])] = dict(zip(p[4::2], (s64(v) for v in p[5::2])))
     marks = {}
     with open(need[1]) as f:
         for line in f:
@@ -344,6 +344,14 @@ def read_icount(d):
     return {"meta": meta, "notes": notes + failed, "runs": runs, "calibration": calib,
             "page_crossing_calibration": xcalib, "kernel_calibration": kcalib,
             "calibration_failures": failed}
+
+
+def s64(text):
+    """A count of the plugin's line, its uint64 read as two's complement (as
+    bench/plugin/icount-report.py's s64: a label's total may stand below
+    zero for a while)."""
+    v = int(text)
+    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def calib_deltas(plugin, marks, loop, key):

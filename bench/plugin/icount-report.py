@@ -29,12 +29,23 @@ BACKEND = {
 PHASES = [("mount", "read"), ("read", "umount"), ("umount", "end"), ("mount", "end")]
 
 
+def s64(text):
+    """A count of the plugin's line, its uint64 read as two's complement:
+    a label's total is a sum of per-vCPU counters less the corrections of
+    cut blocks, all modulo 2^64, and may stand below zero for a while (a
+    correction taken off a label before it has counted as much); read as
+    unsigned it would put 2^64 into a difference of two marks."""
+    v = int(text)
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def parse_counts(path):
     marks = {}
-    for line in open(path):
-        f = line.split()
-        if f and f[0] == "mark":
-            marks[int(f[1])] = dict(zip(f[4::2], (int(v) for v in f[5::2])))
+    with open(path) as lines:
+        for line in lines:
+            f = line.split()
+            if f and f[0] == "mark":
+                marks[int(f[1])] = dict(zip(f[4::2], (s64(v) for v in f[5::2])))
     return marks
 
 

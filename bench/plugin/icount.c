@@ -89,6 +89,7 @@ struct tbrec {
 	unsigned int n_full;	/* listed by the plugin interface */
 	unsigned int watched;	/* whether its last insn may yet be cut */
 	uint64_t early;		/* runs counted with n_full while watched */
+	int cut_label;		/* the label of the cut insn when found cut */
 	struct tbrec *next_cut;
 	uint32_t off[];
 };
@@ -394,12 +395,22 @@ static struct insnlen *insnlen_find(uint64_t x)
 /* Under cutlock: count a block without its last instruction, cut. */
 static void drop_last(struct tbrec *krec, struct urec *urec)
 {
+	const struct rtab *t;
+
 	if (urec) {
 		__atomic_store_n(&urec->n, urec->n_full - 1, __ATOMIC_RELAXED);
 		urec->next_cut = cut_urecs;
 		cut_urecs = urec;
 		return;
 	}
+	/*
+	 * Its runs so far counted the cut insn in the label its address had
+	 * then: report() takes them off that label, not off whatever the
+	 * address falls in after the ranges change (another module loaded
+	 * there), which never counted them.
+	 */
+	t = __atomic_load_n(&ranges, __ATOMIC_ACQUIRE);
+	krec->cut_label = t ? range_find(t, krec->vaddr + krec->off[krec->n_full - 1]) : -1;
 	__atomic_store_n(&krec->n, krec->n_full - 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&krec->labs, tb_labels(krec), __ATOMIC_RELEASE);
 	krec->next_cut = cut_krecs;
@@ -493,17 +504,15 @@ static void report(const char *head)
 	/* Runs of blocks before they were found cut (see cut_krecs). */
 	pthread_mutex_lock(&cutlock);
 	{
-		const struct rtab *t = __atomic_load_n(&ranges, __ATOMIC_ACQUIRE);
 		struct tbrec *k;
 		struct urec *u;
 
 		for (k = cut_krecs; k; k = k->next_cut) {
 			uint64_t e = __atomic_load_n(&k->early, __ATOMIC_RELAXED);
-			int id = t ? range_find(t, k->vaddr + k->off[k->n_full - 1]) : -1;
 
 			kernel -= e;
-			if (id >= 0)
-				lab[id] -= e;
+			if (k->cut_label >= 0)
+				lab[k->cut_label] -= e;
 		}
 		for (u = cut_urecs; u; u = u->next_cut)
 			user -= __atomic_load_n(&u->early, __ATOMIC_RELAXED);
@@ -620,6 +629,7 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	rec->n = n;
 	rec->n_full = n;
 	rec->early = 0;
+	rec->cut_label = -1;
 	rec->next_cut = NULL;
 	for (i = 0; i < n; i++)
 		rec->off[i] = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, i)) - va;
