@@ -310,11 +310,11 @@ impl<T: ForeignOwnable, D> Cursor<'_, T, D> {
         if p.is_null() {
             return None;
         }
-        // INVARIANT: `xas` is on the present entry `p`, which every entry of
-        // the array is from `T::into_foreign` (type invariant of `XArray`),
-        // never an internal one: the walk returns no node or sibling, this
-        // type stores no reserved entry, and retry entries are only seen
-        // without the lock.
+        // INVARIANT: `xas` is on the present entry `p`, from
+        // `T::into_foreign` as every entry of the array is (type invariant of
+        // `XArray`), never an internal one: the walk returns no node or
+        // sibling, this type stores no reserved entry, and retry entries are
+        // only seen without the lock.
         Some(Found {
             xas: &mut self.xas,
             entry: p,
@@ -357,7 +357,7 @@ impl<T: ForeignOwnable> Found<'_, T> {
         unsafe { bindings::xas_store(self.xas, ptr::null_mut()) };
         // SAFETY: The entry just erased, from `T::into_foreign` (type
         // invariant): erasing it gave us its ownership, and no borrow of it is
-        // left, as `get`'s borrow `self`.
+        // left, since `get`'s borrows end with `self`.
         unsafe { T::from_foreign(self.entry) }
     }
 }
