@@ -13,6 +13,9 @@
  *	ROUNDS rounds of one pread of a distinct uncached 4 KiB page each.
  *	The daemon holds every READ until THREADS are queued and unanswered
  *	at once, then answers them all: THREADS in flight in every round.
+ *	It reads a round's READs only once every reader waits in the kernel
+ *	(the gate, below): one burst of THREADS READs a round, whatever order
+ *	the readers ran in.
  *   curves fail CACHEDIR BLOB MNTDIR MODE N MARKS LABEL
  *	N readers of distinct pages; the daemon holds their READs until all N
  *	are queued and unanswered; then, between the marks, MODE fails some:
@@ -55,6 +58,7 @@
 #define MAXHELD		4096
 #define MAXOBJ		65536
 #define HOLD_TIMEOUT_NS	(120ull * 1000000000ull)
+#define GATE_TIMEOUT_NS	(10ull * 1000000000ull)
 
 enum { SERVE, BATCH, HOLD };
 
@@ -74,6 +78,22 @@ static uint64_t held_since;
 static unsigned long n_open, n_read, n_close, peak, batches, batch_short, complete_err;
 static const char *marks_path;
 static unsigned int mark_seq;
+/*
+ * The gate of an in-flight point. The devnode's poll() and read() are
+ * counted as the backend's, and how many of them a round takes depends on
+ * how the readers' READs and the daemon's wake-ups interleave: read as they
+ * come, a round of 256 READs cost each backend about 50 instructions a READ
+ * more or less from one repetition to the next. So, in BATCH mode, once
+ * poll() says a READ is queued, the daemon waits until every reader of the
+ * point waits in the kernel (state D, a READ queued and unanswered: the
+ * on-demand wait is killable), reading /proc, which neither backend's
+ * ranges count, and only then reads the devnode: the round's READs in one
+ * burst. "bursts" counts the read loops that found a READ; with the gate
+ * holding, one a round.
+ */
+static pid_t gate_tid[MAXHELD];
+static int gate_n;
+static unsigned long bursts, gate_timeouts;
 
 static void command(const char *fmt, ...)
 {
@@ -165,6 +185,48 @@ static void handle_close(struct cachefiles_msg *msg)
 	}
 }
 
+/* Whether thread tid of this process is in state D. */
+static int task_waits(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t r;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return 0;
+	buf[r] = 0;
+	/* "tid (comm) S ...": the comm may hold spaces and parentheses */
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'D';
+}
+
+/* Wait until each of the first n readers is in state D; -1 on a timeout. */
+static int gate_wait(int n)
+{
+	struct timespec pause = { 0, 20000 };
+	uint64_t t0 = now_ns();
+
+	for (int i = 0; i < n;) {
+		pid_t tid = __atomic_load_n(&gate_tid[i], __ATOMIC_ACQUIRE);
+
+		/* a reader in D stays there until its READ is answered */
+		if (tid && task_waits(tid)) {
+			i++;
+			continue;
+		}
+		if (now_ns() - t0 > GATE_TIMEOUT_NS)
+			return -1;
+		nanosleep(&pause, NULL);
+	}
+	return 0;
+}
+
 static void *daemon_thread(void *arg)
 {
 	char buf[CACHEFILES_MSG_MAX_SIZE];
@@ -173,6 +235,7 @@ static void *daemon_thread(void *arg)
 	(void)arg;
 	for (;;) {
 		struct pollfd pfd = { .fd = dev, .events = POLLIN };
+		int gate, burst, answered;
 		ssize_t n;
 
 		pthread_mutex_lock(&mu);
@@ -187,10 +250,19 @@ static void *daemon_thread(void *arg)
 			reached = -1;
 			pthread_cond_broadcast(&cv);
 		}
+		gate = mode == BATCH ? gate_n : 0;
 		pthread_mutex_unlock(&mu);
 		if (poll(&pfd, 1, 50) < 0 && errno != EINTR)
 			die("poll");
-		while ((n = read(dev, buf, sizeof(buf))) > 0) {
+		/* a timeout: no read() either, which would find nothing */
+		if (!(pfd.revents & POLLIN))
+			continue;
+		if (gate && gate_wait(gate) < 0)
+			gate_timeouts++;
+		burst = 0;
+		answered = 0;
+		/* a round's READs, up to the answer: the next round is gated again */
+		while (!answered && (n = read(dev, buf, sizeof(buf))) > 0) {
 			pthread_mutex_lock(&mu);
 			if (msg->opcode == CACHEFILES_OP_OPEN) {
 				handle_open(msg);
@@ -201,6 +273,8 @@ static void *daemon_thread(void *arg)
 				struct held h = { msg->msg_id, msg->object_id, rd->off, rd->len };
 
 				n_read++;
+				if (!burst++ && mode == BATCH)
+					bursts++;
 				if (mode == SERVE || nheld == MAXHELD) {
 					answer(&h);
 				} else {
@@ -213,6 +287,7 @@ static void *daemon_thread(void *arg)
 						if (mode == BATCH) {
 							batches++;
 							answer_held();
+							answered = 1;
 						} else {
 							reached = 1;
 							pthread_cond_broadcast(&cv);
@@ -346,6 +421,8 @@ static void *reader_thread(void *arg)
 
 	if (!buf)
 		return NULL;
+	if (r->idx < MAXHELD)
+		__atomic_store_n(&gate_tid[r->idx], gettid(), __ATOMIC_RELEASE);
 	pthread_barrier_wait(r->start);
 	for (int k = 0; k < r->rounds; k++) {
 		uint64_t j = (uint64_t)k * r->nthreads + r->idx;
@@ -424,7 +501,7 @@ static int cmd_inflight(char **argv)
 
 	marks_path = argv[6];
 	count_marks();
-	if (objs < 1 || threads < 1 || rounds < 1)
+	if (objs < 1 || threads < 1 || threads > MAXHELD || rounds < 1)
 		return 2;
 	setup(argv[0], argv[1], argv[2], objs);
 	bound = bound_backend();
@@ -440,6 +517,7 @@ static int cmd_inflight(char **argv)
 	pthread_mutex_lock(&mu);
 	mode = BATCH;
 	target = threads;
+	gate_n = threads;
 	peak = 0;
 	r0 = n_read;
 	pthread_mutex_unlock(&mu);
@@ -452,16 +530,17 @@ static int cmd_inflight(char **argv)
 	pthread_mutex_lock(&mu);
 	r1 = n_read;
 	mode = SERVE;
+	gate_n = 0;
 	answer_held();
 	pthread_mutex_unlock(&mu);
 	close(fd);
 	teardown(0);
 	printf("point=inflight label=%s bound=%s objects=%d threads=%d rounds=%d reads=%lu "
 	       "expected=%d batches=%lu batch_short=%lu peak=%lu read_errors=%d errno=%d "
-	       "complete_errors=%lu wall_ns=%llu open=%lu close=%lu\n",
+	       "complete_errors=%lu wall_ns=%llu open=%lu close=%lu bursts=%lu gate_timeouts=%lu\n",
 	       label, bound, objs, threads, rounds, r1 - r0, threads * rounds, batches,
 	       batch_short, peak, errs, err, complete_err, (unsigned long long)(t1 - t0),
-	       n_open, n_close);
+	       n_open, n_close, bursts, gate_timeouts);
 	return errs || batch_short || batches != (unsigned long)rounds ||
 	       r1 - r0 != (unsigned long)threads * rounds || peak != (unsigned long)threads;
 }

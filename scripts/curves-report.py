@@ -89,7 +89,13 @@ def read_run(run):
             x = int(d["queued"])
             nreq = int(d["failed"])
             ok = d["rc"] == "0" and int(d["peak"]) == x
+        if d["point"] == "inflight" and "bursts" in d:
+            # the gate of bench/curves.c: one read burst a round
+            gated = int(d["bursts"]) == int(d["rounds"]) and d.get("gate_timeouts") == "0"
+        else:
+            gated = None
         pt = {"curve": curve, "x": x, "backend": b, "rep": rep, "ok": ok, "requests": nreq,
+              "gated": gated,
               "run": os.path.basename(os.path.abspath(run)),
               "wall_ns": int(d["wall_ns"]), "raw": d}
         s, e = marks.get((lab, "start")), marks.get((lab, "end"))
@@ -336,7 +342,15 @@ def section(summ, points, meta, gr, svgs, rt):
              + (": " + ", ".join(p["raw"]["label"] for p in bad) if bad else "") + "."
              + (f" {len(meta['lost'])} point(s) ended without a result line ("
                 + "; ".join(meta["lost"]) + "; the guest's log names them)." if meta["lost"] else ""),
-             "", "Where each curve comes from (run, commit of the module, repetitions):", ""]
+             ""]
+    gp = [p for p in points if p["gated"] is not None]
+    if gp:
+        ungated = [p["raw"]["label"] for p in gp if not p["gated"]]
+        lines += [f"The daemon read each round's READs in one burst, once every reader "
+                  f"waited (the gate of `bench/curves.c`), on {len(gp) - len(ungated)} of "
+                  f"the {len(gp)} in-flight and object points"
+                  + (": not on " + ", ".join(ungated) if ungated else "") + ".", ""]
+    lines += ["Where each curve comes from (run, commit of the module, repetitions):", ""]
     for curve, title, *_ in CURVES:
         cp = [p for p in points if p["curve"] == curve]
         if cp:
