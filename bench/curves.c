@@ -88,8 +88,8 @@ static unsigned int mark_seq;
  * point waits in the kernel (state D, a READ queued and unanswered: the
  * on-demand wait is killable), reading /proc, which neither backend's
  * ranges count, and only then reads the devnode: the round's READs in one
- * burst. "bursts" counts the read loops that found a READ; with the gate
- * holding, one a round.
+ * burst, until read() finds nothing, then answers them. "bursts" counts
+ * the read loops that found a READ; with the gate holding, one a round.
  */
 static pid_t gate_tid[MAXHELD];
 static int gate_n;
@@ -215,6 +215,10 @@ static int gate_wait(int n)
 	for (int i = 0; i < n;) {
 		pid_t tid = __atomic_load_n(&gate_tid[i], __ATOMIC_ACQUIRE);
 
+		/* the point's phase ended meanwhile (see cmd_inflight) */
+		if (!__atomic_load_n(&gate_n, __ATOMIC_ACQUIRE))
+			return 0;
+
 		/* a reader in D stays there until its READ is answered */
 		if (tid && task_waits(tid)) {
 			i++;
@@ -235,7 +239,7 @@ static void *daemon_thread(void *arg)
 	(void)arg;
 	for (;;) {
 		struct pollfd pfd = { .fd = dev, .events = POLLIN };
-		int gate, burst, answered;
+		int gate, burst;
 		ssize_t n;
 
 		pthread_mutex_lock(&mu);
@@ -250,19 +254,20 @@ static void *daemon_thread(void *arg)
 			reached = -1;
 			pthread_cond_broadcast(&cv);
 		}
-		gate = mode == BATCH ? gate_n : 0;
 		pthread_mutex_unlock(&mu);
 		if (poll(&pfd, 1, 50) < 0 && errno != EINTR)
 			die("poll");
 		/* a timeout: no read() either, which would find nothing */
 		if (!(pfd.revents & POLLIN))
 			continue;
+		/* the mode as it is now: it may have changed during poll() */
+		pthread_mutex_lock(&mu);
+		gate = mode == BATCH ? gate_n : 0;
+		pthread_mutex_unlock(&mu);
 		if (gate && gate_wait(gate) < 0)
 			gate_timeouts++;
 		burst = 0;
-		answered = 0;
-		/* a round's READs, up to the answer: the next round is gated again */
-		while (!answered && (n = read(dev, buf, sizeof(buf))) > 0) {
+		while ((n = read(dev, buf, sizeof(buf))) > 0) {
 			pthread_mutex_lock(&mu);
 			if (msg->opcode == CACHEFILES_OP_OPEN) {
 				handle_open(msg);
@@ -283,20 +288,26 @@ static void *daemon_thread(void *arg)
 					held[nheld++] = h;
 					if ((unsigned long)nheld > peak)
 						peak = nheld;
-					if (nheld >= target) {
-						if (mode == BATCH) {
-							batches++;
-							answer_held();
-							answered = 1;
-						} else {
-							reached = 1;
-							pthread_cond_broadcast(&cv);
-						}
+					if (nheld >= target && mode == HOLD) {
+						reached = 1;
+						pthread_cond_broadcast(&cv);
 					}
 				}
 			}
 			pthread_mutex_unlock(&mu);
 		}
+		/*
+		 * A round is answered once the devnode has nothing more to read,
+		 * as a daemon that reads until the queue is empty answers: behind
+		 * the gate, that read() finds nothing in every round, as no
+		 * reader can queue another READ before this answers.
+		 */
+		pthread_mutex_lock(&mu);
+		if (mode == BATCH && nheld >= target) {
+			batches++;
+			answer_held();
+		}
+		pthread_mutex_unlock(&mu);
 	}
 }
 
@@ -517,7 +528,7 @@ static int cmd_inflight(char **argv)
 	pthread_mutex_lock(&mu);
 	mode = BATCH;
 	target = threads;
-	gate_n = threads;
+	__atomic_store_n(&gate_n, threads, __ATOMIC_RELEASE);
 	peak = 0;
 	r0 = n_read;
 	pthread_mutex_unlock(&mu);
@@ -530,7 +541,7 @@ static int cmd_inflight(char **argv)
 	pthread_mutex_lock(&mu);
 	r1 = n_read;
 	mode = SERVE;
-	gate_n = 0;
+	__atomic_store_n(&gate_n, 0, __ATOMIC_RELEASE);
 	answer_held();
 	pthread_mutex_unlock(&mu);
 	close(fd);
