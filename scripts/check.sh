@@ -71,7 +71,7 @@ host_checks() {
 	fi
 	step "KCSAN triage matches tests/kcsan-known.txt as meant, plans are checked (ktap-summary-test.py)" \
 		python3 "$CFOD_TOP/scripts/ktap-summary-test.py" -q
-	step "the icount reports read a count below zero as such (icount-report-test.py)" \
+	step "the icount reports read a count below zero as such, and the curves which points were gated (icount-report-test.py)" \
 		python3 "$CFOD_TOP/scripts/icount-report-test.py" -q
 	step "rustfmt clean" "$CFOD_TOP/scripts/lint.sh" fmt
 	step "clippy clean" nice -n 10 sh -c "'$CFOD_TOP/scripts/lint.sh' clippy >/dev/null"

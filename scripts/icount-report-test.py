@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Unit test of how the reports read the icount plugin's lines: a label's
-total that stands below zero at one mark (a cut block's correction taken
-off before the label counted as much; the plugin prints it modulo 2^64)
-still gives the right difference between two marks."""
+"""Unit tests of the reports: how they read the icount plugin's lines (a
+label's total that stands below zero at one mark, a cut block's correction
+taken off before the label counted as much, printed by the plugin modulo
+2^64, still gives the right difference between two marks), and which cost
+curve points the curves' daemon read behind its gate."""
 import os
 import runpy
 import sys
@@ -40,6 +41,25 @@ class CountsBelowZero(unittest.TestCase):
         self.assertEqual(m[2]["rs:read"] - m[1]["rs:read"], 30464)
         self.assertEqual(m[2]["rs:other"] - m[1]["rs:other"], 0)
         self.assertEqual(m[2]["kernel"] - m[1]["kernel"], 800)
+
+
+class CurvesGate(unittest.TestCase):
+    """A point is gated when its daemon read each round in one burst, and
+    no gate timed out (bench/curves.c); points from before the gate carry
+    no such field."""
+
+    def test_gated(self):
+        line = ("backend={b} rep=1 rc=0 point=inflight label={b}-1-inflight-64 bound={b} "
+                "objects=1 threads=64 rounds=4 reads=256 peak=64 wall_ns=1 {extra}\n")
+        with tempfile.TemporaryDirectory() as run:
+            os.mkdir(os.path.join(run, "raw"))
+            with open(os.path.join(run, "raw", "results.txt"), "w") as f:
+                f.write(line.format(b="c", extra="bursts=4 gate_timeouts=0"))
+                f.write(line.format(b="rust", extra="bursts=5 gate_timeouts=0"))
+                f.write(line.format(b="c", extra="bursts=4 gate_timeouts=1"))
+                f.write(line.format(b="rust", extra=""))
+            points, _ = _curves["read_run"](run)
+        self.assertEqual([p["gated"] for p in points], [True, False, False, None])
 
 
 if __name__ == "__main__":
