@@ -220,6 +220,9 @@ impl Waiter {
     pub(crate) fn reclaim(self) -> Result {
         match SlimArc::reclaim(self.0) {
             Some(0) => Ok(()),
+            // The errno that fails requests in bulk (the cache's death, a
+            // withdrawal), in line: each of those waiters takes this path.
+            Some(err) if err == EIO.to_errno() => Err(EIO),
             Some(err) => Err(failure(err)),
             // Not completed: not reached, as the waiter reclaims only after
             // its wait returned.
@@ -395,20 +398,16 @@ impl Request {
     }
 }
 
-/// The error of a request completed with errno `err`.
+/// The error of a request completed with errno `err`, other than `EIO`.
 ///
-/// Out of line, so that the success path tests the result alone. The
-/// errno that fails requests in bulk (the cache's death, a withdrawal) is
-/// returned as the constant it is: `Error::from_errno` is an out-of-line
-/// call in 6.12.
+/// Out of line, so that the success path tests the result alone. `EIO`,
+/// the errno that fails requests in bulk, is tested in line before
+/// ([`Waiter::reclaim`]): `Error::from_errno` is an out-of-line call in
+/// 6.12.
 #[cold]
 #[inline(never)]
 fn failure(err: i32) -> Error {
-    if err == EIO.to_errno() {
-        EIO
-    } else {
-        Error::from_errno(err)
-    }
+    Error::from_errno(err)
 }
 
 pub(crate) use queue::Taken;
