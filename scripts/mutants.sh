@@ -75,6 +75,7 @@ MUTANTS=(
 	"r29|rust/request/queue.rs|                return Some(found.index());|                return None;|lifetime|a drain stops after its first full batch (32), leaving the rest queued"
 	"r33|rust/request/queue.rs|            if !pred(\&found.get()) {|            if false \&\& !pred(\&found.get()) {|flush lifetime anonfd edge.sh share churn|a drain takes every queued request, not only those it was asked to fail"
 	"r34|rust/request/queue.rs|cursor.next(usize::MAX, ONLY_NEW.then_some(NEW))?;|cursor.next(usize::MAX, Some(NEW))?;|flush lifetime|a drain walks only the requests the daemon has not read"
+	"r35|rust/request.rs|            Some(err) if err == EIO.to_errno() => Err(EIO),|            Some(err) if err == EIO.to_errno() => Ok(()),|lifetime flush|a waiter whose request failed with EIO is told it succeeded"
 	"r28|rust/abstractions/uaccess.rs|        self.advance(left, len)\n    }\n\n    /// Moves past|        self.advance(0, len)\n    }\n\n    /// Moves past|edge.sh|a copy of the OPEN's keys that faults is taken as written"
 	# The differential fuzzer (run with a small count, e.g.
 	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
