@@ -303,9 +303,8 @@ int main(void)
 	 * come after the mount returned (seen on the race kernel with three
 	 * guests on two cores), and must not be counted for the next mount.
 	 */
-	for (long end = now_ms() + 60000; st == 0 && !was_opened(0, "erofs,dom/blob.img") &&
-	     now_ms() < end;)
-		od_serve_for(&s, 100);
+	if (st == 0)
+		serve_tagged_until_opened(&s, 0, "erofs,dom/blob.img", 60000);
 	check(st == 0 && was_opened(0, "erofs,dom/meta.img") && was_opened(0, "erofs,dom/blob.img"),
 	      "domain mount: meta.img and blob.img opened in volume erofs,dom (status %d)", st);
 	n0 = nopened;
