@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// or a page or less, turns it off).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_read_extent)]
     pub read_extent: u64,
+    /// Serve an OPEN, or a READ copying at most this many bytes, on the
+    /// thread that reads the devnode when its source is local (`dir:`),
+    /// without a hand-off to a worker (K/M suffixes; 0 turns it off).
+    #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_size)]
+    pub inline_max: u64,
     /// Test personas, comma separated: open-error, read-error, no-data,
     /// close-early, delay:MS, drop, random-restore, chaos.
     #[arg(long, value_name = "LIST", value_parser = parse_personas, action = ArgAction::Append)]
@@ -300,6 +305,8 @@ impl ServeArgs {
         a.push(self.chunk_size.to_string().into());
         a.push("--read-extent".into());
         a.push(self.read_extent.to_string().into());
+        a.push("--inline-max".into());
+        a.push(self.inline_max.to_string().into());
         let personas = self.personas();
         if !personas.is_empty() {
             let list: Vec<String> = personas.iter().map(|p| p.to_string()).collect();

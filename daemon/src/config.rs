@@ -66,6 +66,7 @@ pub struct Config {
     pub prefetch_rate: Option<Size>,
     pub chunk_size: Option<Size>,
     pub read_extent: Option<Size>,
+    pub inline_max: Option<Size>,
     pub personas: Option<Vec<String>>,
     pub seed: Option<u64>,
     pub persona_rate: Option<f64>,
@@ -175,6 +176,11 @@ impl Config {
                     .bytes()
                     .and_then(crate::cli::check_read_extent)
                     .map_err(|e| format!("read_extent: {e}"))?;
+            }
+        }
+        if unset("inline_max") {
+            if let Some(s) = &self.inline_max {
+                a.inline_max = s.bytes().map_err(|e| format!("inline_max: {e}"))?;
             }
         }
         if unset("persona") {

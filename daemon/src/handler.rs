@@ -57,6 +57,10 @@ pub struct HandlerConfig {
     /// Read amplification: a READ is answered with the aligned extents of
     /// this many bytes around it (a power of two; 0 or up to a page: off).
     pub read_extent: u64,
+    /// Requests whose work is local and copies at most this many bytes are
+    /// served on the thread that reads the devnode ([`Handler::runs_inline`]);
+    /// 0 hands every request to a worker.
+    pub inline_max: u64,
 }
 
 /// Bound on the per-msg_id delivery counters kept for personas.
@@ -353,6 +357,34 @@ impl Handler {
                 "CLOSE msg {} for unknown object {}, ignored",
                 hdr.msg_id, hdr.object_id
             ),
+        }
+    }
+
+    /// Whether `task` is served on the thread that reads the devnode rather
+    /// than handed to a worker: its work is local (every source is local,
+    /// for an OPEN; its blob's source, for a READ), a READ copies at most
+    /// `inline_max` bytes with its amplification, and no persona is set (a
+    /// persona may sleep or never answer). Such a task costs less than the
+    /// hand-off, a wake-up of a worker that is often on another CPU; while
+    /// it runs, newer requests wait in the kernel, so the bound is small.
+    pub fn runs_inline(&self, task: &Task) -> bool {
+        if self.cfg.inline_max == 0 || !self.personas.is_empty() {
+            return false;
+        }
+        match task {
+            Task::Open { .. } => self.sources.all_local(),
+            Task::Read { hdr, req, .. } => {
+                let Some(obj) = self.objects.get(hdr.object_id) else {
+                    return false;
+                };
+                if !self.sources.is_local(obj.blob.lane()) {
+                    return false;
+                }
+                range::plan_read(req.off, req.len, obj.size, self.cfg.page).is_none_or(|want| {
+                    range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page).len()
+                        <= self.cfg.inline_max
+                })
+            }
         }
     }
 

@@ -34,6 +34,7 @@ fn rig_ext(src: MemSource, personas: Vec<Persona>, chunk: usize, read_extent: u6
             page: P,
             chunk,
             read_extent,
+            inline_max: 0,
         },
         Box::new(move || {
             dc.fetch_add(1, Ordering::SeqCst);
@@ -391,6 +392,7 @@ fn a_black_holed_remote_does_not_starve_a_local_source() {
             page: P,
             chunk: 4096,
             read_extent: 0,
+            inline_max: 0,
         },
         Box::new(|| {}),
     ));
@@ -617,6 +619,7 @@ fn prefetch_fills_the_cache_file() {
             page: P,
             chunk: 65536,
             read_extent: 0,
+            inline_max: 0,
         },
         Box::new(|| {}),
     );
@@ -656,6 +659,7 @@ fn prefetch_checks_digests() {
             page: P,
             chunk: 65536,
             read_extent: 0,
+            inline_max: 0,
         },
         Box::new(|| {}),
     );
@@ -703,6 +707,7 @@ mod over_http {
                 page: P,
                 chunk: 16384,
                 read_extent: 0,
+                inline_max: 0,
             },
             Box::new(|| {}),
         );
@@ -870,4 +875,140 @@ fn read_extent_failing_before_the_request_still_serves_it() {
     // A READ inside the failing part fails.
     r.read(3, 1, 4096, 4096);
     assert_eq!(r.stat(|s| &s.reads_failed), 1);
+}
+
+/// A handler over `sources` with 1 MiB extents, `inline_max` and
+/// `personas`.
+fn rig_inline(sources: Vec<MemSource>, personas: Vec<Persona>, inline_max: u64) -> Rig {
+    let dev = MockDev::new();
+    let h = Arc::new(Handler::new(
+        dev.clone(),
+        Sources::new(
+            sources
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn crate::source::Source>)
+                .collect(),
+        ),
+        Arc::new(Stats::default()),
+        Personas::new(personas, 7, None).unwrap(),
+        None,
+        HandlerConfig {
+            page: P,
+            chunk: 65536,
+            read_extent: M,
+            inline_max,
+        },
+        Box::new(|| {}),
+    ));
+    Rig {
+        dev,
+        h,
+        dead_calls: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+fn local() -> MemSource {
+    MemSource {
+        local: true,
+        ..Default::default()
+    }
+}
+
+impl Rig {
+    /// Whether the next queued message's task would run inline; the task
+    /// is then run.
+    fn next_inline(&self) -> bool {
+        let mut buf = vec![0u8; 1024];
+        let n = self.dev.read_msg(&mut buf).unwrap();
+        let t = self.h.accept(&buf[..n]).expect("a task");
+        let inline = self.h.runs_inline(&t);
+        self.h.run(t);
+        inline
+    }
+
+    fn push_read(&self, msg_id: u32, object_id: u32, off: u64, len: u64) {
+        self.dev.push(encode::read(msg_id, object_id, off, len));
+    }
+}
+
+#[test]
+fn inline_takes_only_local_work_up_to_its_bound() {
+    const K: u64 = 1024;
+    let small = pattern(70_000, 5);
+    let big = pattern((3 * M + 8 * K) as usize, 6);
+    let r = rig_inline(
+        vec![local().with("s", small.clone()).with("b", big.clone())],
+        vec![],
+        128 * K,
+    );
+    r.dev.push_open(1, 1, 100, "erofs,s", b"s");
+    assert!(r.next_inline(), "an OPEN when every source is local");
+    let fb = r.dev.push_open(2, 2, 101, "erofs,b", b"b");
+    assert!(r.next_inline());
+    r.push_read(3, 1, 8192, 4096);
+    assert!(
+        r.next_inline(),
+        "a READ whose extent is the 70,000-byte blob"
+    );
+    r.push_read(4, 2, 0, 4096);
+    assert!(!r.next_inline(), "a READ amplified to 1 MiB");
+    r.push_read(5, 2, 3 * M, 4096);
+    assert!(r.next_inline(), "a READ of the last 8 KiB extent");
+    r.push_read(6, 2, 4 * M, 4096);
+    assert!(r.next_inline(), "a READ past the end writes nothing");
+    r.push_read(7, 9, 0, 4096);
+    assert!(!r.next_inline(), "a READ of an unknown object");
+    assert_eq!(
+        fb.bytes(3 * M as usize, 8 * K as usize),
+        big[3 * M as usize..]
+    );
+    assert_eq!(fb.bytes(0, M as usize), big[..M as usize]);
+
+    // The bound is inclusive.
+    let r = rig_inline(vec![local().with("b", big.clone())], vec![], M);
+    r.dev.push_open(1, 1, 100, "erofs,b", b"b");
+    assert!(r.next_inline());
+    r.push_read(2, 1, M, 4096);
+    assert!(r.next_inline(), "a 1 MiB extent with a 1 MiB bound");
+}
+
+#[test]
+fn inline_is_off_for_remote_sources_personas_and_zero() {
+    let data = pattern(8192, 7);
+    let remote = || MemSource::default().with("s", data.clone());
+    let near = || local().with("s", data.clone());
+    let delay = vec![Persona::Delay(Duration::from_millis(1))];
+    // (what, sources, personas, inline_max, OPEN inline, READ inline)
+    type Case = (&'static str, Vec<MemSource>, Vec<Persona>, u64, bool, bool);
+    let cases: Vec<Case> = vec![
+        ("a remote source", vec![remote()], vec![], M, false, false),
+        // The OPEN may reach the remote second source; a READ of a blob
+        // the local first one had does not.
+        (
+            "local, then remote",
+            vec![near(), MemSource::default()],
+            vec![],
+            M,
+            false,
+            true,
+        ),
+        (
+            "remote, then local",
+            vec![remote(), local()],
+            vec![],
+            M,
+            false,
+            false,
+        ),
+        // A persona may sleep or never answer.
+        ("a persona", vec![near()], delay, M, false, false),
+        ("inline_max 0", vec![near()], vec![], 0, false, false),
+    ];
+    for (what, sources, personas, max, open, read) in cases {
+        let r = rig_inline(sources, personas, max);
+        r.dev.push_open(1, 1, 100, "erofs,s", b"s");
+        assert_eq!(r.next_inline(), open, "{what}: the OPEN");
+        r.push_read(2, 1, 0, 4096);
+        assert_eq!(r.next_inline(), read, "{what}: the READ");
+    }
 }

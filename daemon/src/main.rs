@@ -337,6 +337,7 @@ fn serve(args: &ServeArgs) -> i32 {
             page,
             chunk,
             read_extent: args.read_extent,
+            inline_max: args.inline_max,
         },
         Box::new(move || stop2.notify()),
     ));

@@ -13,6 +13,7 @@
 //! | `odd_requests_in_flight` | gauge | `opcode` = open, read |
 //! | `odd_objects_open` | gauge | |
 //! | `odd_restores_total` | counter | |
+//! | `odd_requests_inline_total` | counter | |
 //! | `odd_digest_checks_total` | counter | `result` = ok, mismatch (`oci://` prefetch) |
 //! | `odd_cache_*` | gauges | filesystem size/free against the limits |
 //! | `odd_cull_*` | counters | culling passes, objects and bytes culled |
@@ -179,6 +180,13 @@ pub fn render(m: &Sources<'_>) -> String {
     let _ = writeln!(s, "odd_restores_total {}", g(&st.restores));
     head(
         &mut s,
+        "odd_requests_inline_total",
+        "counter",
+        "OPENs and READs served on the thread that reads the devnode, without a hand-off.",
+    );
+    let _ = writeln!(s, "odd_requests_inline_total {}", g(&st.inline_runs));
+    head(
+        &mut s,
         "odd_digest_checks_total",
         "counter",
         "Whole blobs checked against their sha256 digest while prefetching (oci://), by result.",
@@ -303,6 +311,7 @@ mod tests {
         stats::inc(&st.digest_ok);
         stats::inc(&st.digest_ok);
         stats::inc(&st.digest_mismatch);
+        stats::add(&st.inline_runs, 5);
         st.add_source_bytes("http://127.0.0.1:1/x", 8192);
         st.add_source_bytes("/blobs/x", 4096);
         st.read_latency.record(Duration::from_micros(300));
@@ -332,6 +341,7 @@ mod tests {
             "odd_cull_objects_total 3",
             "odd_digest_checks_total{result=\"ok\"} 2",
             "odd_digest_checks_total{result=\"mismatch\"} 1",
+            "odd_requests_inline_total 5",
             "odd_cache_limit_percent{limit=\"bcull\"} 7",
             "# TYPE odd_request_duration_seconds histogram",
         ] {

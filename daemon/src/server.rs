@@ -172,6 +172,11 @@ impl Server {
                     *errors_in_row = 0;
                     let msg = buf.get(..n)?;
                     if let Some(task) = self.handler.accept(msg) {
+                        if self.handler.runs_inline(&task) {
+                            stats::inc(&self.handler.stats().inline_runs);
+                            self.handler.run(task);
+                            continue;
+                        }
                         let h = self.handler.clone();
                         if !pool.execute(move || h.run(task)) {
                             error!("worker pool is gone; request dropped");
@@ -251,6 +256,16 @@ mod tests {
     /// A handler over `dev` serving `source`, whose fatal-error callback
     /// notifies `stop`.
     fn test_handler(dev: &Arc<MockDev>, source: MemSource, stop: &Arc<EventFd>) -> Arc<Handler> {
+        test_handler_inline(dev, source, stop, 0)
+    }
+
+    /// As [`test_handler`], with `inline_max` and 64 KiB read extents.
+    fn test_handler_inline(
+        dev: &Arc<MockDev>,
+        source: MemSource,
+        stop: &Arc<EventFd>,
+        inline_max: u64,
+    ) -> Arc<Handler> {
         let stop2 = stop.clone();
         Arc::new(Handler::new(
             dev.clone(),
@@ -261,7 +276,8 @@ mod tests {
             HandlerConfig {
                 page: 4096,
                 chunk: 16384,
-                read_extent: 0,
+                read_extent: if inline_max > 0 { 65536 } else { 0 },
+                inline_max,
             },
             Box::new(move || stop2.notify()),
         ))
@@ -311,6 +327,53 @@ mod tests {
         assert_eq!(t.join().unwrap(), Exit::Stopped);
         assert!(f.closed.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(dev.pending(), 0);
+    }
+
+    #[test]
+    fn small_local_work_is_served_on_the_devnode_thread() {
+        // 64 KiB extents, inline up to 64 KiB: the OPEN and the READs of
+        // the 40 KiB blob run on the loop's thread; the 256 KiB blob's
+        // READs (64 KiB extents) too; none of a remote source's would.
+        let small = pattern(40 * 1024, 2);
+        let big = pattern(256 * 1024, 3);
+        let dev = MockDev::new();
+        let stop = Arc::new(EventFd::new().unwrap());
+        let source = MemSource {
+            local: true,
+            ..Default::default()
+        }
+        .with("s", small.clone())
+        .with("b", big.clone());
+        let handler = test_handler_inline(&dev, source, &stop, 65536);
+        let server = Server {
+            dev: dev.clone(),
+            handler: handler.clone(),
+            stop: stop.clone(),
+            signals: None,
+            threads: 2,
+            restore_at_start: false,
+            before_shutdown: None,
+        };
+        let t = std::thread::spawn(move || server.run());
+        let fs = dev.push_open(1, 5, 100, "erofs,s", b"s");
+        let fb = dev.push_open(2, 6, 101, "erofs,b", b"b");
+        assert!(dev.wait_until(Duration::from_secs(5), || dev.commands().len() == 2));
+        dev.push(encode::read(10, 5, 8192, 4096));
+        for i in 0..4u32 {
+            dev.push(encode::read(20 + i, 6, u64::from(i) * 65536, 4096));
+        }
+        assert!(dev.wait_until(Duration::from_secs(10), || {
+            fs.completed().len() == 1 && fb.completed().len() == 4
+        }));
+        assert_eq!(fs.bytes(0, small.len()), small);
+        assert_eq!(fb.bytes(0, big.len()), big);
+        let inline = handler
+            .stats()
+            .inline_runs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(inline, 2 + 1 + 4);
+        stop.notify();
+        assert_eq!(t.join().unwrap(), Exit::Stopped);
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct Stats {
     pub reads_failed: AtomicU64,
     pub read_complete_errors: AtomicU64,
     pub duplicate_reads: AtomicU64,
+    /// Requests served on the devnode thread, without a hand-off.
+    pub inline_runs: AtomicU64,
     pub unknown_object: AtomicU64,
     pub source_errors: AtomicU64,
     pub write_errors: AtomicU64,
@@ -187,14 +189,15 @@ impl Stats {
         let _ = writeln!(s, "odd[{}] statistics:", std::process::id());
         let _ = writeln!(
             s,
-            "  requests: total={} open={} close={} read={} unknown-opcode={} malformed={} devnode-read-errors={}",
+            "  requests: total={} open={} close={} read={} unknown-opcode={} malformed={} devnode-read-errors={} inline={}",
             g(&self.msgs),
             g(&self.opens),
             g(&self.closes),
             g(&self.reads),
             g(&self.unknown_opcode),
             g(&self.malformed),
-            g(&self.read_errors_devnode)
+            g(&self.read_errors_devnode),
+            g(&self.inline_runs)
         );
         let _ = writeln!(
             s,

@@ -55,6 +55,10 @@ impl Source for DirSource {
         format!("dir:{}", self.root.display())
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn startup_problem(&self) -> Option<String> {
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => None,

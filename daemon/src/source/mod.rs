@@ -49,6 +49,12 @@ pub trait Source: Send + Sync {
     fn worker_budget(&self) -> Option<usize> {
         None
     }
+    /// The source reads local storage, in bounded time and without the
+    /// network: an OPEN or a small READ for its blobs may be served on the
+    /// thread that reads the devnode (`--inline-max`).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// The end-to-end deadline of the request (OPEN or READ) a thread is
@@ -317,6 +323,17 @@ impl Sources {
             .map(|inner| Arc::new(Laned { lane: i, inner }) as Arc<dyn Blob>))
     }
 
+    /// Whether source `i` is local ([`Source::is_local`]).
+    pub fn is_local(&self, i: usize) -> bool {
+        self.list.get(i).is_some_and(|s| s.is_local())
+    }
+
+    /// Whether every source is local: an OPEN then never reaches the
+    /// network, whichever source has its blob.
+    pub fn all_local(&self) -> bool {
+        !self.list.is_empty() && self.list.iter().all(|s| s.is_local())
+    }
+
     pub fn describe_one(&self, i: usize) -> String {
         self.list.get(i).map(|s| s.describe()).unwrap_or_default()
     }
@@ -399,6 +416,8 @@ pub mod mem {
     pub struct MemSource {
         pub blobs: HashMap<String, Arc<MemBlob>>,
         pub fail: bool,
+        /// Claims to be local ([`Source::is_local`]).
+        pub local: bool,
     }
 
     impl MemSource {
@@ -450,6 +469,9 @@ pub mod mem {
         }
         fn describe(&self) -> String {
             "memory source".into()
+        }
+        fn is_local(&self) -> bool {
+            self.local
         }
     }
 
