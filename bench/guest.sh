@@ -107,7 +107,8 @@ cold() {
 daemon_pid= daemon=
 # start_daemon BACKEND [odd]: bind a fresh, empty cache with od-serve, or
 # with odd (its defaults: ODD_THREADS workers, read amplification of
-# ODD_READ_EXTENT; it writes to its --ready-fd once bound and serving)
+# ODD_READ_EXTENT, small local requests on its devnode thread up to
+# ODD_INLINE_MAX; it writes to its --ready-fd once bound and serving)
 start_daemon() {
 	daemon=${2:-od-serve}
 	set_backend "$1" || return 1
@@ -117,6 +118,7 @@ start_daemon() {
 	if [ "$daemon" = odd ]; then
 		"$B/odd" -q serve --dir "$CACHE" --source "dir:$B/blobs" \
 			--threads "${ODD_THREADS:-4}" --read-extent "${ODD_READ_EXTENT:-1M}" \
+			--inline-max "${ODD_INLINE_MAX:-128K}" \
 			--ready-fd 3 3>/tmp/od.pid 2>/tmp/od.err &
 	else
 		"$B/od-serve" -p /tmp/od.pid "$CACHE" "$B/blobs" 2>/tmp/od.err &

@@ -15,6 +15,8 @@
 #                               (default: seq rand par rps ttfb xseq xpar)
 #   BENCH_ODD_THREADS=N BENCH_ODD_READ_EXTENT=BYTES   odd's --threads (4) and
 #                               --read-extent (1M) in odd-c and odd-rust
+#   BENCH_ODD_INLINE_MAX=BYTES   odd's --inline-max (128K; 0: every request
+#                               goes to a worker)
 #   BENCH_RS_STATS=1 scripts/bench.sh   the Rust module counts requests (off by
 #                               default); out/bench/raw/stats, results.json
 #   BENCH_KIND=test scripts/bench.sh   on the debug kernel (a functional trial:
@@ -103,6 +105,7 @@ REPS=${BENCH_REPS:-11}
 CONFIGS="${BENCH_CONFIGS:-c rust odd-c odd-rust file fuse}"
 ODD_THREADS=${BENCH_ODD_THREADS:-4}
 ODD_READ_EXTENT=${BENCH_ODD_READ_EXTENT:-1M}
+ODD_INLINE_MAX=${BENCH_ODD_INLINE_MAX:-128K}
 EOF
 [ -z "${BENCH_WORKLOADS:-}" ] || echo "WORKLOADS=\"$BENCH_WORKLOADS\"" >>"$B/config"
 [ $profile = 0 ] || cat >>"$B/config" <<EOF
