@@ -174,7 +174,13 @@ impl Server {
                     if let Some(task) = self.handler.accept(msg) {
                         if self.handler.runs_inline(&task) {
                             stats::inc(&self.handler.stats().inline_runs);
-                            self.handler.run(task);
+                            // As on a worker: a bug in one request must not
+                            // take the loop (and the daemon) down.
+                            let h = &self.handler;
+                            let run = std::panic::AssertUnwindSafe(|| h.run(task));
+                            if std::panic::catch_unwind(run).is_err() {
+                                error!("a request handler panicked; continuing");
+                            }
                             continue;
                         }
                         let h = self.handler.clone();
@@ -344,6 +350,7 @@ mod tests {
         }
         .with("s", small.clone())
         .with("b", big.clone());
+        let blob_s = source.blobs["s"].clone();
         let handler = test_handler_inline(&dev, source, &stop, 65536);
         let server = Server {
             dev: dev.clone(),
@@ -372,6 +379,19 @@ mod tests {
             .inline_runs
             .load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(inline, 2 + 1 + 4);
+        // A panic in a request served inline fails that READ (EIO for the
+        // reader) and the loop goes on serving.
+        blob_s
+            .panic
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        dev.push(encode::read(30, 5, 0, 4096));
+        assert!(dev.wait_until(Duration::from_secs(5), || fs.completed().len() == 2));
+        blob_s
+            .panic
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        dev.push(encode::read(31, 5, 0, 4096));
+        assert!(dev.wait_until(Duration::from_secs(5), || fs.completed().len() == 3));
+        assert_eq!(fs.completed(), vec![10, 30, 31]);
         stop.notify();
         assert_eq!(t.join().unwrap(), Exit::Stopped);
     }
