@@ -380,10 +380,8 @@ impl Handler {
                 if !self.sources.is_local(obj.blob.lane()) {
                     return false;
                 }
-                range::plan_read(req.off, req.len, obj.size, self.cfg.page).is_none_or(|want| {
-                    range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page).len()
-                        <= self.cfg.inline_max
-                })
+                self.plan(&obj, req)
+                    .is_none_or(|(_, span)| span.len() <= self.cfg.inline_max)
             }
         }
     }
@@ -730,16 +728,23 @@ impl Handler {
         self.after(&decision);
     }
 
+    /// The pages a READ asks for and the span written for it (those pages
+    /// with their amplification, clipped to the blob); `None` past the end.
+    fn plan(&self, obj: &Object, req: &ReadReq) -> Option<(Span, Span)> {
+        let want = range::plan_read(req.off, req.len, obj.size, self.cfg.page)?;
+        let span = range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page);
+        Some((want, span))
+    }
+
     /// Copies the pages covering the request; false if some data is missing.
     fn serve_read(&self, obj: &Object, hdr: &Header, req: ReadReq) -> bool {
-        let Some(want) = range::plan_read(req.off, req.len, obj.size, self.cfg.page) else {
+        let Some((want, span)) = self.plan(obj, &req) else {
             debug!(
                 "READ msg {} [{}, +{}) is past the end of {:?} ({} bytes): nothing to write",
                 hdr.msg_id, req.off, req.len, obj.blob_name, obj.size
             );
             return true;
         };
-        let span = range::plan_extent(want, obj.size, self.cfg.read_extent, self.cfg.page);
         let mut result = self.copy(obj, span);
         if span != want {
             if let Err((n, e)) = &result {

@@ -79,11 +79,16 @@ fn worker(rx: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
             rx.recv()
         };
         let Ok(job) = job else { return };
-        // A bug in one job must not take the worker (and the daemon) down.
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-            error!("a request handler panicked; continuing");
-        }
+        run_guarded(job);
         queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `job`, logging a panic instead of letting it unwind further: a bug
+/// in one request must not take its thread (and the daemon) down.
+pub fn run_guarded(job: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+        error!("a request handler panicked; continuing");
     }
 }
 

@@ -174,13 +174,7 @@ impl Server {
                     if let Some(task) = self.handler.accept(msg) {
                         if self.handler.runs_inline(&task) {
                             stats::inc(&self.handler.stats().inline_runs);
-                            // As on a worker: a bug in one request must not
-                            // take the loop (and the daemon) down.
-                            let h = &self.handler;
-                            let run = std::panic::AssertUnwindSafe(|| h.run(task));
-                            if std::panic::catch_unwind(run).is_err() {
-                                error!("a request handler panicked; continuing");
-                            }
+                            crate::pool::run_guarded(|| self.handler.run(task));
                             continue;
                         }
                         let h = self.handler.clone();
@@ -337,9 +331,8 @@ mod tests {
 
     #[test]
     fn small_local_work_is_served_on_the_devnode_thread() {
-        // 64 KiB extents, inline up to 64 KiB: the OPEN and the READs of
-        // the 40 KiB blob run on the loop's thread; the 256 KiB blob's
-        // READs (64 KiB extents) too; none of a remote source's would.
+        // 64 KiB extents, inline up to 64 KiB: the OPENs, the READ of the
+        // 40 KiB blob and those of the 256 KiB blob run on the loop's thread.
         let small = pattern(40 * 1024, 2);
         let big = pattern(256 * 1024, 3);
         let dev = MockDev::new();
