@@ -16,8 +16,8 @@ use crate::{
         delay,
         file::{flags, File, FileDescriptorReservation},
     },
-    request::Opcode,
-    Object, ObjectRef, ObjectView,
+    request::{Opcode, ReqHandle},
+    Object, ObjectView,
 };
 
 /// Test hook (debugfs `release_delay_ms`, 0 by default): the release of an
@@ -57,8 +57,7 @@ impl OpenFd {
 
 /// Makes the anonymous fd for an OPEN of `object`: allocates its object id,
 /// reserves an fd number and has cachefiles create the file.
-pub(crate) fn open(object: &ObjectRef) -> Result<OpenFd> {
-    let object = object.view();
+pub(crate) fn open(object: ObjectView<'_>) -> Result<OpenFd> {
     let state = object.cache_data();
     let object_id = match state.ids().alloc() {
         Ok(id) => id,

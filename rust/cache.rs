@@ -22,15 +22,11 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use kernel::prelude::*;
 
 use crate::{
-    abstractions::{
-        error,
-        slim_arc::{SlimArc, SlimArcBorrow},
-        xarray::IdAllocator,
-    },
+    abstractions::{error, slim_arc::SlimArc, xarray::IdAllocator},
     object::{OndemandObject, ReopenCount},
     request::{
         queue::{Cancelled, Queue, QueueGuard},
-        CopiedMsg, Identity, NewRequest, Opcode, Request, Taken, Waiter,
+        CopiedMsg, Identity, Opcode, ReqBorrow, ReqHandle, ReqRef, Taken, Waiter,
     },
     stats::CacheStats,
     Object, ObjectView,
@@ -40,7 +36,7 @@ use crate::{
 pub(crate) enum Selected {
     /// An OPEN, with its msg_id: its message is written with an anonymous
     /// fd made outside the lock, so the request is held.
-    Open(u32, SlimArc<Request>),
+    Open(u32, ReqRef),
     /// A READ or a CLOSE, with its msg_id: its message, and what
     /// recognises the request if it must be completed after the copy.
     Copied(u32, CopiedMsg, Identity),
@@ -109,46 +105,45 @@ impl OndemandCache {
         &self.reopening
     }
 
-    /// Queues a new request under a new msg_id (cyclic, so a freed id is not
-    /// reused at once) and marks it NEW; returns the msg_id and the sender's
-    /// reference.
+    /// Queues `waiter`'s request, `queued` being the queue's reference to it,
+    /// under a new msg_id (cyclic, so a freed id is not reused at once) and
+    /// marks it NEW; returns the msg_id.
     ///
     /// Fails with `EIO` if the cache is dead or the object refuses the
     /// request; the check and the store are one critical section, so nothing
     /// is queued after `flush` or `drop_object` went through the queue.
     #[inline(always)]
-    pub(crate) fn enqueue(&self, new: NewRequest) -> Result<(u32, Waiter)> {
-        let NewRequest { req, queued } = new;
+    pub(crate) fn enqueue(&self, waiter: &Waiter<'_>, queued: ReqRef) -> Result<u32> {
         let mut q = self.reqs.lock();
         let inserted = q.insert(queued)?;
         // `insert` may have dropped the lock before storing: check now, in
         // the critical section of the store.
         let refused = inserted.data().dead || {
-            let req = req.request();
+            let req = waiter.request();
             !req.object().data().accepts(req)
         };
         if refused {
             // Still ours: nobody saw it. The queue's reference is dropped
-            // under the lock, `req`, the last, after it.
+            // under the lock, the sender's, the last, when its loan ends.
             inserted.withdraw();
             return Err(EIO);
         }
-        Ok((inserted.publish(), req))
+        Ok(inserted.publish())
     }
 
     /// Takes `waiter`'s request `id` back out of the queue, uncompleted, if
     /// it is still there (see [`QueueGuard::cancel`]); else gives `waiter`
     /// back, to wait for its completion.
-    pub(crate) fn cancel(
+    pub(crate) fn cancel<'w>(
         &self,
         id: u32,
-        waiter: Waiter,
-    ) -> core::result::Result<Cancelled, Waiter> {
+        waiter: Waiter<'w>,
+    ) -> core::result::Result<Cancelled, Waiter<'w>> {
         self.reqs.lock().cancel(id as usize, waiter)
     }
 
     /// Takes request `id` out of the queue if it is still `req`.
-    pub(crate) fn take_if_same(&self, id: u32, req: &SlimArc<Request>) -> Option<Taken<'_>> {
+    pub(crate) fn take_if_same(&self, id: u32, req: &ReqRef) -> Option<Taken<'_>> {
         self.take_if(id as usize, |r| SlimArc::ptr_eq(req, r))
     }
 
@@ -156,7 +151,7 @@ impl OndemandCache {
     pub(crate) fn take_if(
         &self,
         id: usize,
-        pred: impl FnOnce(&Request) -> bool,
+        pred: impl FnOnce(&ReqBorrow<'_>) -> bool,
     ) -> Option<Taken<'_>> {
         let mut q = self.reqs.lock();
         if !q.get(id).is_some_and(|r| pred(&r)) {
@@ -176,7 +171,7 @@ impl OndemandCache {
     #[inline(always)]
     fn drain<const ONLY_NEW: bool>(
         &self,
-        pred: impl Fn(&Request) -> bool,
+        pred: impl Fn(&ReqBorrow<'_>) -> bool,
         first: impl FnOnce(&mut Guard<'_>),
         result: i32,
     ) {
@@ -200,7 +195,7 @@ impl OndemandCache {
         &'a self,
         mut q: Guard<'a>,
         mut at: usize,
-        pred: &impl Fn(&Request) -> bool,
+        pred: &impl Fn(&ReqBorrow<'_>) -> bool,
         result: i32,
     ) {
         let mut batch = q.batch();
@@ -347,8 +342,8 @@ fn find_first<'q>(
     start: usize,
     max: usize,
     only_new: bool,
-    pred: impl Fn(&Request) -> bool,
-) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
+    pred: impl Fn(&ReqBorrow<'_>) -> bool,
+) -> Option<(usize, ReqBorrow<'q>)> {
     let mut at = start;
     while let Some((i, r)) = q.find(at, max, only_new) {
         if pred(&r) {
@@ -368,8 +363,8 @@ fn find_ready<'q>(
     start: usize,
     max: usize,
     reopening: &ReopenCount,
-) -> Option<(usize, SlimArcBorrow<'q, Request>)> {
+) -> Option<(usize, ReqBorrow<'q>)> {
     find_first(q, start, max, true, |r| {
-        r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object(), reopening)
+        r.opcode() != Opcode::Read || OndemandObject::ready_for_read(r.object().view(), reopening)
     })
 }

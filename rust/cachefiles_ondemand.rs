@@ -101,8 +101,9 @@ pub(crate) struct Ondemand;
 
 /// A cachefiles object of a cache using this backend; its data is an [`OndemandObject`].
 pub(crate) type Object = cachefiles::Object<Ondemand>;
-/// An owned reference to an [`Object`], with direct access to its data.
-pub(crate) type ObjectRef = cachefiles::ObjectRef<Ondemand>;
+/// An [`Object`] lent to a request by its sender, with direct access to its
+/// data.
+pub(crate) type ObjectLoan = cachefiles::ObjectLoan<Ondemand>;
 /// An [`Object`] borrowed with direct access to its data.
 pub(crate) type ObjectView<'a> = cachefiles::ObjectView<'a, Ondemand>;
 /// A cachefiles cache using this backend, with its data, an [`OndemandCache`].

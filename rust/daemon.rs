@@ -10,12 +10,11 @@ use crate::{
         cstr::CStrMut,
         error::MAX_ERRNO,
         kstrtox::{kstrtol, kstrtoul},
-        slim_arc::SlimArc,
         uaccess::UserSlice,
     },
     anon_fd,
     cache::{OndemandCache, Selected},
-    request::{Identity, Opcode, Request},
+    request::{Identity, Opcode, ReqHandle, ReqRef},
     Cache,
 };
 
@@ -81,12 +80,7 @@ fn finish_copied(state: &OndemandCache, id: u32, which: Identity, result: i32) {
 /// error, unless somebody (flush, restore + another reader...) took it
 /// first.
 #[inline(never)]
-fn deliver_open(
-    state: &OndemandCache,
-    id: u32,
-    req: SlimArc<Request>,
-    buf: UserSlice,
-) -> Result<usize> {
+fn deliver_open(state: &OndemandCache, id: u32, req: ReqRef, buf: UserSlice) -> Result<usize> {
     let res = write_open(id, &req, buf);
     if let Err(e) = &res {
         if let Some(taken) = state.take_if_same(id, &req) {
@@ -98,9 +92,9 @@ fn deliver_open(
 
 /// Writes OPEN `id` to the daemon, with a new anonymous fd installed only
 /// once the copy succeeded.
-fn write_open(id: u32, req: &SlimArc<Request>, buf: UserSlice) -> Result<usize> {
+fn write_open(id: u32, req: &ReqRef, buf: UserSlice) -> Result<usize> {
     let mut w = buf.writer();
-    let open = anon_fd::open(req.object())?;
+    let open = anon_fd::open(req.object().view())?;
     // Traced with the ids of the OPEN's previous delivery (0 if none),
     // as the built-in code, which sets them after tracing, shows them.
     let (last_id, last_object_id) = req.delivered(id, open.object_id());

@@ -13,8 +13,9 @@ use kernel::{prelude::*, types::ARef};
 
 use crate::{
     abstractions::error,
-    request::{NewRequest, Opcode, Payload, Request},
-    Object, ObjectRef, ObjectView,
+    cache::OndemandCache,
+    request::{Opcode, Payload, Request, Waiter},
+    Object, ObjectView,
 };
 
 /// The object id of an object whose anonymous fd was released.
@@ -217,7 +218,7 @@ impl OndemandObject {
     /// `object`: whether it may be handed out. A closed object is switched to
     /// reopening and its work queued to send a new OPEN.
     #[inline]
-    pub(crate) fn ready_for_read(object: &ObjectRef, reopening: &ReopenCount) -> bool {
+    pub(crate) fn ready_for_read(object: ObjectView<'_>, reopening: &ReopenCount) -> bool {
         let info = object.data();
         // The common case: open (or dropping), or already reopening. A
         // change racing with this read is ordered after it.
@@ -234,14 +235,14 @@ impl OndemandObject {
     /// [`Self::ready_for_read`] for an object seen closed: out of line, as it
     /// is rare and every daemon `read()` checks the state.
     #[inline(never)]
-    fn start_reopen(object: &ObjectRef, reopening: &ReopenCount) -> bool {
+    fn start_reopen(object: ObjectView<'_>, reopening: &ReopenCount) -> bool {
         let old = object.data().update(reopening, |s| {
             (s.state == ObjState::Close).then_some(s.with_state(ObjState::Reopening))
         });
         match old.state {
             ObjState::Close => {
-                // The request holds a reference, so the one the queue attempt
-                // may drop here is never the last.
+                // The request's sender holds a reference, so the one the
+                // queue attempt may drop here is never the last.
                 object.queue_work();
                 false
             }
@@ -322,7 +323,7 @@ impl OndemandObject {
 /// and its result is returned.
 fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
     let state = object.cache_data();
-    let queued = (|| {
+    let sent = (|| {
         if state.is_dead() {
             return Err(EIO);
         }
@@ -334,42 +335,44 @@ fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Pa
             Payload::Close { .. } => object.trace_close(0, 0),
             Payload::Open(_) => {}
         }
-        state.enqueue(NewRequest::new(object.new_ref(), payload)?)
+        Request::send(object, payload, |waiter, queued| {
+            let id = state.enqueue(&waiter, queued)?;
+            pr_debug!("{:?} queued as msg {}\n", opcode, id);
+            object.cache().wake_daemon();
+            Ok(wait(&state, id, waiter))
+        })
     })();
-    let (id, waiter) = match queued {
-        Ok(queued) => queued,
+    match sent {
+        Ok(result) => {
+            pr_debug!("{:?} done: {:?}\n", opcode, result);
+            result
+        }
         Err(e) => {
             if opcode == Opcode::Open {
                 object.data().open_not_sent(state.reopening());
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    pr_debug!("{:?} queued as msg {}\n", opcode, id);
-    waiter.request().object().cache().wake_daemon();
+    }
+}
 
-    let waiter = if waiter.wait_killable().is_err() {
+/// Waits for request `id`, `waiter`'s, to be completed, or for a fatal
+/// signal: `EINTR` if the request could then be taken back out of the queue
+/// (otherwise whoever took it is completing it, and is waited for).
+#[inline(always)]
+fn wait(state: &OndemandCache, id: u32, waiter: Waiter<'_>) -> Result {
+    if waiter.wait_killable().is_err() {
         match state.cancel(id, waiter) {
-            // Never completed: nobody else waits for it. Its references are
-            // dropped here, in a context that may sleep.
+            // Never completed: nobody else waits for it.
             Ok(cancelled) => {
                 pr_debug!("msg {} cancelled\n", id);
                 return Err(cancelled.finish());
             }
             // Somebody took it out and completes it.
-            Err(waiter) => {
-                waiter.wait();
-                waiter
-            }
+            Err(waiter) => waiter.wait(),
         }
-    } else {
-        waiter
-    };
-    // Completed: the reference the completer handed over is dropped here
-    // with the waiter's, in a context that may sleep.
-    let result = waiter.reclaim();
-    pr_debug!("msg {} done: {:?}\n", id, result);
-    result
+    }
+    Ok(())
 }
 
 /// `init_object`: send an OPEN and wait for the daemon's copen.

@@ -3,7 +3,10 @@
 //! Requests: the messages sent to the daemon, and how they are completed.
 //!
 //! A request is shared (`SlimArc`) by the thread waiting for it, the cache's queue
-//! and, transiently, the daemon's `read()`. Whoever takes it out of the queue
+//! and, transiently, the daemon's `read()` of an OPEN. Its sender lends it
+//! the object it is about ([`Request::send`]): the request takes no
+//! reference on the object unless it outlives its sender's wait. Whoever
+//! takes it out of the queue
 //! gets a [`Taken`] or puts it in a [`Batch`], the only ways to complete a
 //! request, which only the queue ([`queue`]) can make: a request is
 //! completed exactly once, and a taken request is always completed (with
@@ -17,7 +20,7 @@
 //! The waiter, not the completer, drops the last reference to a request it
 //! was woken for (and so, possibly, the last reference to its object, which
 //! may sleep): completing hands the completer's reference over to the waiter
-//! ([`Completion::complete_handing_over`]). `flush`, which must not sleep,
+//! ([`SlimArc::complete_handing_over`]). `flush`, which must not sleep,
 //! relies on it.
 //!
 //! Messages are the UAPI's structures ([`uapi`]), written to the daemon's
@@ -27,6 +30,7 @@ pub(crate) mod queue;
 
 use core::{
     mem::size_of,
+    ops::Deref,
     sync::atomic::{AtomicU64, Ordering},
 };
 use kernel::prelude::*;
@@ -34,12 +38,46 @@ use kernel::prelude::*;
 pub(crate) use crate::abstractions::cachefiles::uapi::Opcode;
 use crate::{
     abstractions::{
-        cachefiles::uapi, completion::Completion, slim_arc::SlimArc, slim_box::SlimBox,
+        cachefiles::uapi,
+        completion::Completion,
+        slim_arc::{SlimArc, SlimArcBorrow},
+        slim_box::SlimBox,
         uaccess::UserSliceWriter,
     },
     stats::{Stamp, Stats},
-    Object, ObjectRef,
+    Object, ObjectLoan, ObjectView,
 };
+
+/// A counted reference to a request; its header holds the object the
+/// request is about, lent by its sender.
+pub(crate) type ReqRef = SlimArc<Request, ObjectLoan>;
+
+/// A reference to a request that does not count, valid for `'a`.
+pub(crate) type ReqBorrow<'a> = SlimArcBorrow<'a, Request, ObjectLoan>;
+
+/// A reference to a request, counted or not, which reaches the object the
+/// request is about.
+pub(crate) trait ReqHandle: Deref<Target = Request> {
+    /// Returns the object the request is about.
+    fn object(&self) -> &ObjectLoan;
+
+    /// Returns whether the request is about `object`.
+    fn is_for(&self, object: &Object) -> bool {
+        core::ptr::eq::<Object>(&**self.object(), object)
+    }
+}
+
+impl ReqHandle for ReqRef {
+    fn object(&self) -> &ObjectLoan {
+        SlimArc::loan(self)
+    }
+}
+
+impl ReqHandle for ReqBorrow<'_> {
+    fn object(&self) -> &ObjectLoan {
+        SlimArcBorrow::loan(self)
+    }
+}
 
 /// Room for the keys of an OPEN: fscache limits a volume key to NAME_MAX
 /// characters (plus its NUL) and a cookie key to 255 bytes.
@@ -156,47 +194,18 @@ impl CopiedMsg {
     }
 }
 
-/// A request just made, not queued yet: the sender's reference to it and
-/// the one for its queue, counted together when it was allocated.
-pub(crate) struct NewRequest {
-    pub(crate) req: Waiter,
-    pub(crate) queued: SlimArc<Request>,
-}
-
-impl NewRequest {
-    /// Creates a request about `object`; returns two references to it: the
-    /// sender's and the one its queue is to hold
-    /// ([`OndemandCache::enqueue`](crate::cache::OndemandCache::enqueue)).
-    #[inline]
-    pub(crate) fn new(object: ObjectRef, payload: Payload) -> Result<Self> {
-        // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
-        let (req, queued) = SlimArc::pin_init_pair(
-            pin_init!(Request {
-                object,
-                payload,
-                done <- Completion::new(),
-            }),
-            Stamp::new().mark(),
-        )?;
-        Ok(Self {
-            req: Waiter(req),
-            queued,
-        })
-    }
-}
-
-/// The sender's reference to its request: the one that waits for it.
+/// The sender's reference to its request, borrowed: the one that waits for
+/// it.
 ///
-/// Not cloneable, and made only with the request ([`NewRequest`]): the
-/// only reference that may take its request back out of the queue without
-/// completing it ([`queue::QueueGuard::cancel`]), as nobody else waits
-/// for it.
-pub(crate) struct Waiter(SlimArc<Request>);
+/// Not cloneable, and made only by [`Request::send`]: the only reference
+/// that may take its request back out of the queue without completing it
+/// ([`queue::QueueGuard::cancel`]), as nobody else waits for it.
+pub(crate) struct Waiter<'a>(&'a ReqRef);
 
-impl Waiter {
+impl Waiter<'_> {
     /// Returns the request.
-    pub(crate) fn request(&self) -> &SlimArc<Request> {
-        &self.0
+    pub(crate) fn request(&self) -> &ReqRef {
+        self.0
     }
 
     /// Waits for the request to be completed, or a fatal signal.
@@ -207,27 +216,6 @@ impl Waiter {
     /// Waits for the request to be completed.
     pub(crate) fn wait(&self) {
         self.0.done.wait_for_completion()
-    }
-
-    /// Returns the outcome of the completed request, after taking back the
-    /// reference the completer handed over: the waiter's and that one are
-    /// dropped here, in a context that may sleep, and are usually the last
-    /// ones (else a daemon `read()`'s is, which may sleep too).
-    ///
-    /// In line: it ends every request's waiter, and a call costs more than
-    /// the common path (two references dropped at once, then the free).
-    #[inline(always)]
-    pub(crate) fn reclaim(self) -> Result {
-        match SlimArc::reclaim(self.0) {
-            Some(0) => Ok(()),
-            // The errno that fails requests in bulk (the cache's death, a
-            // withdrawal), in line: each of those waiters takes this path.
-            Some(err) if err == EIO.to_errno() => Err(EIO),
-            Some(err) => Err(failure(err)),
-            // Not completed: not reached, as the waiter reclaims only after
-            // its wait returned.
-            None => Err(EIO),
-        }
     }
 }
 
@@ -240,48 +228,80 @@ impl Waiter {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Identity(usize);
 
-/// A request to the daemon about one object.
+/// A request to the daemon about one object, which its [`SlimArc`]'s
+/// header holds ([`ReqHandle::object`]).
 ///
 /// # Invariants
 ///
 /// - The request's outcome (kept by its [`SlimArc`]) is given the result
 ///   and the completer's reference, and `done` completed, once, by the
 ///   [`Taken`] or [`queue::Batch`] that removed the request from its queue
-///   (the only code that can), until the waiter takes the reference back
-///   ([`Waiter::reclaim`]); or never, if the waiter itself removed it
-///   ([`queue::Cancelled`]), after which it waits no more. Until then the
-///   outcome holds the request's [`Stamp`].
+///   (the only code that can), and the waiter drops that reference when its
+///   loan of the object ends ([`Request::send`]); or never, if the waiter
+///   itself removed it ([`queue::Cancelled`]), after which it waits no
+///   more. Until then the outcome holds the request's [`Stamp`].
 /// - The message is at most [`uapi::MSG_MAX_SIZE`] bytes.
 #[pin_data]
 pub(crate) struct Request {
-    object: ObjectRef,
     payload: Payload,
     #[pin]
     done: Completion,
 }
 
-// A request is allocated in 64 bytes with its header (`SlimArc`), where
-// locks carry no debugging state: `kmalloc-64`, the class of the built-in
-// code's CLOSE (`struct cachefiles_req`, 64 bytes), one below its READ's
-// (80 bytes with the message's body, `kmalloc-96`).
+// A request is allocated in 64 bytes with its header (`SlimArc`, with the
+// lent object), where locks carry no debugging state: `kmalloc-64`, the
+// class of the built-in code's CLOSE (`struct cachefiles_req`, 64 bytes),
+// one below its READ's (80 bytes with the message's body, `kmalloc-96`).
 #[cfg(not(any(CONFIG_DEBUG_SPINLOCK, CONFIG_DEBUG_LOCK_ALLOC)))]
-const _: () = assert!(size_of::<Request>() <= 56);
+const _: () = assert!(ReqRef::alloc_size() <= 64);
 
 impl Request {
+    /// Makes a request about `object` carrying `payload`, lent the object,
+    /// and runs `f` with the sender's [`Waiter`] and the reference the queue
+    /// is to hold ([`OndemandCache::enqueue`]).
+    ///
+    /// `f` returns `Err` if the request was not queued, else whether its
+    /// wait ended with its completion (`Ok`) or was given up (`EINTR`).
+    /// Returns `Err` if the request could not be made or queued, else the
+    /// result of the request: its completion's, in `Ok`, or `EINTR`.
+    ///
+    /// [`OndemandCache::enqueue`]: crate::cache::OndemandCache::enqueue
+    #[inline(always)]
+    pub(crate) fn send(
+        object: ObjectView<'_>,
+        payload: Payload,
+        f: impl FnOnce(Waiter<'_>, ReqRef) -> Result<Result>,
+    ) -> Result<Result> {
+        // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
+        let init = pin_init!(Request {
+            payload,
+            done <- Completion::new(),
+        });
+        let (sent, outcome) = object.lend(init, Stamp::new().mark(), |req, queued| {
+            f(Waiter(req), queued)
+        })?;
+        // The reference the completer handed over was dropped with the
+        // sender's when the loan ended, in a context that may sleep.
+        Ok(sent?.and_then(|()| match outcome {
+            Some(0) => Ok(()),
+            // The errno that fails requests in bulk (the cache's death, a
+            // withdrawal), in line: each of those waiters takes this path.
+            Some(err) if err == EIO.to_errno() => Err(EIO),
+            Some(err) => Err(failure(err)),
+            // Not completed: not reached, as the wait returned.
+            None => Err(EIO),
+        }))
+    }
+
     /// Returns the request's opcode.
     pub(crate) fn opcode(&self) -> Opcode {
         self.payload.opcode()
     }
 
     /// Returns whether and when the request is counted (statistics).
-    pub(crate) fn stamp(this: &SlimArc<Self>) -> Stamp {
+    pub(crate) fn stamp(this: &ReqRef) -> Stamp {
         // Pending: in its queue, or just made.
         Stamp::from_mark(this.outcome().mark())
-    }
-
-    /// Returns the object the request is about.
-    pub(crate) fn object(&self) -> &ObjectRef {
-        &self.object
     }
 
     /// Returns, for a CLOSE, the id of the anonymous fd it is about.
@@ -290,11 +310,6 @@ impl Request {
             Payload::Close { object_id } => Some(object_id),
             _ => None,
         }
-    }
-
-    /// Returns whether the request is about `object`.
-    pub(crate) fn is_for(&self, object: &Object) -> bool {
-        core::ptr::eq::<Object>(&*self.object, object)
     }
 
     /// Records a delivery of an OPEN with these ids; returns those of the
@@ -385,7 +400,7 @@ impl Request {
     /// [`queue::Batch`] calls it, once a request, from its `finish` or its
     /// `drop`.
     #[inline]
-    fn complete(this: SlimArc<Self>, result: i32, stats: &Stats) {
+    fn complete(this: ReqRef, result: i32, stats: &Stats) {
         SlimArc::complete_handing_over(
             this,
             result,
@@ -402,7 +417,7 @@ impl Request {
 ///
 /// Out of line, so that the success path tests the result alone. `EIO`,
 /// the errno that fails requests in bulk, is tested in line before
-/// ([`Waiter::reclaim`]): `Error::from_errno` is an out-of-line call in
+/// ([`Request::send`]): `Error::from_errno` is an out-of-line call in
 /// 6.12.
 #[cold]
 #[inline(never)]

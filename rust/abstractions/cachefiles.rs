@@ -21,7 +21,7 @@ pub(crate) mod uapi;
 
 pub(crate) use cache::Cache;
 pub(crate) use fd::FdOperations;
-pub(crate) use object::{Object, ObjectRef, ObjectView};
+pub(crate) use object::{Object, ObjectLoan, ObjectView};
 pub(crate) use ops::{OndemandOps, Operations, Registration};
 
 /// `MODULE_IMPORT_NS(CACHEFILES)`: the backend API is exported in the

@@ -92,11 +92,11 @@ impl Completion {
 ///
 /// Kept by a [`SlimArc`] beside its count, in the room its alignment leaves
 /// there: [`SlimArc::complete_handing_over`] writes the result and the
-/// hand-over, [`SlimArc::reclaim`] takes them.
+/// hand-over, [`SlimArc::lend`] reads them when its loan ends.
 ///
 /// [`SlimArc`]: super::slim_arc::SlimArc
 /// [`SlimArc::complete_handing_over`]: super::slim_arc::SlimArc::complete_handing_over
-/// [`SlimArc::reclaim`]: super::slim_arc::SlimArc::reclaim
+/// [`SlimArc::lend`]: super::slim_arc::SlimArc::lend
 pub(crate) struct Outcome(AtomicU32);
 
 /// Set once the job is done; bits 2 and up are then its result.
@@ -135,14 +135,14 @@ impl Outcome {
         self.0.swap(word, Ordering::AcqRel) >> 2
     }
 
-    /// Takes the handed-over reference, if one waits; returns whether one
-    /// did, and the result if the job is done.
+    /// Returns whether a reference was handed over with the result, and
+    /// the result if the job is done.
+    ///
+    /// For the waiter, once its wait returned: then nothing changes the
+    /// word any more, which one load reads.
     #[inline]
-    pub(super) fn take_handed(&self) -> (bool, Option<i32>) {
-        // The bit alone is tested, so that this is one `lock btr` on x86
-        // rather than a compare-and-exchange loop; the result does not
-        // change once written, and is read after.
-        let handed = self.0.fetch_and(!HANDED, Ordering::AcqRel) & HANDED != 0;
-        (handed, Self::result_of(self.0.load(Ordering::Relaxed)))
+    pub(super) fn peek_handed(&self) -> (bool, Option<i32>) {
+        let word = self.0.load(Ordering::Acquire);
+        (word & HANDED != 0, Self::result_of(word))
     }
 }

@@ -13,8 +13,14 @@
 //! is then leaked, never freed early), and a put on a saturated count
 //! changes nothing.
 //!
-//! Later kernels inline the helpers (`rust/helpers/`, LTO), which makes this
-//! module unnecessary there.
+//! Its header may also hold a [`Loan`]: something the value may use that
+//! the scope which made the value lends it for as long as it lives, such as
+//! an object the scope holds a reference on. [`SlimArc::lend`] makes such a
+//! value and ends the loan before it returns: it frees the value if no other
+//! reference to it is left, and secures the loan first if one is.
+//!
+//! Later kernels inline the helpers (`rust/helpers/`, LTO), which makes the
+//! allocation and the count unnecessary there; not the loan.
 
 use core::{
     marker::PhantomData,
@@ -36,79 +42,151 @@ const SATURATED: u32 = 0xc000_0000;
 /// The largest count that still counts (`refcount_t`'s `INT_MAX`).
 const MAX: u32 = i32::MAX as u32;
 
-/// The header of the allocation: the count, and an outcome in the room the
-/// value's alignment leaves beside it.
+/// What the header of a [`SlimArc`] holds for its value besides the count: a
+/// loan from the scope that made the value ([`SlimArc::lend`]), or nothing
+/// (`()`).
+///
+/// A loan is only reachable through a reference to its value, by `&`: it
+/// cannot be moved out of the header, and it is dropped with the value.
+///
+/// # Safety
+///
+/// Once [`Loan::secure`] has returned, what the loan gives access to stays
+/// valid as long as the loan does, whichever scope drops it.
+pub(crate) unsafe trait Loan: Send + Sync {
+    /// Makes the loan independent of the scope that made it: called by
+    /// [`SlimArc::lend`] while that scope is still running, if a reference
+    /// to the value is left when it ends.
+    fn secure(&self);
+}
+
+// SAFETY: Lends nothing.
+unsafe impl Loan for () {
+    fn secure(&self) {}
+}
+
+/// The header of the allocation: the count, an outcome in the room the
+/// value's alignment leaves beside it, and the loan.
 ///
 /// # Invariants
 ///
 /// While the outcome's "handed" bit is set, the count includes one
 /// reference that no `SlimArc` holds: the completer's, handed over
-/// ([`SlimArc::complete_handing_over`]) until [`SlimArc::reclaim`] clears
-/// the bit and drops it.
-struct ArcHead {
+/// ([`SlimArc::complete_handing_over`]) to the lender, which drops it when
+/// the loan ends ([`SlimArc::lend`]).
+///
+/// The loan is valid for as long as it lives: a value that outlives the
+/// scope that made it ([`SlimArc::lend`]) has had it secured.
+struct ArcHead<L> {
     refs: AtomicU32,
     outcome: Outcome,
+    loan: L,
 }
 
 // The outcome takes no room: the count alone would be padded to 8 bytes
 // before any value that needs them.
-const _: () = assert!(size_of::<ArcHead>() == 8);
+const _: () = assert!(size_of::<ArcHead<()>>() == 8);
 
 /// The allocation: the header, then the value.
-type Inner<T> = Headed<ArcHead, T>;
+type Inner<T, L> = Headed<ArcHead<L>, T>;
 
-/// A pointer to a `T` shared by reference counting, like `Arc<T>`.
+/// A pointer to a `T` shared by reference counting, like `Arc<T>`, whose
+/// header holds a loan `L` ([`Loan`]).
 ///
 /// # Invariants
 ///
-/// `ptr` points to an `Inner<T>` allocated with `kmalloc` whose `data` is
-/// initialised and never moved (it is pinned), and whose count includes
+/// `ptr` points to an `Inner<T, L>` allocated with `kmalloc` whose `data`
+/// is initialised and never moved (it is pinned), and whose count includes
 /// this reference.
-pub(crate) struct SlimArc<T> {
-    ptr: NonNull<Inner<T>>,
-    _owns: PhantomData<Inner<T>>,
+pub(crate) struct SlimArc<T, L: Loan = ()> {
+    ptr: NonNull<Inner<T, L>>,
+    _owns: PhantomData<Inner<T, L>>,
 }
 
-// SAFETY: As for `Arc<T>`: the value is shared between threads and dropped
-// by whichever drops the last reference.
-unsafe impl<T: Send + Sync> Send for SlimArc<T> {}
+// SAFETY: As for `Arc<T>`: the value and its loan are shared between threads
+// and dropped by whichever drops the last reference.
+unsafe impl<T: Send + Sync, L: Loan> Send for SlimArc<T, L> {}
 // SAFETY: As above.
-unsafe impl<T: Send + Sync> Sync for SlimArc<T> {}
+unsafe impl<T: Send + Sync, L: Loan> Sync for SlimArc<T, L> {}
 
-impl<T> SlimArc<T> {
-    /// Allocates a `T` (`GFP_KERNEL`: this may sleep) and initialises it in
-    /// place with `init`, pinned, counted twice: returns two references to
-    /// the one value, made without an atomic increment (the backend's one
-    /// user, a request, is always shared at once with its queue). Its
-    /// [`Outcome`] is pending, marked with `mark`.
+impl<T, L: Loan> SlimArc<T, L> {
+    /// Allocates a `T` (`GFP_KERNEL`: this may sleep), initialised in place
+    /// with `init` and pinned, with `loan` in its header and a pending
+    /// [`Outcome`] marked with `mark`; runs `f` with two references to it,
+    /// counted together without an atomic increment: the lender's, borrowed,
+    /// and one `f` owns. Then ends the loan.
+    ///
+    /// Ending the loan: if the references left are the lender's and the one
+    /// a completer handed over to it ([`Self::complete_handing_over`]),
+    /// nobody else can reach the value, which is freed here, loan included.
+    /// Otherwise the loan is secured ([`Loan::secure`]) before those are
+    /// dropped. So the value never outlives this call with a loan that is
+    /// not secured, whatever `f` did with its references.
+    ///
+    /// Returns what `f` returned, and the result the completer recorded if
+    /// it handed its reference over.
     ///
     /// (6.12's `Flags` does not give its bits to other crates, hence no
     /// flags argument.)
-    #[inline]
-    pub(crate) fn pin_init_pair<E>(init: impl PinInit<T, E>, mark: u32) -> Result<(Self, Self)>
-    where
-        Error: From<E>,
-    {
+    #[inline(always)]
+    pub(crate) fn lend<R>(
+        loan: L,
+        init: impl PinInit<T>,
+        mark: u32,
+        f: impl FnOnce(&Self, Self) -> R,
+    ) -> Result<(R, Option<i32>)> {
         let head = ArcHead {
             refs: AtomicU32::new(2),
             outcome: Outcome::pending(mark),
+            loan,
         };
         // SAFETY: Nothing is written after the value (no extra bytes).
         let ptr = unsafe { kmalloc_pin_init(head, 0, |_| {}, init)? };
-        // INVARIANT: Allocated, initialised, counted once for each.
-        Ok((
-            Self {
-                ptr,
-                _owns: PhantomData,
-            },
-            Self {
-                ptr,
-                _owns: PhantomData,
-            },
-        ))
+        // INVARIANT: Allocated, initialised, counted once for each. The
+        // lender's is never dropped as a `SlimArc`: `end_loan` takes it.
+        let lender = ManuallyDrop::new(Self {
+            ptr,
+            _owns: PhantomData,
+        });
+        let other = Self {
+            ptr,
+            _owns: PhantomData,
+        };
+        let ret = f(&lender, other);
+        Ok((ret, Self::end_loan(lender)))
     }
 
-    fn inner(&self) -> &Inner<T> {
+    /// Ends the loan of [`Self::lend`]: drops the lender's reference and the
+    /// one handed over to it, if any, freeing the value if they are the last
+    /// ones and securing the loan first if they are not; returns the
+    /// result handed over with the completer's reference.
+    #[inline(always)]
+    fn end_loan(mut lender: ManuallyDrop<Self>) -> Option<i32> {
+        let (handed, result) = lender.outcome().peek_handed();
+        let ours = if handed { 2 } else { 1 };
+        let refs = &lender.inner().head.refs;
+        if refs.load(Ordering::Relaxed) != ours {
+            // Somebody else holds the value: the loan must outlive the
+            // lender's scope, which is still running.
+            lender.inner().head.loan.secure();
+            let old = refs.fetch_sub(ours, Ordering::Release);
+            if old != ours {
+                if old < ours || old > MAX {
+                    // Saturated, or an underflow: as in `drop`.
+                    refs.store(SATURATED, Ordering::Relaxed);
+                }
+                return result;
+            }
+            // The others were dropped meanwhile: these were the last.
+        }
+        // SAFETY: No reference is counted but the lender's and the one
+        // handed over to it, which are dropped here, together: they were
+        // the last ones, and nobody can make another without holding one.
+        unsafe { lender.free() };
+        result
+    }
+
+    fn inner(&self) -> &Inner<T, L> {
         // SAFETY: The allocation lives while this reference counts (type
         // invariant).
         unsafe { self.ptr.as_ref() }
@@ -119,9 +197,22 @@ impl<T> SlimArc<T> {
         &self.inner().head.outcome
     }
 
+    /// Returns the value's loan.
+    pub(crate) fn loan(this: &Self) -> &L {
+        &this.inner().head.loan
+    }
+
     /// Returns whether two references are to the same value.
     pub(crate) fn ptr_eq(a: &Self, b: &T) -> bool {
         ptr::eq(&a.inner().data, b)
+    }
+
+    /// Returns the size of the allocation of a value: its header and the
+    /// value.
+    // For build-time assertions, which lock debugging may switch off.
+    #[allow(dead_code)]
+    pub(crate) const fn alloc_size() -> usize {
+        size_of::<Inner<T, L>>()
     }
 }
 
@@ -137,7 +228,7 @@ fn get(refs: &AtomicU32) {
     }
 }
 
-impl<T> Clone for SlimArc<T> {
+impl<T, L: Loan> Clone for SlimArc<T, L> {
     fn clone(&self) -> Self {
         get(&self.inner().head.refs);
         // INVARIANT: Counted just above.
@@ -148,7 +239,7 @@ impl<T> Clone for SlimArc<T> {
     }
 }
 
-impl<T> Drop for SlimArc<T> {
+impl<T, L: Loan> Drop for SlimArc<T, L> {
     // Inline, as the call sites mostly drop a reference that is not the last
     // (or an empty `Option`); the last one's work is out of line.
     #[inline]
@@ -168,34 +259,7 @@ impl<T> Drop for SlimArc<T> {
     }
 }
 
-impl<T> SlimArc<T> {
-    /// Drops two references, with one change of the count if they are to
-    /// the same value; freeing it, in line, if they were the last two.
-    ///
-    /// For a caller that gets back a reference it handed out, and usually
-    /// drops the last ones.
-    #[inline(always)]
-    pub(crate) fn drop_both(a: Self, b: Self) {
-        if a.ptr != b.ptr {
-            drop(a);
-            drop(b);
-            return;
-        }
-        let mut a = ManuallyDrop::new(a);
-        // Counted in the one change below.
-        let _ = ManuallyDrop::new(b);
-        let old = a.inner().head.refs.fetch_sub(2, Ordering::Release);
-        if old != 2 {
-            if !(2..=MAX).contains(&old) {
-                // Saturated, or an underflow: as in `drop`.
-                a.inner().head.refs.store(SATURATED, Ordering::Relaxed);
-            }
-            return;
-        }
-        // SAFETY: These were the last two references, both dropped now.
-        unsafe { a.free() };
-    }
-
+impl<T, L: Loan> SlimArc<T, L> {
     /// Returns whether `field` lies within the value.
     ///
     /// For a field borrowed from the value, the offset is a constant and
@@ -211,10 +275,10 @@ impl<T> SlimArc<T> {
     /// value and the outcome's mark, completes `done` (a field of the value)
     /// and hands this reference over to the waiter, instead of dropping it.
     ///
-    /// The waiter takes the reference back with [`Self::reclaim`] once its
-    /// wait returned, so the last reference to `T`, and whatever dropping
-    /// `T` does, is dropped by the waiter, never by the completer: the
-    /// completer may be in a context that must not sleep.
+    /// The waiter is the lender of [`Self::lend`], which drops the reference
+    /// when the loan ends, after its wait returned: so the last reference to
+    /// `T`, and whatever dropping `T` does, is dropped by the waiter, never
+    /// by the completer, which may be in a context that must not sleep.
     ///
     /// If `done` is not a field of the value, nothing is handed over:
     /// `last` gets 0, `done` is completed and this reference is leaked.
@@ -240,33 +304,11 @@ impl<T> SlimArc<T> {
         last(&this, mark);
         // SAFETY: `done` was borrowed from the value. If it is a field of the
         // value, the reference handed over keeps it alive until the waiter
-        // takes that reference back and drops it, which it does only once
-        // its wait on `done` returned, so only after `complete` released the
-        // completion's internal lock, the last thing `complete` touches;
-        // else the leaked reference keeps it alive.
+        // drops it, which it does only once its wait on `done` returned, so
+        // only after `complete` released the completion's internal lock, the
+        // last thing `complete` touches; else the leaked reference keeps it
+        // alive.
         unsafe { (*done).complete() };
-    }
-
-    /// Drops this reference and, if the completer handed its own over
-    /// ([`Self::complete_handing_over`]), that one too, with one change of
-    /// the count; returns the result the completer recorded, if it did.
-    ///
-    /// For the waiter, once its wait on the completion returned.
-    #[inline(always)]
-    pub(crate) fn reclaim(this: Self) -> Option<i32> {
-        let (handed, result) = this.outcome().take_handed();
-        if handed {
-            // INVARIANT: The completer's reference to this same value, handed
-            // over through its header and taken out of it just above, once.
-            let other = Self {
-                ptr: this.ptr,
-                _owns: PhantomData,
-            };
-            Self::drop_both(this, other);
-        } else {
-            drop(this);
-        }
-        result
     }
 
     /// Drops the value and frees the allocation.
@@ -285,7 +327,8 @@ impl<T> SlimArc<T> {
     ///
     /// # Safety
     ///
-    /// As for [`Self::drop_last`].
+    /// As for [`Self::drop_last`], or for the last references dropped
+    /// together ([`Self::end_loan`]).
     #[inline(always)]
     unsafe fn free(&mut self) {
         // Every other reference's uses happen before the free.
@@ -293,14 +336,17 @@ impl<T> SlimArc<T> {
         let p = self.ptr.as_ptr();
         // SAFETY: This was the last reference (the safety requirement):
         // nothing else can reach the value, which is initialised (type
-        // invariant) and dropped once.
-        unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*p).data)) };
+        // invariant), or its loan; each is dropped once.
+        unsafe {
+            ptr::drop_in_place(ptr::addr_of_mut!((*p).data));
+            ptr::drop_in_place(ptr::addr_of_mut!((*p).head.loan));
+        }
         // SAFETY: Allocated with `kmalloc` (type invariant), freed once.
         unsafe { bindings::kfree(p.cast::<c_void>()) };
     }
 }
 
-impl<T> Deref for SlimArc<T> {
+impl<T, L: Loan> Deref for SlimArc<T, L> {
     type Target = T;
 
     fn deref(&self) -> &T {
@@ -314,33 +360,43 @@ impl<T> Deref for SlimArc<T> {
 /// # Invariants
 ///
 /// A counted reference keeps `ptr`'s allocation alive for `'a`.
-pub(crate) struct SlimArcBorrow<'a, T> {
-    ptr: NonNull<Inner<T>>,
-    _p: PhantomData<&'a T>,
+pub(crate) struct SlimArcBorrow<'a, T, L: Loan = ()> {
+    ptr: NonNull<Inner<T, L>>,
+    _p: PhantomData<&'a Inner<T, L>>,
 }
 
-impl<T> Clone for SlimArcBorrow<'_, T> {
+impl<T, L: Loan> Clone for SlimArcBorrow<'_, T, L> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<T> Copy for SlimArcBorrow<'_, T> {}
+impl<T, L: Loan> Copy for SlimArcBorrow<'_, T, L> {}
 
-impl<T> Deref for SlimArcBorrow<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
+impl<'a, T, L: Loan> SlimArcBorrow<'a, T, L> {
+    fn inner(&self) -> &'a Inner<T, L> {
         // SAFETY: Alive for `'a` (type invariant).
-        unsafe { &self.ptr.as_ref().data }
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Returns the value's loan.
+    pub(crate) fn loan(this: &Self) -> &'a L {
+        &this.inner().head.loan
     }
 }
 
-impl<T> From<SlimArcBorrow<'_, T>> for SlimArc<T> {
+impl<T, L: Loan> Deref for SlimArcBorrow<'_, T, L> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner().data
+    }
+}
+
+impl<T, L: Loan> From<SlimArcBorrow<'_, T, L>> for SlimArc<T, L> {
     /// Takes a counted reference to a borrowed value.
-    fn from(b: SlimArcBorrow<'_, T>) -> Self {
-        // SAFETY: Alive while `b` is (type invariant).
-        get(unsafe { &b.ptr.as_ref().head.refs });
+    fn from(b: SlimArcBorrow<'_, T, L>) -> Self {
+        get(&b.inner().head.refs);
         // INVARIANT: Counted just above.
         Self {
             ptr: b.ptr,
@@ -349,8 +405,8 @@ impl<T> From<SlimArcBorrow<'_, T>> for SlimArc<T> {
     }
 }
 
-impl<T: 'static> ForeignOwnable for SlimArc<T> {
-    type Borrowed<'a> = SlimArcBorrow<'a, T>;
+impl<T: 'static, L: Loan + 'static> ForeignOwnable for SlimArc<T, L> {
+    type Borrowed<'a> = SlimArcBorrow<'a, T, L>;
 
     fn into_foreign(self) -> *const c_void {
         let p = self.ptr.as_ptr();
@@ -358,7 +414,7 @@ impl<T: 'static> ForeignOwnable for SlimArc<T> {
         p.cast_const().cast()
     }
 
-    unsafe fn borrow<'a>(ptr: *const c_void) -> SlimArcBorrow<'a, T> {
+    unsafe fn borrow<'a>(ptr: *const c_void) -> SlimArcBorrow<'a, T, L> {
         // INVARIANT: The foreign owner's reference keeps the allocation alive
         // until `from_foreign`, after every borrow (the safety requirement).
         SlimArcBorrow {

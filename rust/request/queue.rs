@@ -13,15 +13,15 @@
 use core::mem::ManuallyDrop;
 use kernel::prelude::*;
 
-use super::{Opcode, Request, Stamp, Stats, Waiter};
+use super::{Opcode, ReqBorrow, ReqHandle, ReqRef, Request, Stamp, Stats, Waiter};
 use crate::{
     abstractions::{
         array_vec::ArrayVec,
-        slim_arc::{SlimArc, SlimArcBorrow},
+        slim_arc::SlimArc,
         xarray::{Guard, Mark, XArray},
     },
     stats::CacheStats,
-    ObjectRef,
+    ObjectLoan,
 };
 
 /// Requests not read by the daemon yet.
@@ -31,7 +31,7 @@ const NEW: Mark = Mark::MARK_1;
 #[pin_data(PinnedDrop)]
 pub(crate) struct Queue<D> {
     #[pin]
-    reqs: XArray<SlimArc<Request>, D>,
+    reqs: XArray<ReqRef, D>,
     /// The cache's counters: requests queued and completed here.
     stats: CacheStats,
 }
@@ -85,7 +85,7 @@ impl<D> PinnedDrop for Queue<D> {
 
 /// The queue lock, held.
 pub(crate) struct QueueGuard<'a, D> {
-    q: Guard<'a, SlimArc<Request>, D>,
+    q: Guard<'a, ReqRef, D>,
     stats: &'a Stats,
 }
 
@@ -101,7 +101,7 @@ impl<'a, D> QueueGuard<'a, D> {
     }
 
     /// Returns request `id`, if queued.
-    pub(crate) fn get(&self, id: usize) -> Option<SlimArcBorrow<'_, Request>> {
+    pub(crate) fn get(&self, id: usize) -> Option<ReqBorrow<'_>> {
         self.q.get(id)
     }
 
@@ -112,7 +112,7 @@ impl<'a, D> QueueGuard<'a, D> {
         start: usize,
         max: usize,
         only_new: bool,
-    ) -> Option<(usize, SlimArcBorrow<'_, Request>)> {
+    ) -> Option<(usize, ReqBorrow<'_>)> {
         self.q.find(start, max, only_new.then_some(NEW))
     }
 
@@ -143,11 +143,15 @@ impl<'a, D> QueueGuard<'a, D> {
     /// `EINTR`. Gives `waiter` back if `id` is not its request any more:
     /// somebody took it out, and completes it.
     #[inline(always)]
-    pub(crate) fn cancel(&mut self, id: usize, waiter: Waiter) -> Result<Cancelled, Waiter> {
+    pub(crate) fn cancel<'w>(
+        &mut self,
+        id: usize,
+        waiter: Waiter<'w>,
+    ) -> Result<Cancelled, Waiter<'w>> {
         let mine = self
             .q
             .get(id)
-            .is_some_and(|r| SlimArc::ptr_eq(&waiter.0, &r));
+            .is_some_and(|r| SlimArc::ptr_eq(waiter.0, &r));
         if !mine {
             return Err(waiter);
         }
@@ -159,8 +163,8 @@ impl<'a, D> QueueGuard<'a, D> {
         self.stats
             .request_done(opcode, EINTR.to_errno(), stamp, read_len);
         // INVARIANT: Removed by its waiter, which is not to wait for it again
-        // (`Cancelled` holds the `Waiter`).
-        Ok(Cancelled { waiter, queued })
+        // (`Cancelled` took the `Waiter`).
+        Ok(Cancelled { queued })
     }
 
     /// Returns an empty batch, to take requests out of this queue into with
@@ -183,7 +187,7 @@ impl<'a, D> QueueGuard<'a, D> {
     pub(crate) fn take_into<const ONLY_NEW: bool>(
         &mut self,
         start: usize,
-        pred: impl Fn(&Request) -> bool,
+        pred: impl Fn(&ReqBorrow<'_>) -> bool,
         batch: &mut Batch<'a>,
     ) -> Option<usize> {
         let mut cursor = self.q.cursor(start);
@@ -211,7 +215,7 @@ impl<'a, D> QueueGuard<'a, D> {
     /// This may drop and retake the lock to allocate memory: anything checked
     /// under the lock before this call must be checked again after it, with
     /// [`Inserted::data`].
-    pub(crate) fn insert(&mut self, req: SlimArc<Request>) -> Result<Inserted<'_, 'a, D>> {
+    pub(crate) fn insert(&mut self, req: ReqRef) -> Result<Inserted<'_, 'a, D>> {
         let (opcode, stamp) = (req.opcode(), Request::stamp(&req));
         match self.q.alloc_cyclic(req, 0, u32::MAX) {
             // INVARIANT: Stored under `id`, in this critical section.
@@ -272,14 +276,14 @@ impl<D> Inserted<'_, '_, D> {
 /// only handle for it, and is `Some` until the request is completed, in
 /// `finish` or `drop`; `stats` are the counters of that queue.
 pub(crate) struct Taken<'a> {
-    req: Option<SlimArc<Request>>,
+    req: Option<ReqRef>,
     stats: &'a Stats,
 }
 
 impl Taken<'_> {
     /// Returns the request's object.
-    pub(crate) fn object(&self) -> Option<&ObjectRef> {
-        self.req.as_ref().map(|r| &r.object)
+    pub(crate) fn object(&self) -> Option<&ObjectLoan> {
+        self.req.as_ref().map(|r| r.object())
     }
 
     /// Completes the request with `result`: 0 or a negative errno.
@@ -304,19 +308,18 @@ impl Drop for Taken<'_> {
 }
 
 /// A request its waiter took back out of the queue ([`QueueGuard::cancel`]),
-/// never to be completed: the waiter's reference and the queue's.
+/// never to be completed: the queue's reference.
 pub(crate) struct Cancelled {
-    waiter: Waiter,
-    queued: SlimArc<Request>,
+    queued: ReqRef,
 }
 
 impl Cancelled {
-    /// Drops the two references, usually the last ones (which may sleep:
-    /// out of the critical section); returns the waiter's error, `EINTR`.
+    /// Drops the queue's reference, out of the critical section (the
+    /// sender's, usually the last one, is dropped when the request's loan
+    /// ends); returns the waiter's error, `EINTR`.
     #[inline(always)]
     pub(crate) fn finish(self) -> Error {
-        let Cancelled { waiter, queued } = self;
-        SlimArc::drop_both(waiter.0, queued);
+        drop(self.queued);
         EINTR
     }
 }
@@ -337,7 +340,7 @@ pub(crate) const BATCH: usize = 32;
 /// `reqs` are requests removed from the queue whose counters are `stats`,
 /// each by [`QueueGuard::take_into`], which put it here and nowhere else.
 pub(crate) struct Batch<'a> {
-    reqs: ArrayVec<SlimArc<Request>, BATCH>,
+    reqs: ArrayVec<ReqRef, BATCH>,
     stats: &'a Stats,
 }
 

@@ -3,7 +3,12 @@
 //! A cachefiles object, as seen by its on-demand backend: reference counted,
 //! with the backend's data and a work item in its private data.
 
-use core::{marker::PhantomData, pin::Pin, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    pin::Pin,
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{
     bindings,
     error::Result,
@@ -16,6 +21,7 @@ use crate::abstractions::{
     error::{from_err_ptr, to_result},
     file::File,
     helpers,
+    slim_arc::{Loan, SlimArc},
     slim_box::SlimBox,
     workqueue::RawWork,
 };
@@ -347,14 +353,36 @@ impl<'a, B: Operations> ObjectView<'a, B> {
         unsafe { B::CacheData::borrow(self.slot.cache_data) }
     }
 
-    /// Takes a new reference on the object.
-    pub(crate) fn new_ref(&self) -> ObjectRef<B> {
-        self.object.inc_ref();
-        // INVARIANT: The object's slot (type invariant), on which we now
-        // hold a reference.
-        ObjectRef {
-            slot: NonNull::from(self.slot.get_ref()),
-        }
+    /// Returns the cache of the object.
+    pub(crate) fn cache(&self) -> Cache<'a, B> {
+        // SAFETY: By the type invariant of the slot, it names the object's
+        // cache and that cache's data, which outlive the object, alive for
+        // `'a`.
+        unsafe { Cache::from_raw(self.slot.cache, self.slot.cache_data) }
+    }
+
+    /// Makes a `T` initialised by `init`, with this object lent to it in
+    /// its [`SlimArc`]'s header, and runs `f` with two references to it, as
+    /// [`SlimArc::lend`] does: the lender's, borrowed, and one `f` owns.
+    ///
+    /// No reference on the object is taken for the value unless the value
+    /// outlives `f`: the loan is then secured, which takes one.
+    #[inline(always)]
+    pub(crate) fn lend<T, R>(
+        &self,
+        init: impl PinInit<T>,
+        mark: u32,
+        f: impl FnOnce(&SlimArc<T, ObjectLoan<B>>, SlimArc<T, ObjectLoan<B>>) -> R,
+    ) -> Result<(R, Option<i32>)> {
+        // INVARIANT: The object's slot (type invariant), not counted: the
+        // caller holds a reference on the object for `'a`, beyond this call,
+        // and the loan goes straight into the header of a value that
+        // `SlimArc::lend` frees, or secures the loan of, before it returns.
+        let loan = ObjectLoan {
+            slot: AtomicUsize::new(core::ptr::from_ref(self.slot.get_ref()) as usize),
+            _p: PhantomData,
+        };
+        SlimArc::lend(loan, init, mark, f)
     }
 
     /// Cancels the object's work if queued and waits for it if running.
@@ -376,48 +404,42 @@ impl<B: Operations> core::ops::Deref for ObjectView<'_, B> {
     }
 }
 
-/// An owned reference to an object of a cache bound to `B`, which reaches
-/// the object's backend data (and its cache) directly: unlike
-/// `ARef<Object<B>>`, without a call into cachefiles.
+/// An object lent to a value by a scope that holds a reference on it
+/// ([`ObjectView::lend`]), counted only if the value outlives that scope.
+/// Like [`ObjectView`], it reaches the object's backend data, and its
+/// cache's, without a call into cachefiles.
+///
+/// Only [`ObjectView::lend`] makes one, into the header of a [`SlimArc`]:
+/// it is only ever reached through a reference to that value.
 ///
 /// # Invariants
 ///
-/// `slot` is the private data of an object on which this holds a reference
-/// (so the slot, freed only with the object, is alive).
-pub(crate) struct ObjectRef<B: Operations> {
-    slot: NonNull<ObjectSlot<B>>,
+/// `slot` is the address of the private data of an object, with
+/// [`COUNTED`] set if this holds a reference on it. If it does not, this is
+/// the loan of a value made by [`SlimArc::lend`], called by
+/// [`ObjectView::lend`] in a scope that holds a reference on the object
+/// until the loan ends; and it is secured, which takes a reference, before
+/// the value outlives that scope.
+pub(crate) struct ObjectLoan<B: Operations> {
+    slot: AtomicUsize,
+    _p: PhantomData<ObjectSlot<B>>,
 }
 
-// SAFETY: Like `ARef<Object<B>>`: the reference may be moved to and dropped
-// on any thread, and `Object<B>` and the backend data are `Sync`.
-unsafe impl<B: Operations> Send for ObjectRef<B> {}
-// SAFETY: As above.
-unsafe impl<B: Operations> Sync for ObjectRef<B> {}
+/// The bit of [`ObjectLoan::slot`] set when the loan holds a reference on
+/// the object: slots are aligned to pointers.
+const COUNTED: usize = 1;
 
-impl<B: Operations> ObjectRef<B> {
-    /// Takes a new reference on `object`.
-    pub(crate) fn new(object: &Object<B>) -> Self {
-        object.inc_ref();
-        // INVARIANT: The slot of `object`, on which we now hold a reference.
-        Self {
-            slot: NonNull::from(object.slot().get_ref()),
-        }
-    }
+const _: () = assert!(core::mem::align_of::<*const ()>() > COUNTED);
 
+impl<B: Operations> ObjectLoan<B> {
     fn slot(&self) -> Pin<&ObjectSlot<B>> {
-        // SAFETY: The slot is alive (type invariant) and pinned: it is the
-        // private data `into_foreign` put there.
-        unsafe { Pin::new_unchecked(self.slot.as_ref()) }
+        let slot = self.slot.load(Ordering::Relaxed) & !COUNTED;
+        // SAFETY: The slot is the private data of an object that is alive
+        // while the loan is (type invariant), pinned there by `into_foreign`.
+        unsafe { Pin::new_unchecked(&*(slot as *const ObjectSlot<B>)) }
     }
 
-    /// Returns the backend's data of the object.
-    pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
-        let slot = self.slot();
-        // SAFETY: Projection of a structurally pinned field.
-        unsafe { slot.map_unchecked(|s| &s.data) }
-    }
-
-    /// Returns a view of the object, which reaches its data directly too.
+    /// Returns a view of the object, which reaches its data directly.
     pub(crate) fn view(&self) -> ObjectView<'_, B> {
         // INVARIANT: The slot is the private data of the object it names.
         ObjectView {
@@ -426,35 +448,51 @@ impl<B: Operations> ObjectRef<B> {
         }
     }
 
-    /// Returns the cache of the object.
-    pub(crate) fn cache(&self) -> Cache<'_, B> {
-        let slot = self.slot();
-        // SAFETY: By the type invariant of the slot, it names the object's
-        // cache and that cache's data, which outlive the object.
-        unsafe { Cache::from_raw(slot.cache, slot.cache_data) }
+    /// Returns the backend's data of the object.
+    pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
+        self.view().data()
     }
 }
 
-impl<B: Operations> core::ops::Deref for ObjectRef<B> {
+// SAFETY: `secure` takes a reference on the object, which the loan holds
+// from then on (`COUNTED`) until it is dropped.
+unsafe impl<B: Operations> Loan for ObjectLoan<B> {
+    fn secure(&self) {
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot & COUNTED != 0 {
+            return;
+        }
+        self.inc_ref();
+        // INVARIANT: Counted just above. (The loan is secured by its lender
+        // before it drops its references, and whoever drops the last one
+        // and this loan with it, which reads the bit, sees it set.)
+        self.slot.store(slot | COUNTED, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: Like `ARef<Object<B>>`: the loan may be reached from and dropped
+// on any thread, and `Object<B>` and the backend data are `Sync`.
+unsafe impl<B: Operations> Send for ObjectLoan<B> {}
+// SAFETY: As above.
+unsafe impl<B: Operations> Sync for ObjectLoan<B> {}
+
+impl<B: Operations> core::ops::Deref for ObjectLoan<B> {
     type Target = Object<B>;
 
     fn deref(&self) -> &Object<B> {
         // SAFETY: The slot names its object (type invariant of `ObjectSlot`),
-        // on which we hold a reference, and whose private data is the slot.
+        // alive while the loan is, and whose private data is the slot.
         unsafe { Object::from_raw(self.slot().object) }
     }
 }
 
-impl<B: Operations> Clone for ObjectRef<B> {
-    fn clone(&self) -> Self {
-        Self::new(self)
-    }
-}
-
-impl<B: Operations> Drop for ObjectRef<B> {
+impl<B: Operations> Drop for ObjectLoan<B> {
     fn drop(&mut self) {
-        // SAFETY: The reference this holds (type invariant), dropped once.
-        unsafe { bindings::cachefiles_object_put(self.slot().object) };
+        let slot = *self.slot.get_mut();
+        if slot & COUNTED != 0 {
+            // SAFETY: The reference this holds (type invariant), dropped once.
+            unsafe { bindings::cachefiles_object_put(self.slot().object) };
+        }
     }
 }
 
