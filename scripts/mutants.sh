@@ -47,12 +47,12 @@ MUTANTS=(
 	"r16|rust/anon_fd.rs|    if cmd != IOC_READ_COMPLETE {|    if false {|anonfd|any ioctl is taken for READ_COMPLETE"
 	"r20|rust/daemon.rs|    req.write_open_msg(\&mut w, id, open.object_id(), open.fd())?;\n    open.install();|    let (oid, fd) = (open.object_id(), open.fd());\n    open.install();\n    req.write_open_msg(\&mut w, id, oid, fd)?;|copen|the OPEN's fd is installed before the copy (leaks on EFAULT)"
 	# Rust: a request's outcome and stamp (in its SlimArc's header)
-	"r31|rust/stats.rs|MARK_MAX) << STAMP_SHIFT)|MARK_MAX))|stats|a round trip is counted in stamp units (1.024 us), not in ns"
+	"r31|rust/stats.rs|MARK_MAX) << STAMP_SHIFT\n|MARK_MAX)\n|stats|a round trip is counted in stamp units (1.024 us), not in ns"
 	"r32|rust/abstractions/completion.rs|        let word = ((result as u32) << 2) \p DONE \p HANDED;|        let word = DONE \p HANDED;|copen|a request's result is lost: every request succeeds"
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
-	"r12|rust/object.rs|    req.object().cache().wake_daemon();\n\n    if req.wait_killable()|    if req.wait_killable()|copen|no wake-up when a request is queued"
+	"r12|rust/object.rs|            object.cache().wake_daemon();\n            Ok(wait(\&state, id, waiter))|            Ok(wait(\&state, id, waiter))|copen|no wake-up when a request is queued"
 	# Rust: fairness
 	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
 	# Rust: boundaries
@@ -64,18 +64,22 @@ MUTANTS=(
 	"r2|rust/daemon.rs|(EINVAL.to_errno(), Err(EINVAL))|(EINVAL.to_errno(), Ok(()))|copen|copen id,<not an errno> is accepted"
 	"r3|rust/anon_fd.rs|        .ok_or(EINVAL)?;|        .ok_or(ENOENT)?;|anonfd|READ_COMPLETE of a bad id gives ENOENT"
 	# Rust: tracepoints (the C backend's stream is the reference)
-	"r21|rust/object.rs|Payload::Read(read) => object.trace_read(0, 0, read.off, read.len)|Payload::Read(read) => object.trace_read(0, 1, read.off, read.len)|trace_cmp.sh|a READ is traced with an object id the C code does not show"
+	"r21|rust/object.rs|Payload::Read { off, len } => object.trace_read(0, 0, *off, u64::from(*len))|Payload::Read { off, len } => object.trace_read(0, 1, *off, u64::from(*len))|trace_cmp.sh|a READ is traced with an object id the C code does not show"
 	"r22|rust/anon_fd.rs|    object.trace_cread(arg as u32);\n|\n|trace_cmp.sh|READ_COMPLETE is not traced"
 	# Rust: statistics
 	"r25|rust/stats.rs|        if self.queued.iter().all(|        if true \p\p self.queued.iter().all(|e2e_mount.sh|an unbound cache's counters never reach the totals (the skip for caches that counted nothing taken always)"
-	"r26|rust/stats.rs|        self.read_bytes.fetch_add(read_len(), Relaxed);|        self.read_bytes.fetch_add(read_len() / 2, Relaxed);|e2e_mount.sh|the statistics count half the bytes the READs asked for"
+	"r26|rust/stats.rs|            self.read_bytes.fetch_add(read_len, Relaxed);|            self.read_bytes.fetch_add(read_len / 2, Relaxed);|e2e_mount.sh|the statistics count half the bytes the READs asked for"
 	# Rust: drains
 	"r27|rust/cache.rs|            self.drain_from::<ONLY_NEW>(q, at, \&pred, result);|            self.drain_from::<ONLY_NEW>(q, at.saturating_add(1), \&pred, result);|flush|a drain leaves the first request it matched queued"
-	"r30|rust/request/queue.rs|            .is_some_and(\pr\p SlimArc::ptr_eq(\&waiter.0, \&r));|            .is_some_and(\p_\p false);|edge.sh|a killed waiter never takes its request back out: it waits for the daemon"
+	"r30|rust/request/queue.rs|            .is_some_and(\pr\p SlimArc::ptr_eq(waiter.0, \&r));|            .is_some_and(\p_\p false);|edge.sh|a killed waiter never takes its request back out: it waits for the daemon"
 	"r29|rust/request/queue.rs|                return Some(found.index());|                return None;|lifetime|a drain stops after its first full batch (32), leaving the rest queued"
 	"r33|rust/request/queue.rs|            if !pred(\&found.get()) {|            if false \&\& !pred(\&found.get()) {|flush lifetime anonfd edge.sh share churn|a drain takes every queued request, not only those it was asked to fail"
 	"r34|rust/request/queue.rs|cursor.next(usize::MAX, ONLY_NEW.then_some(NEW))?;|cursor.next(usize::MAX, Some(NEW))?;|flush lifetime|a drain walks only the requests the daemon has not read"
 	"r35|rust/request.rs|            Some(err) if err == EIO.to_errno() => Err(EIO),|            Some(err) if err == EIO.to_errno() => Ok(()),|lifetime flush|a waiter whose request failed with EIO is told it succeeded"
+	# Rust: a request's lent object (SlimArc::lend, ObjectLoan)
+	"r36|rust/abstractions/cachefiles/object.rs|        self.inc_ref();\n        // INVARIANT: Counted just above. (The loan|        // INVARIANT: Counted just above. (The loan|edge.sh|securing a loan takes no reference (its drop still puts one)"
+	"r37|rust/abstractions/slim_arc.rs|            lender.inner().head.loan.secure();\n|\n|edge.sh|a loan ended while another reference holds the value is not secured"
+	"r38|rust/abstractions/slim_arc.rs|        if refs.load(Ordering::Relaxed) != ours {|        if true {|edge.sh|every loan is secured, even when the sender's references are the last"
 	"r28|rust/abstractions/uaccess.rs|        self.advance(left, len)\n    }\n\n    /// Moves past|        self.advance(0, len)\n    }\n\n    /// Moves past|edge.sh|a copy of the OPEN's keys that faults is taken as written"
 	# The differential fuzzer (run with a small count, e.g.
 	# CFOD_MUTANTS_APPEND="FUZZ_COUNT=20"): an errno changed in either backend
