@@ -134,6 +134,7 @@ impl OndemandCache {
     /// Takes `waiter`'s request `id` back out of the queue, uncompleted, if
     /// it is still there (see [`QueueGuard::cancel`]); else gives `waiter`
     /// back, to wait for its completion.
+    #[inline(always)]
     pub(crate) fn cancel<'w>(
         &self,
         id: u32,

@@ -323,42 +323,39 @@ impl OndemandObject {
 /// and its result is returned.
 fn send(object: ObjectView<'_>, opcode: Opcode, make: impl FnOnce() -> Result<Payload>) -> Result {
     let state = object.cache_data();
-    let sent = (|| {
-        if state.is_dead() {
-            return Err(EIO);
+    // An OPEN that is not sent leaves its object closed (unless dropping).
+    let not_sent = |e: Error| {
+        if opcode == Opcode::Open {
+            object.data().open_not_sent(state.reopening());
         }
-        let payload = make()?;
-        // The built-in code traces a READ or CLOSE as it makes it, before
-        // the message has its ids.
-        match &payload {
-            Payload::Read { off, len } => object.trace_read(0, 0, *off, u64::from(*len)),
-            Payload::Close { .. } => object.trace_close(0, 0),
-            Payload::Open(_) => {}
-        }
-        Request::send(object, payload, |waiter, queued| {
-            let id = state.enqueue(&waiter, queued)?;
-            pr_debug!("{:?} queued as msg {}\n", opcode, id);
-            object.cache().wake_daemon();
-            Ok(wait(&state, id, waiter))
-        })
-    })();
-    match sent {
-        Ok(result) => {
-            pr_debug!("{:?} done: {:?}\n", opcode, result);
-            result
-        }
-        Err(e) => {
-            if opcode == Opcode::Open {
-                object.data().open_not_sent(state.reopening());
-            }
-            Err(e)
-        }
+        e
+    };
+    if state.is_dead() {
+        return Err(not_sent(EIO));
     }
+    let payload = make().map_err(not_sent)?;
+    // The built-in code traces a READ or CLOSE as it makes it, before the
+    // message has its ids.
+    match &payload {
+        Payload::Read { off, len } => object.trace_read(0, 0, *off, u64::from(*len)),
+        Payload::Close { .. } => object.trace_close(0, 0),
+        Payload::Open(_) => {}
+    }
+    let sent = Request::send(object, payload, |waiter, queued| {
+        let id = state.enqueue(&waiter, queued).map_err(not_sent)?;
+        pr_debug!("{:?} queued as msg {}\n", opcode, id);
+        object.cache().wake_daemon();
+        wait(&state, id, waiter)
+    });
+    let result = sent.map_err(not_sent)?;
+    pr_debug!("{:?} done: {:?}\n", opcode, result);
+    result
 }
 
 /// Waits for request `id`, `waiter`'s, to be completed, or for a fatal
-/// signal: `EINTR` if the request could then be taken back out of the queue
-/// (otherwise whoever took it is completing it, and is waited for).
+/// signal; returns its result, or `EINTR` if the request could then be
+/// taken back out of the queue (otherwise whoever took it is completing
+/// it, and is waited for).
 #[inline(always)]
 fn wait(state: &OndemandCache, id: u32, waiter: Waiter<'_>) -> Result {
     if waiter.wait_killable().is_err() {
@@ -369,10 +366,13 @@ fn wait(state: &OndemandCache, id: u32, waiter: Waiter<'_>) -> Result {
                 return Err(cancelled.finish());
             }
             // Somebody took it out and completes it.
-            Err(waiter) => waiter.wait(),
+            Err(waiter) => {
+                waiter.wait();
+                return waiter.result();
+            }
         }
     }
-    Ok(())
+    waiter.result()
 }
 
 /// `init_object`: send an OPEN and wait for the daemon's copen.

@@ -217,6 +217,20 @@ impl Waiter<'_> {
     pub(crate) fn wait(&self) {
         self.0.done.wait_for_completion()
     }
+
+    /// Returns the outcome of the completed request, once a wait returned.
+    #[inline(always)]
+    pub(crate) fn result(self) -> Result {
+        match self.0.outcome().result() {
+            Some(0) => Ok(()),
+            // The errno that fails requests in bulk (the cache's death, a
+            // withdrawal), in line: each of those waiters takes this path.
+            Some(err) if err == EIO.to_errno() => Err(EIO),
+            Some(err) => Err(failure(err)),
+            // Not completed: not reached, as the wait returned.
+            None => Err(EIO),
+        }
+    }
 }
 
 /// The address of a request: only ever compared, never followed.
@@ -258,39 +272,26 @@ const _: () = assert!(ReqRef::alloc_size() <= 64);
 impl Request {
     /// Makes a request about `object` carrying `payload`, lent the object,
     /// and runs `f` with the sender's [`Waiter`] and the reference the queue
-    /// is to hold ([`OndemandCache::enqueue`]).
-    ///
-    /// `f` returns `Err` if the request was not queued, else whether its
-    /// wait ended with its completion (`Ok`) or was given up (`EINTR`).
-    /// Returns `Err` if the request could not be made or queued, else the
-    /// result of the request: its completion's, in `Ok`, or `EINTR`.
+    /// is to hold ([`OndemandCache::enqueue`]); returns what `f` returned,
+    /// or `ENOMEM` if the request could not be made.
     ///
     /// [`OndemandCache::enqueue`]: crate::cache::OndemandCache::enqueue
     #[inline(always)]
     pub(crate) fn send(
         object: ObjectView<'_>,
         payload: Payload,
-        f: impl FnOnce(Waiter<'_>, ReqRef) -> Result<Result>,
+        f: impl FnOnce(Waiter<'_>, ReqRef) -> Result,
     ) -> Result<Result> {
         // INVARIANT: Not completed; an OPEN's keys fit (`Payload::open`).
         let init = pin_init!(Request {
             payload,
             done <- Completion::new(),
         });
-        let (sent, outcome) = object.lend(init, Stamp::new().mark(), |req, queued| {
+        // The reference a completer hands over is dropped with the sender's
+        // when the loan ends, in a context that may sleep.
+        object.lend(init, Stamp::new().mark(), |req, queued| {
             f(Waiter(req), queued)
-        })?;
-        // The reference the completer handed over was dropped with the
-        // sender's when the loan ended, in a context that may sleep.
-        Ok(sent?.and_then(|()| match outcome {
-            Some(0) => Ok(()),
-            // The errno that fails requests in bulk (the cache's death, a
-            // withdrawal), in line: each of those waiters takes this path.
-            Some(err) if err == EIO.to_errno() => Err(EIO),
-            Some(err) => Err(failure(err)),
-            // Not completed: not reached, as the wait returned.
-            None => Err(EIO),
-        }))
+        })
     }
 
     /// Returns the request's opcode.
@@ -417,7 +418,7 @@ impl Request {
 ///
 /// Out of line, so that the success path tests the result alone. `EIO`,
 /// the errno that fails requests in bulk, is tested in line before
-/// ([`Request::send`]): `Error::from_errno` is an out-of-line call in
+/// ([`Waiter::result`]): `Error::from_errno` is an out-of-line call in
 /// 6.12.
 #[cold]
 #[inline(never)]

@@ -92,7 +92,8 @@ impl Completion {
 ///
 /// Kept by a [`SlimArc`] beside its count, in the room its alignment leaves
 /// there: [`SlimArc::complete_handing_over`] writes the result and the
-/// hand-over, [`SlimArc::lend`] reads them when its loan ends.
+/// hand-over, the waiter reads the result, and [`SlimArc::lend`] the
+/// hand-over when its loan ends.
 ///
 /// [`SlimArc`]: super::slim_arc::SlimArc
 /// [`SlimArc::complete_handing_over`]: super::slim_arc::SlimArc::complete_handing_over
@@ -135,14 +136,29 @@ impl Outcome {
         self.0.swap(word, Ordering::AcqRel) >> 2
     }
 
-    /// Returns whether a reference was handed over with the result, and
-    /// the result if the job is done.
+    /// Records a reference handed over without a result: the job is not
+    /// done, and will not be (one `lock or`).
+    #[inline]
+    pub(super) fn hand_back(&self) {
+        self.0.fetch_or(HANDED, Ordering::Release);
+    }
+
+    /// Returns whether a reference was handed over (with the result, or
+    /// without one).
     ///
     /// For the waiter, once its wait returned: then nothing changes the
-    /// word any more, which one load reads.
+    /// word any more.
     #[inline]
-    pub(super) fn peek_handed(&self) -> (bool, Option<i32>) {
-        let word = self.0.load(Ordering::Acquire);
-        (word & HANDED != 0, Self::result_of(word))
+    pub(super) fn handed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & HANDED != 0
+    }
+
+    /// Returns the result, if the job is done.
+    ///
+    /// For the waiter, once its wait returned: the completion orders the
+    /// completer's exchange before it.
+    #[inline]
+    pub(crate) fn result(&self) -> Option<i32> {
+        Self::result_of(self.0.load(Ordering::Acquire))
     }
 }

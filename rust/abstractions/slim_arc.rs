@@ -47,7 +47,10 @@ const MAX: u32 = i32::MAX as u32;
 /// (`()`).
 ///
 /// A loan is only reachable through a reference to its value, by `&`: it
-/// cannot be moved out of the header, and it is dropped with the value.
+/// cannot be moved out of the header. It is dropped with the value if it was
+/// secured, or if the value outlived its lender; [`SlimArc::lend`] frees a
+/// value whose loan it did not secure without dropping the loan, so a loan
+/// that is never secured must not need dropping.
 ///
 /// # Safety
 ///
@@ -72,8 +75,9 @@ unsafe impl Loan for () {
 ///
 /// While the outcome's "handed" bit is set, the count includes one
 /// reference that no `SlimArc` holds: the completer's, handed over
-/// ([`SlimArc::complete_handing_over`]) to the lender, which drops it when
-/// the loan ends ([`SlimArc::lend`]).
+/// ([`SlimArc::complete_handing_over`]), or one handed back uncompleted
+/// ([`SlimArc::hand_back`]), to the lender, which drops it when the loan
+/// ends ([`SlimArc::lend`]).
 ///
 /// The loan is valid for as long as it lives: a value that outlives the
 /// scope that made it ([`SlimArc::lend`]) has had it secured.
@@ -117,14 +121,14 @@ impl<T, L: Loan> SlimArc<T, L> {
     /// and one `f` owns. Then ends the loan.
     ///
     /// Ending the loan: if the references left are the lender's and the one
-    /// a completer handed over to it ([`Self::complete_handing_over`]),
+    /// handed over to it ([`Self::complete_handing_over`],
+    /// [`Self::hand_back`]),
     /// nobody else can reach the value, which is freed here, loan included.
     /// Otherwise the loan is secured ([`Loan::secure`]) before those are
     /// dropped. So the value never outlives this call with a loan that is
     /// not secured, whatever `f` did with its references.
     ///
-    /// Returns what `f` returned, and the result the completer recorded if
-    /// it handed its reference over.
+    /// Returns what `f` returned.
     ///
     /// (6.12's `Flags` does not give its bits to other crates, hence no
     /// flags argument.)
@@ -134,7 +138,7 @@ impl<T, L: Loan> SlimArc<T, L> {
         init: impl PinInit<T>,
         mark: u32,
         f: impl FnOnce(&Self, Self) -> R,
-    ) -> Result<(R, Option<i32>)> {
+    ) -> Result<R> {
         let head = ArcHead {
             refs: AtomicU32::new(2),
             outcome: Outcome::pending(mark),
@@ -153,17 +157,16 @@ impl<T, L: Loan> SlimArc<T, L> {
             _owns: PhantomData,
         };
         let ret = f(&lender, other);
-        Ok((ret, Self::end_loan(lender)))
+        Self::end_loan(lender);
+        Ok(ret)
     }
 
     /// Ends the loan of [`Self::lend`]: drops the lender's reference and the
     /// one handed over to it, if any, freeing the value if they are the last
-    /// ones and securing the loan first if they are not; returns the
-    /// result handed over with the completer's reference.
+    /// ones and securing the loan first if they are not.
     #[inline(always)]
-    fn end_loan(mut lender: ManuallyDrop<Self>) -> Option<i32> {
-        let (handed, result) = lender.outcome().peek_handed();
-        let ours = if handed { 2 } else { 1 };
+    fn end_loan(mut lender: ManuallyDrop<Self>) {
+        let ours = 1 + u32::from(lender.outcome().handed());
         let refs = &lender.inner().head.refs;
         if refs.load(Ordering::Relaxed) != ours {
             // Somebody else holds the value: the loan must outlive the
@@ -175,15 +178,19 @@ impl<T, L: Loan> SlimArc<T, L> {
                     // Saturated, or an underflow: as in `drop`.
                     refs.store(SATURATED, Ordering::Relaxed);
                 }
-                return result;
+                return;
             }
-            // The others were dropped meanwhile: these were the last.
+            // The others were dropped meanwhile, and the loan is secured:
+            // these were the last references.
+            // SAFETY: As below.
+            unsafe { lender.free() };
+            return;
         }
         // SAFETY: No reference is counted but the lender's and the one
         // handed over to it, which are dropped here, together: they were
         // the last ones, and nobody can make another without holding one.
-        unsafe { lender.free() };
-        result
+        // The loan was not secured, so it is not dropped (`Loan`).
+        unsafe { lender.free_value() };
     }
 
     fn inner(&self) -> &Inner<T, L> {
@@ -311,6 +318,20 @@ impl<T, L: Loan> SlimArc<T, L> {
         unsafe { (*done).complete() };
     }
 
+    /// Hands this reference over to the lender without completing the value:
+    /// for a reference whose value will never be completed, which the lender
+    /// drops with its own when the loan ends ([`Self::lend`]), in one go,
+    /// where dropping it here would be an atomic change of the count more.
+    ///
+    /// At most one reference is handed over per value, by this or by
+    /// [`Self::complete_handing_over`]; one more is leaked, never freed.
+    #[inline(always)]
+    pub(crate) fn hand_back(this: Self) {
+        // INVARIANT: The "handed" bit set, for this reference, which no
+        // `SlimArc` holds any more.
+        ManuallyDrop::new(this).outcome().hand_back();
+    }
+
     /// Drops the value and frees the allocation.
     ///
     /// # Safety
@@ -331,16 +352,28 @@ impl<T, L: Loan> SlimArc<T, L> {
     /// together ([`Self::end_loan`]).
     #[inline(always)]
     unsafe fn free(&mut self) {
+        // SAFETY: The caller's guarantee: nothing else can reach the loan,
+        // which is dropped once, with the value below.
+        unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*self.ptr.as_ptr()).head.loan)) };
+        // SAFETY: The caller's guarantee.
+        unsafe { self.free_value() }
+    }
+
+    /// [`Self::free`] without dropping the loan.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::free`]; the loan needs no drop (it was not secured,
+    /// [`Loan`]) or was dropped.
+    #[inline(always)]
+    unsafe fn free_value(&mut self) {
         // Every other reference's uses happen before the free.
         fence(Ordering::Acquire);
         let p = self.ptr.as_ptr();
         // SAFETY: This was the last reference (the safety requirement):
         // nothing else can reach the value, which is initialised (type
-        // invariant), or its loan; each is dropped once.
-        unsafe {
-            ptr::drop_in_place(ptr::addr_of_mut!((*p).data));
-            ptr::drop_in_place(ptr::addr_of_mut!((*p).head.loan));
-        }
+        // invariant) and dropped once.
+        unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*p).data)) };
         // SAFETY: Allocated with `kmalloc` (type invariant), freed once.
         unsafe { bindings::kfree(p.cast::<c_void>()) };
     }

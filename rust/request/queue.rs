@@ -314,12 +314,12 @@ pub(crate) struct Cancelled {
 }
 
 impl Cancelled {
-    /// Drops the queue's reference, out of the critical section (the
-    /// sender's, usually the last one, is dropped when the request's loan
-    /// ends); returns the waiter's error, `EINTR`.
+    /// Hands the queue's reference back to the sender, which drops it with
+    /// its own when the request's loan ends, usually the last two, in one
+    /// go; returns the waiter's error, `EINTR`.
     #[inline(always)]
     pub(crate) fn finish(self) -> Error {
-        drop(self.queued);
+        SlimArc::hand_back(self.queued);
         EINTR
     }
 }

@@ -373,7 +373,7 @@ impl<'a, B: Operations> ObjectView<'a, B> {
         init: impl PinInit<T>,
         mark: u32,
         f: impl FnOnce(&SlimArc<T, ObjectLoan<B>>, SlimArc<T, ObjectLoan<B>>) -> R,
-    ) -> Result<(R, Option<i32>)> {
+    ) -> Result<R> {
         // INVARIANT: The object's slot (type invariant), not counted: the
         // caller holds a reference on the object for `'a`, beyond this call,
         // and the loan goes straight into the header of a value that
@@ -432,6 +432,9 @@ const COUNTED: usize = 1;
 const _: () = assert!(core::mem::align_of::<*const ()>() > COUNTED);
 
 impl<B: Operations> ObjectLoan<B> {
+    /// Returns the object's slot: one load of the loan's word, as each
+    /// accessor below makes.
+    #[inline(always)]
     fn slot(&self) -> Pin<&ObjectSlot<B>> {
         let slot = self.slot.load(Ordering::Relaxed) & !COUNTED;
         // SAFETY: The slot is the private data of an object that is alive
@@ -440,17 +443,24 @@ impl<B: Operations> ObjectLoan<B> {
     }
 
     /// Returns a view of the object, which reaches its data directly.
+    #[inline(always)]
     pub(crate) fn view(&self) -> ObjectView<'_, B> {
+        let slot = self.slot();
         // INVARIANT: The slot is the private data of the object it names.
         ObjectView {
-            object: self,
-            slot: self.slot(),
+            // SAFETY: The slot names its object (type invariant of
+            // `ObjectSlot`), alive while the loan is, whose private data is
+            // the slot.
+            object: unsafe { Object::from_raw(slot.object) },
+            slot,
         }
     }
 
     /// Returns the backend's data of the object.
+    #[inline(always)]
     pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
-        self.view().data()
+        // SAFETY: Projection of a structurally pinned field.
+        unsafe { self.slot().map_unchecked(|s| &s.data) }
     }
 }
 
@@ -479,6 +489,7 @@ unsafe impl<B: Operations> Sync for ObjectLoan<B> {}
 impl<B: Operations> core::ops::Deref for ObjectLoan<B> {
     type Target = Object<B>;
 
+    #[inline(always)]
     fn deref(&self) -> &Object<B> {
         // SAFETY: The slot names its object (type invariant of `ObjectSlot`),
         // alive while the loan is, and whose private data is the slot.
