@@ -52,7 +52,7 @@ MUTANTS=(
 	# Rust: wake-ups
 	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
-	"r12|rust/object.rs|            object.cache().wake_daemon();\n            Ok(wait(\&state, id, waiter))|            Ok(wait(\&state, id, waiter))|copen|no wake-up when a request is queued"
+	"r12|rust/object.rs|        object.cache().wake_daemon();\n        wait(\&state, id, waiter)|        wait(\&state, id, waiter)|copen|no wake-up when a request is queued"
 	# Rust: fairness
 	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
 	# Rust: boundaries
