@@ -491,9 +491,7 @@ impl<B: Operations> core::ops::Deref for ObjectLoan<B> {
 
     #[inline(always)]
     fn deref(&self) -> &Object<B> {
-        // SAFETY: The slot names its object (type invariant of `ObjectSlot`),
-        // alive while the loan is, and whose private data is the slot.
-        unsafe { Object::from_raw(self.slot().object) }
+        self.view().object
     }
 }
 
