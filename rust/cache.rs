@@ -206,7 +206,10 @@ impl OndemandCache {
             batch.finish(result);
             // Requests may leave or come meanwhile: the walk goes on from
             // where the full batch stopped, and finds what is there then.
-            let Some(from) = resume else { return };
+            let Some(from) = resume else {
+                batch.dismiss();
+                return;
+            };
             at = from;
             q = self.reqs.lock();
         }

@@ -55,8 +55,11 @@ impl<T, const N: usize> ArrayVec<T, N> {
         Ok(())
     }
 
-    /// Moves every value out, in the order pushed, into `f`; the vector is
+    /// Moves every value out into `f`, the last pushed first; the vector is
     /// empty after it.
+    ///
+    /// Backwards, so that the loop counts down to zero: one instruction a
+    /// value fewer than counting up to the length.
     #[inline(always)]
     pub(crate) fn take_each(&mut self, mut f: impl FnMut(T)) {
         // INVARIANT: Emptied before any value is moved out: should `f` not
@@ -65,7 +68,7 @@ impl<T, const N: usize> ArrayVec<T, N> {
         let Some(used) = self.slots.get(..len) else {
             return;
         };
-        for slot in used {
+        for slot in used.iter().rev() {
             // SAFETY: `slot` is one of the first `len` slots, initialised by
             // the type invariant, and read once: `len` is 0 already, so
             // nothing reads it again before it is written anew.

@@ -353,12 +353,12 @@ impl<T: ForeignOwnable> Found<'_, T> {
     pub(crate) fn take(self) -> T {
         // SAFETY: The lock is held and `xas` is on the entry (type
         // invariant): storing `NULL` erases it (its marks too), allocating
-        // nothing.
-        unsafe { bindings::xas_store(self.xas, ptr::null_mut()) };
-        // SAFETY: The entry just erased, from `T::into_foreign` (type
+        // nothing, and returns it.
+        let p = unsafe { bindings::xas_store(self.xas, ptr::null_mut()) };
+        // SAFETY: `p` is the entry just erased, from `T::into_foreign` (type
         // invariant): erasing it gave us its ownership, and no borrow of it is
         // left, since `get`'s borrows end with `self`.
-        unsafe { T::from_foreign(self.entry) }
+        unsafe { T::from_foreign(p) }
     }
 }
 
