@@ -72,7 +72,7 @@ MUTANTS=(
 	# Rust: drains
 	"r27|rust/cache.rs|            self.drain_from::<ONLY_NEW>(q, at, \&pred, result);|            self.drain_from::<ONLY_NEW>(q, at.saturating_add(1), \&pred, result);|flush|a drain leaves the first request it matched queued"
 	"r30|rust/request/queue.rs|            .is_some_and(\pr\p SlimArc::ptr_eq(waiter.0, \&r));|            .is_some_and(\p_\p false);|edge.sh|a killed waiter never takes its request back out: it waits for the daemon"
-	"r29|rust/request/queue.rs|                return Some(found.index());|                return None;|lifetime|a drain stops after its first full batch (32), leaving the rest queued"
+	"r29|rust/request/queue.rs|                return Some(found.index());|                return None;|lifetime|a drain stops after its first full batch (64), leaving the rest queued"
 	"r33|rust/request/queue.rs|            if !pred(\&found.get()) {|            if false \&\& !pred(\&found.get()) {|flush lifetime anonfd edge.sh share churn|a drain takes every queued request, not only those it was asked to fail"
 	"r34|rust/request/queue.rs|cursor.next(usize::MAX, ONLY_NEW.then_some(NEW))?;|cursor.next(usize::MAX, Some(NEW))?;|flush lifetime|a drain walks only the requests the daemon has not read"
 	"r35|rust/request.rs|            Some(err) if err == EIO.to_errno() => Err(EIO),|            Some(err) if err == EIO.to_errno() => Ok(()),|lifetime flush|a waiter whose request failed with EIO is told it succeeded"

@@ -17,7 +17,7 @@
  *    state.
  *
  * 3. The daemon holds more READs than one critical section of a drain
- *    takes out (the Rust backend's batch of 32): the release of the devnode
+ *    takes out (the Rust backend's batch of 64): the release of the devnode
  *    fails every one of them, each reader gets EIO; then as in 2.
  *
  * The kernel's hung-task detector ignores killable waits (a reader waiting
@@ -261,8 +261,8 @@ static int devnode_closed_first(void)
 	return 0;
 }
 
-/* More than two batches of 32, and not a multiple of 32. */
-#define NHELD 72
+/* More than two batches of 64, and not a multiple of 64. */
+#define NHELD 136
 
 static int many_held(void)
 {
