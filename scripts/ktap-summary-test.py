@@ -21,7 +21,8 @@ spec.loader.exec_module(ks)
 RULE = "[  250.570841] " + "=" * 66
 GATE = {"cachefiles_has_space", "cachefiles_get_directory",
         "cachefiles_acquire_volume", "cachefiles_add_cache",
-        "cachefiles_ondemand_daemon_read", "cachefiles_withdraw_cache"}
+        "cachefiles_ondemand_daemon_read", "cachefiles_withdraw_cache",
+        "__cachefiles_write", "cachefiles_ondemand_fd_write_iter"}
 
 
 def report(title, first, frames, second=None):
@@ -111,49 +112,44 @@ class KcsanTriage(unittest.TestCase):
         self.assertIsNotNone(why)
 
 
-    def test_jbd2_stop_under_the_daemon_write_is_known(self):
+    # The jbd2 commit thread's side of the j_flags races below: its clear
+    # of JBD2_FULL_COMMIT_ONGOING under j_state_lock.
+    COMMIT = ["jbd2_journal_commit_transaction+0x2904/0x2ce0", "kjournald2+0xf9/0x2b0",
+              "kthread+0x194/0x1b0"]
+
+    def assert_jbd2_known_under_core(self, title, reader, core):
+        """A j_flags race of the commit thread against `reader` frames, the
+        last `core` of them cachefiles': known (is_handle_aborted()), and not
+        this entry's once those frames are cut."""
         first = "read-write to 0xffff888004974000 of 8 bytes by task 51 on cpu 0:"
-        commit = ["jbd2_journal_commit_transaction+0x2904/0x2ce0", "kjournald2+0xf9/0x2b0",
-                  "kthread+0x194/0x1b0"]
+        second = "read to 0xffff888004974000 of 8 bytes by task 382 on cpu 1:"
+        why, gated = self.triage(report(title, first, self.COMMIT, (second, reader)))
+        self.assertTrue(gated)
+        self.assertIsNotNone(why)
+        self.assertIn("is_handle_aborted", why)
+        why, _ = self.triage(report(title, first, self.COMMIT, (second, reader[:-core])))
+        self.assertIsNone(why)
+
+    def test_jbd2_stop_under_the_daemon_write_is_known(self):
         stop = ["jbd2_journal_stop+0x6a/0x580", "__ext4_journal_stop+0x8c/0xd0",
                 "ext4_dirty_inode+0x95/0xa0", "__cachefiles_write+0x492/0x690",
                 "cachefiles_ondemand_fd_write_iter+0x257/0x300", "vfs_write+0x324/0x3d0"]
-        second = ("read to 0xffff888004974000 of 8 bytes by task 382 on cpu 1:", stop)
-        why, _ = self.triage(report("jbd2_journal_commit_transaction / jbd2_journal_stop",
-                                    first, commit, second))
-        self.assertIsNotNone(why)
-        self.assertIn("is_handle_aborted", why)
-        # The same race with no cachefiles frame is not this entry's.
-        off_path = ("read to 0xffff888004974000 of 8 bytes by task 382 on cpu 1:", stop[:3])
-        why, _ = self.triage(report("jbd2_journal_commit_transaction / jbd2_journal_stop",
-                                    first, commit, off_path))
-        self.assertIsNone(why)
+        self.assert_jbd2_known_under_core(
+            "jbd2_journal_commit_transaction / jbd2_journal_stop", stop, 3)
 
     def test_jbd2_dirty_metadata_under_the_core_mkdir_is_known(self):
-        # CI of stop 43 (race-rust): the commit thread's clear of
-        # JBD2_FULL_COMMIT_ONGOING against is_handle_aborted() in
+        # CI of stop 43 (race-rust): is_handle_aborted() in
         # __ext4_handle_dirty_metadata(), ext4 allocating a block. The
         # output kept stopped at ext4_getblk; the frames below it are the
         # directory growth of the core's mkdir, one way there.
-        first = "read-write to 0xffff8880043bd000 of 8 bytes by task 50 on cpu 1:"
-        commit = ["jbd2_journal_commit_transaction+0x2904/0x2ce0", "kjournald2+0xf9/0x2b0",
-                  "kthread+0x194/0x1b0"]
         dirty = ["__ext4_handle_dirty_metadata+0x1ec/0x3d0", "ext4_mb_mark_context+0x709/0x830",
                  "ext4_mb_mark_diskspace_used+0x1a5/0x2a0", "ext4_mb_new_blocks+0x80a/0x1ab0",
                  "ext4_ext_map_blocks+0xeb6/0x2a50", "ext4_map_blocks+0x403/0x8e0",
                  "ext4_getblk+0xc7/0x3b0", "ext4_bread+0x2a/0x110", "ext4_append+0x10c/0x260",
                  "ext4_init_new_dir+0x16d/0x4b0", "ext4_mkdir+0x2cb/0x5d0", "vfs_mkdir+0x27c/0x3a0",
                  "cachefiles_get_directory+0x1c4/0x790"]
-        second = ("read to 0xffff8880043bd000 of 8 bytes by task 108 on cpu 0:", dirty)
-        title = "__ext4_handle_dirty_metadata / jbd2_journal_commit_transaction"
-        why, gated = self.triage(report(title, first, commit, second))
-        self.assertTrue(gated)
-        self.assertIsNotNone(why)
-        self.assertIn("is_handle_aborted", why)
-        # Without the core's frame it is ext4's own and not this entry's.
-        off_path = (second[0], dirty[:-1])
-        why, _ = self.triage(report(title, first, commit, off_path))
-        self.assertIsNone(why)
+        self.assert_jbd2_known_under_core(
+            "__ext4_handle_dirty_metadata / jbd2_journal_commit_transaction", dirty, 1)
 
 
 class PlanCheck(unittest.TestCase):
