@@ -356,8 +356,11 @@ impl Batch<'_> {
             .take_each(|req| Request::complete(req, result, stats));
     }
 
-    /// Drops a batch [`Self::finish`] left empty, without the test of its
-    /// drop: a call to it that the compiler keeps after the drain's loop.
+    /// Lets go of a batch, which [`Self::finish`] has emptied.
+    ///
+    /// The drop's own test would cost an out-of-line call that the compiler
+    /// keeps after the drain's loop; this test is in line. A batch that is
+    /// not empty is dropped, and so completed, as any other.
     #[inline(always)]
     pub(crate) fn dismiss(self) {
         if self.reqs.is_empty() {
