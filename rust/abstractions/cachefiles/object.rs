@@ -90,6 +90,13 @@ impl<B: Operations> ObjectSlot<B> {
             data <- data,
         })
     }
+
+    /// Returns the backend's data of the object.
+    #[inline(always)]
+    fn data(self: Pin<&Self>) -> Pin<&B::ObjectData> {
+        // SAFETY: Projection of a structurally pinned field.
+        unsafe { self.map_unchecked(|s| &s.data) }
+    }
 }
 
 /// A cachefiles object of a cache bound to backend `B`.
@@ -339,8 +346,7 @@ impl<'a, B: Operations> ObjectView<'a, B> {
 
     /// Returns the backend's data of the object.
     pub(crate) fn data(&self) -> Pin<&'a B::ObjectData> {
-        // SAFETY: Projection of a structurally pinned field.
-        unsafe { self.slot.map_unchecked(|s| &s.data) }
+        self.slot.data()
     }
 
     /// Returns the backend's data of the object's cache.
@@ -459,8 +465,7 @@ impl<B: Operations> ObjectLoan<B> {
     /// Returns the backend's data of the object.
     #[inline(always)]
     pub(crate) fn data(&self) -> Pin<&B::ObjectData> {
-        // SAFETY: Projection of a structurally pinned field.
-        unsafe { self.slot().map_unchecked(|s| &s.data) }
+        self.slot().data()
     }
 }
 
