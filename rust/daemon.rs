@@ -124,7 +124,7 @@ pub(crate) fn copen(cache: Cache<'_>, args: CStrMut<'_>) -> Result {
         return Err(EINVAL);
     };
 
-    let id = kstrtoul(id_str, 0)?;
+    let id = kstrtoul(&id_str, 0)?;
     let state = cache.data();
     // The OPEN must have been read by the daemon: the object has an id.
     let taken = usize::try_from(id)
@@ -139,7 +139,7 @@ pub(crate) fn copen(cache: Cache<'_>, args: CStrMut<'_>) -> Result {
     let object = taken.object().ok_or(EINVAL)?;
     let info = object.data();
 
-    let (result, ret) = match kstrtol(size_str, 0) {
+    let (result, ret) = match kstrtol(&size_str, 0) {
         Err(e) => (e.to_errno(), Err(e)),
         Ok(size) if size < 0 => {
             if size < -(MAX_ERRNO as i64) {
@@ -149,10 +149,14 @@ pub(crate) fn copen(cache: Cache<'_>, args: CStrMut<'_>) -> Result {
             }
         }
         Ok(size) => match info.copen(object, id as u32, size, state.reopening()) {
-            Ok(()) => {
+            // A READ of the object, held back while it reopened, is ready.
+            Ok(true) => {
                 cache.wake_daemon();
                 (0, Ok(()))
             }
+            // Nothing queued waited for this object to open: the OPEN's
+            // own waiter is woken by its completion.
+            Ok(false) => (0, Ok(())),
             // The anonymous fd was closed before copen: fail the OPEN only.
             Err(e) => (e.to_errno(), Ok(())),
         },

@@ -284,13 +284,17 @@ impl OndemandObject {
     /// fd racing with this copen between the two can fail the copen after
     /// the size is recorded: the object is closed then, and the copen of
     /// its reopen records the size again.
+    ///
+    /// Returns whether the object was reopening: only then can the copen
+    /// make a queued request ready (a READ of a reopening object waits for
+    /// it), and only then does the daemon need waking.
     pub(crate) fn copen(
         &self,
         object: &Object,
         msg_id: u32,
         size: i64,
         reopening: &ReopenCount,
-    ) -> Result {
+    ) -> Result<bool> {
         if self.peek().id == ID_CLOSED {
             return Err(error::ebadfd());
         }
@@ -302,7 +306,7 @@ impl OndemandObject {
         if old.id == ID_CLOSED {
             return Err(error::ebadfd());
         }
-        Ok(())
+        Ok(old.state == ObjState::Reopening)
     }
 
     /// After a copen that did not open the object: if the anonymous fd is
