@@ -5,13 +5,14 @@
 //! cachefiles hands a devnode command's arguments to the backend as a
 //! writable `char *` (no NUL inside: the devnode refuses a command with
 //! one), and `ondemand.c` splits them in place with `strchr()`. Building
-//! `&CStr`s from byte slices would scan each part again for an inner NUL;
-//! [`CStrMut::split_once`] makes both halves from the one `strchr()`.
+//! `&CStr`s would measure each part again; [`CStrMut::split_once`] makes
+//! both halves from the one `strchr()`, and the parsers read each up to its
+//! NUL, as C's do.
 //!
 //! C header: [`include/linux/string.h`](srctree/include/linux/string.h)
 
 use core::{marker::PhantomData, ptr::NonNull};
-use kernel::{bindings, ffi::c_char, prelude::*};
+use kernel::{bindings, ffi::c_char};
 
 /// A NUL-terminated string, writable, lent by C code for `'a`.
 ///
@@ -48,43 +49,42 @@ impl<'a> CStrMut<'a> {
     /// Splits the string at the first `sep` (not NUL), which becomes the
     /// first part's NUL, as `strchr()` then a store of 0 do in C; `None`
     /// if there is no `sep`.
-    pub(crate) fn split_once(self, sep: u8) -> Option<(&'a CStr, &'a CStr)> {
+    ///
+    /// Neither part is measured: each stays a string that ends at its NUL,
+    /// as in C, for parsers that read up to it.
+    pub(crate) fn split_once(self, sep: u8) -> Option<(CStrMut<'a>, CStrMut<'a>)> {
         if sep == 0 {
             return None;
         }
         let s = self.ptr.as_ptr();
         // SAFETY: `s` is a NUL-terminated string (type invariant).
         let at = unsafe { bindings::strchr(s, kernel::ffi::c_int::from(sep)) };
-        if at.is_null() {
-            return None;
-        }
-        // SAFETY: `at` points into the string (`strchr`'s result), after
-        // or at its start.
-        let first_len = unsafe { at.offset_from(s) } as usize;
+        let at = NonNull::new(at)?;
         // SAFETY: `at` points to a `sep` byte of the string, not its NUL
-        // (`sep` is not 0), so a NUL-terminated rest starts after it.
-        let rest = unsafe { at.add(1) };
-        // SAFETY: `rest` is NUL-terminated (above).
-        let rest_len = unsafe { bindings::strlen(rest) };
-        // With their NULs; neither sum can overflow for a string in memory.
-        let (first_len, rest_len) = (first_len.checked_add(1)?, rest_len.checked_add(1)?);
-        // SAFETY: `at` is writable (type invariant); the NUL written there
-        // ends the first part, which had no NUL before it (`strchr` found
-        // none), and the second part ends at the string's own NUL, with
-        // none before it (`strlen`). Each slice is its part with its NUL.
-        // Both are only read from now on, for `'a`: `self` is consumed.
-        unsafe {
-            *at = 0;
-            Some((
-                CStr::from_bytes_with_nul_unchecked(core::slice::from_raw_parts(
-                    s.cast::<u8>(),
-                    first_len,
-                )),
-                CStr::from_bytes_with_nul_unchecked(core::slice::from_raw_parts(
-                    rest.cast::<u8>(),
-                    rest_len,
-                )),
-            ))
-        }
+        // (`sep` is not 0), so the string goes on after it, and the byte
+        // after it is not at address 0; it is writable (type invariant).
+        let rest = unsafe {
+            *at.as_ptr() = 0;
+            NonNull::new_unchecked(at.as_ptr().add(1))
+        };
+        // INVARIANT: The NUL written at `at` ends the first part; the second
+        // ends at the string's own NUL. The two do not overlap, and each is
+        // writable and used by nothing else for `'a`: `self` is consumed.
+        Some((
+            CStrMut {
+                ptr: self.ptr,
+                _p: PhantomData,
+            },
+            CStrMut {
+                ptr: rest,
+                _p: PhantomData,
+            },
+        ))
+    }
+
+    /// Returns the string's address, for C functions that read it up to its
+    /// NUL.
+    pub(crate) fn as_char_ptr(&self) -> *const c_char {
+        self.ptr.as_ptr()
     }
 }

@@ -9,13 +9,13 @@
 
 use kernel::{bindings, prelude::*};
 
-use super::error::to_result;
+use super::{cstr::CStrMut, error::to_result};
 
 /// `kstrtoul()`: an unsigned long (64-bit here), optional leading `+`, one
 /// optional trailing newline; base 0 detects `0x` (hex) and `0` (octal).
 ///
 /// Errors: `EINVAL` (not a number), `ERANGE` (overflow).
-pub(crate) fn kstrtoul(s: &CStr, base: u32) -> Result<u64> {
+pub(crate) fn kstrtoul(s: &CStrMut<'_>, base: u32) -> Result<u64> {
     const _: () = assert!(core::mem::size_of::<kernel::ffi::c_ulong>() == 8);
     let mut res: u64 = 0;
     // SAFETY: `s` is NUL-terminated; `res` is valid for writes.
@@ -25,7 +25,7 @@ pub(crate) fn kstrtoul(s: &CStr, base: u32) -> Result<u64> {
 
 /// `kstrtol()`: a signed long (64-bit here), as [`kstrtoul`] but with an
 /// optional leading `-` too.
-pub(crate) fn kstrtol(s: &CStr, base: u32) -> Result<i64> {
+pub(crate) fn kstrtol(s: &CStrMut<'_>, base: u32) -> Result<i64> {
     let mut res: i64 = 0;
     // SAFETY: `s` is NUL-terminated; `res` is valid for writes.
     to_result(unsafe { bindings::kstrtoll(s.as_char_ptr(), base, &mut res) })?;
