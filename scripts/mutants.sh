@@ -50,12 +50,14 @@ MUTANTS=(
 	"r31|rust/stats.rs|MARK_MAX) << STAMP_SHIFT\n|MARK_MAX)\n|stats|a round trip is counted in stamp units (1.024 us), not in ns"
 	"r32|rust/abstractions/completion.rs|        let word = ((result as u32) << 2) \p DONE \p HANDED;|        let word = DONE \p HANDED;|copen|a request's result is lost: every request succeeds"
 	# Rust: wake-ups
-	"r10|rust/daemon.rs|            Ok(()) => {\n                cache.wake_daemon();\n|            Ok(()) => {\n|copen|no wake-up after a successful copen"
+	"r10|rust/daemon.rs|            Ok(true) => {\n                cache.wake_daemon();\n|            Ok(true) => {\n|copen|no wake-up after the copen of a reopen"
+	"r39|rust/object.rs|        Ok(old.state == ObjState::Reopening)|        Ok(old.state == ObjState::Close)|copen|copen takes a reopening object for a first open (no wake-up)"
 	"r11|rust/daemon.rs|    cache.data().restore();\n    cache.wake_daemon();|    cache.data().restore();|copen|no wake-up after restore"
 	"r12|rust/object.rs|        object.cache().wake_daemon();\n        wait(\&state, id, waiter)|        wait(\&state, id, waiter)|copen|no wake-up when a request is queued"
 	# Rust: fairness
 	"r9|rust/cache.rs|q.data_mut().read_next = id.saturating_add(1);|q.data_mut().read_next = 0;|copen|selection restarts from the lowest id (read_next reset)"
 	# Rust: boundaries
+	"r40|rust/abstractions/cstr.rs|            *at.as_ptr() = 0;\n|            let _ = at.as_ptr();\n|copen|copen's arguments split without ending the id at the comma"
 	"r6|rust/daemon.rs|if size < -(MAX_ERRNO as i64) {|if size <= -(MAX_ERRNO as i64) {|copen|copen id,-4095 (the last errno) is refused"
 	"r7|rust/cache.rs|if req.msg_len() > buflen {|if req.msg_len() >= buflen {|copen|a buffer of exactly the message's length gets EMSGSIZE"
 	"r8|rust/cache.rs|        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }\n        q.clear_new(id);|        q.clear_new(id);\n        if req.msg_len() > buflen {\n            return Err(error::emsgsize());\n        }|copen|EMSGSIZE takes the request's NEW mark"
