@@ -67,6 +67,8 @@
 //!   spinning on a killable wait that returns at once.
 //! - An OPEN whose keys do not fit a message fails with `EINVAL` (fscache's
 //!   key limits make that impossible).
+//! - A copen wakes the daemon only if the object it opens was reopening:
+//!   only then can a queued request become ready (C wakes it every time).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{c_str, prelude::*, types::ARef};
