@@ -31,6 +31,10 @@
 #   BENCH_ICOUNT_REPS=N scripts/bench.sh   its repetitions (default 3; 0: no such boot)
 #   scripts/bench.sh --icount   only that boot (then the report if out/bench/raw exists)
 #   BENCH_NAME=N scripts/bench.sh   the VMs' names, N-run and N-icount (default bench)
+#   BENCH_ICOUNT_BLOCKS="PATTERN..." scripts/bench.sh --icount   the module's
+#                               functions matching a pattern counted per basic
+#                               block (bench/plugin/module-blocks.py), for
+#                               scripts/icount-blocks.py; an analysis, not a table
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 B=$CFOD_TOP/out/bench
@@ -158,6 +162,18 @@ if [ "$icount_reps" -gt 0 ]; then
 	mkdir -p "$B/plugin"
 	python3 "$CFOD_TOP/bench/plugin/icount-ranges.py" "$kdir" >"$B/plugin/vmlinux.ranges"
 	"$CFOD_TOP/bench/plugin/module-syms.sh" "$ko" >"$B/plugin/rs-text.syms"
+	# Analysis only: the module's functions that match a pattern of
+	# BENCH_ICOUNT_BLOCKS counted block by block (scripts/icount-blocks.py
+	# prints them). The plugin's 1024 labels leave no room for vmlinux's
+	# Rust functions one by one: they share one label, which keeps every
+	# total as it is.
+	if [ -n "${BENCH_ICOUNT_BLOCKS:-}" ]; then
+		sed -i 's/ rust_kernel:.*/ rust_kernel:all/' "$B/plugin/vmlinux.ranges"
+		# shellcheck disable=SC2086
+		python3 "$CFOD_TOP/bench/plugin/module-blocks.py" "$ko" "$B/plugin/rs-text.syms" \
+			$BENCH_ICOUNT_BLOCKS >"$B/plugin/rs-text.blocks"
+		mv "$B/plugin/rs-text.blocks" "$B/plugin/rs-text.syms"
+	fi
 	# The same guest driver, the four on-demand configurations (od-serve and
 	# odd on each backend; BENCH_ICOUNT_CONFIGS), marks around every run,
 	# results in out/bench/icount.
