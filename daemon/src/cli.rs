@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// without a hand-off to a worker (K/M suffixes; 0 turns it off).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_size)]
     pub inline_max: u64,
+    /// Read `dir:` blobs into a buffer before writing them to the cache,
+    /// instead of writing them from a read-only mapping of the blob file.
+    #[arg(long)]
+    pub no_map: bool,
     /// Test personas, comma separated: open-error, read-error, no-data,
     /// close-early, delay:MS, drop, random-restore, chaos.
     #[arg(long, value_name = "LIST", value_parser = parse_personas, action = ArgAction::Append)]
@@ -307,6 +311,9 @@ impl ServeArgs {
         a.push(self.read_extent.to_string().into());
         a.push("--inline-max".into());
         a.push(self.inline_max.to_string().into());
+        if self.no_map {
+            a.push("--no-map".into());
+        }
         let personas = self.personas();
         if !personas.is_empty() {
             let list: Vec<String> = personas.iter().map(|p| p.to_string()).collect();

@@ -67,6 +67,8 @@ pub struct Config {
     pub chunk_size: Option<Size>,
     pub read_extent: Option<Size>,
     pub inline_max: Option<Size>,
+    /// `false` is `--no-map`.
+    pub map: Option<bool>,
     pub personas: Option<Vec<String>>,
     pub seed: Option<u64>,
     pub persona_rate: Option<f64>,
@@ -196,6 +198,11 @@ impl Config {
                 a.no_cull = !c;
             }
         }
+        if unset("no_map") {
+            if let Some(m) = self.map {
+                a.no_map = !m;
+            }
+        }
         let l = &self.limits;
         for (id, field, v) in [
             ("brun", &mut a.brun, l.brun),
@@ -308,6 +315,25 @@ mod tests {
         assert_eq!(s.threads, 9);
     }
 
+    /// `map = false` is `--no-map`; mapping is on by default, and the
+    /// supervisor passes the choice on to its worker.
+    #[test]
+    fn map_key() {
+        let s = parse(&["odd", "serve"], &Config::default());
+        assert!(!s.no_map);
+        assert!(!s
+            .child_args(3, false, 0, false, None)
+            .contains(&"--no-map".into()));
+        let c = Config::parse("map = false").unwrap();
+        let s = parse(&["odd", "serve"], &c);
+        assert!(s.no_map);
+        assert!(s
+            .child_args(3, false, 0, false, None)
+            .contains(&"--no-map".into()));
+        let c = Config::parse("map = true").unwrap();
+        assert!(parse(&["odd", "serve", "--no-map"], &c).no_map);
+    }
+
     /// The remote-source options (TLS, deadlines, `oci://`) are keys too,
     /// and the command line still wins over them.
     #[test]
@@ -375,6 +401,7 @@ mod tests {
                     "sources" => "sources".to_string(),
                     "persona" => "personas".to_string(),
                     "no_cull" => "cull".to_string(),
+                    "no_map" => "map".to_string(),
                     "no_verify_digest" => "verify_digest".to_string(),
                     "brun" | "bcull" | "bstop" | "frun" | "fcull" | "fstop" => {
                         format!("limits.{id}")

@@ -2,10 +2,13 @@
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::AtomicU64;
 
 use crate::devnode::CacheFile;
 use crate::range::{self, Span};
 use crate::source::{read_full, Blob};
+use crate::stats;
+use crate::sys::Mapped;
 
 /// Why a copy stopped early. `written` bytes (from the span's start) made it.
 #[derive(Debug)]
@@ -33,16 +36,45 @@ impl fmt::Display for CopyError {
 /// the kernel refuses unaligned positions.
 pub fn write_all_at(file: &dyn CacheFile, data: &[u8], off: u64, page: u64) -> io::Result<()> {
     let end = off.saturating_add(data.len() as u64);
+    write_loop(off, end, page, |pos| {
+        let rel = usize::try_from(pos - off).unwrap_or(usize::MAX);
+        file.write_at(data.get(rel..).unwrap_or_default(), pos)
+    })
+    .map_err(|(_, e)| e)
+}
+
+/// Writes `map`'s bytes `[span.start, span.end)` to the same place in
+/// `file`, looping over short writes as [`write_all_at`]. On failure,
+/// returns where the data in the cache file stops (page aligned).
+fn write_all_mapped(
+    file: &dyn CacheFile,
+    map: &Mapped,
+    span: Span,
+    page: u64,
+) -> Result<(), (u64, io::Error)> {
+    write_loop(span.start, span.end, page, |pos| {
+        let len = usize::try_from(span.end - pos).unwrap_or(usize::MAX);
+        file.write_mapped(map, pos, len)
+    })
+}
+
+/// Calls `write(pos)` for the data from `pos` to `end`, starting at `off`
+/// (page aligned), until it has all been written. On failure, returns the
+/// position the data had reached.
+fn write_loop(
+    off: u64,
+    end: u64,
+    page: u64,
+    mut write: impl FnMut(u64) -> io::Result<usize>,
+) -> Result<(), (u64, io::Error)> {
     let mut pos = off;
     let mut stalls = 0;
     while pos < end {
-        let rel = usize::try_from(pos - off).unwrap_or(usize::MAX);
-        let Some(rest) = data.get(rel..) else { break };
-        match file.write_at(rest, pos) {
+        match write(pos) {
             Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "cache file took no data",
+                return Err((
+                    pos,
+                    io::Error::new(io::ErrorKind::WriteZero, "cache file took no data"),
                 ))
             }
             Ok(n) => {
@@ -50,9 +82,12 @@ pub fn write_all_at(file: &dyn CacheFile, data: &[u8], off: u64, page: u64) -> i
                 if next <= pos {
                     stalls += 1;
                     if stalls > 8 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "cache file keeps taking less than a page",
+                        return Err((
+                            pos,
+                            io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                "cache file keeps taking less than a page",
+                            ),
                         ));
                     }
                 } else {
@@ -61,7 +96,7 @@ pub fn write_all_at(file: &dyn CacheFile, data: &[u8], off: u64, page: u64) -> i
                 pos = next;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err((pos, e)),
         }
     }
     Ok(())
@@ -72,15 +107,49 @@ pub fn write_all_at(file: &dyn CacheFile, data: &[u8], off: u64, page: u64) -> i
 /// Returns the bytes written. If the source comes up short, only whole pages
 /// are written (a partial page would look cached with zeros in its tail),
 /// except at the end of the span.
+///
+/// With `mapped` given, a mapped blob ([`Blob::mapped`]) is written from
+/// its mapping, chunk by chunk while its file still holds the whole chunk
+/// ([`Blob::size_now`]), and the bytes so written are added to `mapped`;
+/// `buf` is not used for them (a caller that reads `buf` afterwards passes
+/// `None`). Once the file is shorter, or if it shrinks during a write
+/// (`EFAULT`), the rest of the span is read into `buf` as for any blob,
+/// which finds where the data now ends: a page of the mapping past the
+/// file's end would be written as zeros.
 pub fn copy_span(
     blob: &dyn Blob,
     file: &dyn CacheFile,
     span: Span,
     buf: &mut [u8],
     page: u64,
+    mapped: Option<&AtomicU64>,
 ) -> Result<u64, (u64, CopyError)> {
     let chunk = range::align_down(buf.len() as u64, page).max(page);
     let mut written = 0u64;
+    let mut span = span;
+    if let Some((map, count)) = mapped.and_then(|c| Some((blob.mapped()?, c))) {
+        let end = span.end.min(map.len());
+        for c in range::chunks(Span { end, ..span }, chunk) {
+            if !blob.size_now().is_ok_and(|now| now >= c.end) {
+                break;
+            }
+            let r = write_all_mapped(file, map, c, page);
+            let done = r
+                .as_ref()
+                .map_or_else(|(pos, _)| pos - c.start, |()| c.len());
+            written += done;
+            stats::add(count, done);
+            match r {
+                Ok(()) => {}
+                Err((_, err)) if err.raw_os_error() == Some(libc::EFAULT) => break,
+                Err((pos, err)) => return Err((written, CopyError::Write { at: pos, err })),
+            }
+        }
+        if written == span.len() {
+            return Ok(written);
+        }
+        span.start += written;
+    }
     for c in range::chunks(span, chunk) {
         let want = usize::try_from(c.len())
             .unwrap_or(usize::MAX)

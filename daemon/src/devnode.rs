@@ -9,12 +9,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::proto;
 use crate::sys;
+use crate::sys::Mapped;
 
 /// The cachefiles control device.
 pub trait Devnode: Send + Sync {
@@ -33,6 +34,9 @@ pub trait Devnode: Send + Sync {
 pub trait CacheFile: Send + Sync {
     /// `pwrite(2)`; `off` must be page aligned.
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize>;
+    /// `pwrite(2)` of `map`'s bytes `[off, off + len)` at `off` (page
+    /// aligned): see [`Mapped::write_to`].
+    fn write_mapped(&self, map: &Mapped, off: u64, len: usize) -> io::Result<usize>;
     /// `ioctl(CACHEFILES_IOC_READ_COMPLETE, msg_id)`.
     fn read_complete(&self, msg_id: u32) -> io::Result<()>;
     /// `lseek(SEEK_DATA)`: the first data offset at or after `off`, `None`
@@ -284,6 +288,10 @@ impl AnonFd {
 impl CacheFile for AnonFd {
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize> {
         self.file.write_at(buf, off)
+    }
+
+    fn write_mapped(&self, map: &Mapped, off: u64, len: usize) -> io::Result<usize> {
+        map.write_to(self.file.as_fd(), off, len)
     }
 
     fn read_complete(&self, msg_id: u32) -> io::Result<()> {

@@ -822,7 +822,8 @@ impl Handler {
         BUF.with(|b| {
             let mut b = b.borrow_mut();
             let buf = crate::copy::aligned(&mut b, chunk);
-            copy_span(&*obj.blob, &*obj.file, span, buf, self.cfg.page)
+            let mapped = Some(&self.stats.mapped_bytes);
+            copy_span(&*obj.blob, &*obj.file, span, buf, self.cfg.page, mapped)
         })
     }
 

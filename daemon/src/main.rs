@@ -141,7 +141,7 @@ pub(crate) fn validate_serve_args(args: &ServeArgs) -> Result<u64, i32> {
     }
     let http = args.http_config();
     for spec in &args.sources {
-        if let Err(e) = source::from_spec(spec, &http) {
+        if let Err(e) = source::from_spec(spec, &http, !args.no_map) {
             error!("--source {e}");
             return Err(exitcode::USAGE);
         }
@@ -257,7 +257,7 @@ fn serve(args: &ServeArgs) -> i32 {
     let http = args.http_config();
     let mut list = Vec::new();
     for spec in &args.sources {
-        match source::from_spec(spec, &http) {
+        match source::from_spec(spec, &http, !args.no_map) {
             Ok(s) => list.push(s),
             Err(e) => {
                 error!("--source {e}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::devnode::{CacheFile, Devnode};
 use crate::proto::encode;
-use crate::sys::EventFd;
+use crate::sys::{EventFd, Mapped};
 
 /// State of one fake anonymous fd, shared with the test.
 #[derive(Default)]
@@ -26,6 +26,8 @@ pub struct MockFile {
     /// Largest write accepted at once (short writes); 0 = unlimited.
     pub max_write: AtomicUsize,
     pub fail_writes: AtomicBool,
+    /// Writes made from a mapped blob ([`CacheFile::write_mapped`]).
+    pub mapped_writes: AtomicUsize,
     /// Called after a successful READ_COMPLETE, as the kernel would then
     /// be free to reuse the msg_id.
     #[allow(clippy::type_complexity)]
@@ -82,6 +84,11 @@ impl CacheFile for Handle {
         d[off as usize..end].copy_from_slice(&buf[..n]);
         self.0.writes.lock().unwrap().push((off, n));
         Ok(n)
+    }
+
+    fn write_mapped(&self, map: &Mapped, off: u64, len: usize) -> io::Result<usize> {
+        self.0.mapped_writes.fetch_add(1, Ordering::SeqCst);
+        self.write_at(&map.to_vec(off, len)?, off)
     }
 
     fn read_complete(&self, msg_id: u32) -> io::Result<()> {

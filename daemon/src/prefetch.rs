@@ -122,7 +122,10 @@ impl Worker {
             if !sleep_unless(&self.stop, wait) {
                 return;
             }
-            match copy_span(&*obj.blob, &*obj.file, c, buf, self.page) {
+            // The digest is computed from `buf`, which a write from the
+            // blob's mapping would leave unfilled.
+            let mapped = hasher.is_none().then_some(&self.stats.mapped_bytes);
+            match copy_span(&*obj.blob, &*obj.file, c, buf, self.page, mapped) {
                 Ok(n) => {
                     fetched += n;
                     stats::add(&self.stats.prefetch_bytes, n);

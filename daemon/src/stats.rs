@@ -133,6 +133,9 @@ pub struct Stats {
     pub source_errors: AtomicU64,
     pub write_errors: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Bytes written to cache files from a mapped blob, without a copy
+    /// (READs and prefetch).
+    pub mapped_bytes: AtomicU64,
     pub prefetch_bytes: AtomicU64,
     pub prefetch_done: AtomicU64,
     pub restores: AtomicU64,
@@ -218,8 +221,9 @@ impl Stats {
         );
         let _ = writeln!(
             s,
-            "  data: bytes-written={} source-errors={} write-errors={} prefetch-bytes={} prefetch-done={}",
+            "  data: bytes-written={} mapped-bytes={} source-errors={} write-errors={} prefetch-bytes={} prefetch-done={}",
             g(&self.bytes_written),
+            g(&self.mapped_bytes),
             g(&self.source_errors),
             g(&self.write_errors),
             g(&self.prefetch_bytes),

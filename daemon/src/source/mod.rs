@@ -13,6 +13,8 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use crate::sys::Mapped;
+
 /// One blob's data.
 pub trait Blob: Send + Sync {
     /// Size in bytes, fixed when the blob was opened.
@@ -29,6 +31,18 @@ pub trait Blob: Send + Sync {
     /// Index of the source the blob came from (its worker lane).
     fn lane(&self) -> usize {
         0
+    }
+    /// The blob's bytes mapped, for a blob in a local file: copies then
+    /// write them to the cache file from the mapping, without reading them
+    /// into a buffer first. `None` when they must be read with `read_at`.
+    fn mapped(&self) -> Option<&Mapped> {
+        None
+    }
+    /// For a mapped blob, the size of its file now: it may have shrunk
+    /// since the OPEN, and a mapped page past the file's end would be
+    /// written as zeros rather than fail.
+    fn size_now(&self) -> io::Result<u64> {
+        Ok(self.size())
     }
 }
 
@@ -130,12 +144,17 @@ impl std::error::Error for SpecError {}
 
 /// Builds a source from `dir:/path`, `http(s)://host[:port][/prefix]` or
 /// `oci://registry[:port]/repository` (`oci+http://` for plain http).
-pub fn from_spec(spec: &str, http: &http::HttpConfig) -> Result<Box<dyn Source>, SpecError> {
+/// `map`: a `dir:` source maps its blob files for copies.
+pub fn from_spec(
+    spec: &str,
+    http: &http::HttpConfig,
+    map: bool,
+) -> Result<Box<dyn Source>, SpecError> {
     if let Some(path) = spec.strip_prefix("dir:") {
         if path.is_empty() {
             return Err(SpecError("dir: source needs a path".into()));
         }
-        return Ok(Box::new(dir::DirSource::new(path.into())));
+        return Ok(Box::new(dir::DirSource::new(path.into(), map)));
     }
     if spec.starts_with("http://") || spec.starts_with("https://") {
         let src = http::HttpSource::new(spec, http.clone()).map_err(SpecError)?;
@@ -185,6 +204,12 @@ impl Blob for Laned {
     }
     fn lane(&self) -> usize {
         self.lane
+    }
+    fn mapped(&self) -> Option<&Mapped> {
+        self.inner.mapped()
+    }
+    fn size_now(&self) -> io::Result<u64> {
+        self.inner.size_now()
     }
 }
 
@@ -516,8 +541,8 @@ mod tests {
     fn missing_dir_source_is_a_startup_warning() {
         let cfg = http::HttpConfig::default();
         let list = vec![
-            from_spec("dir:/nonexistent-odd-test", &cfg).unwrap(),
-            from_spec("dir:/", &cfg).unwrap(),
+            from_spec("dir:/nonexistent-odd-test", &cfg, true).unwrap(),
+            from_spec("dir:/", &cfg, true).unwrap(),
         ];
         let p = Sources::problems(&list);
         assert_eq!(p.len(), 1, "{p:?}");
@@ -560,13 +585,13 @@ mod tests {
     #[test]
     fn parses_specs() {
         let cfg = http::HttpConfig::default();
-        assert!(from_spec("dir:/tmp", &cfg).is_ok());
-        assert!(from_spec("dir:", &cfg).is_err());
-        assert!(from_spec("http://127.0.0.1:8080/blobs", &cfg).is_ok());
-        assert!(from_spec("https://127.0.0.1/", &cfg).is_ok());
-        assert!(from_spec("oci://127.0.0.1:5000/a/b", &cfg).is_ok());
-        assert!(from_spec("oci+http://127.0.0.1:5000/a", &cfg).is_ok());
-        assert!(from_spec("oci://127.0.0.1:5000", &cfg).is_err());
-        assert!(from_spec("/tmp", &cfg).is_err());
+        assert!(from_spec("dir:/tmp", &cfg, true).is_ok());
+        assert!(from_spec("dir:", &cfg, true).is_err());
+        assert!(from_spec("http://127.0.0.1:8080/blobs", &cfg, true).is_ok());
+        assert!(from_spec("https://127.0.0.1/", &cfg, true).is_ok());
+        assert!(from_spec("oci://127.0.0.1:5000/a/b", &cfg, true).is_ok());
+        assert!(from_spec("oci+http://127.0.0.1:5000/a", &cfg, true).is_ok());
+        assert!(from_spec("oci://127.0.0.1:5000", &cfg, true).is_err());
+        assert!(from_spec("/tmp", &cfg, true).is_err());
     }
 }
