@@ -110,7 +110,7 @@ daemon_pid= daemon=
 # ODD_READ_EXTENT, small local requests on its devnode thread up to
 # ODD_INLINE_MAX; it writes to its --ready-fd once bound and serving)
 start_daemon() {
-	daemon=${2:-od-serve}
+	daemon=${2:-od-serve} od_extra=
 	set_backend "$1" || return 1
 	rm -rf "$CACHE" /tmp/od.pid
 	mkdir -p "$CACHE"
@@ -147,6 +147,11 @@ stop_daemon() {
 		od_reads=$(echo "$_rq" | sed -n 's/.* read=\([0-9]*\).*/\1/p')
 		od_open=$(echo "$_rq" | sed -n 's/.* open=\([0-9]*\).*/\1/p')
 		od_close=$(echo "$_rq" | sed -n 's/.* close=\([0-9]*\).*/\1/p')
+		# and "data: bytes-written=N mapped-bytes=N ...": how many of the
+		# bytes it wrote went from a mapping of the blob file
+		_dt=$(grep '^ *data: ' /tmp/od.err | tail -n 1)
+		od_extra="daemon_written=$(echo "$_dt" | sed -n 's/.* bytes-written=\([0-9]*\).*/\1/p')"
+		od_extra="$od_extra daemon_mapped=$(echo "$_dt" | sed -n 's/.* mapped-bytes=\([0-9]*\).*/\1/p')"
 	fi
 }
 
@@ -288,7 +293,7 @@ run_one() {
 	case $cfg in
 	c|rust|odd-c|odd-rust)
 		stop_daemon
-		out="$out daemon_reads=$od_reads daemon_open=$od_open daemon_close=$od_close"
+		out="$out daemon_reads=$od_reads daemon_open=$od_open daemon_close=$od_close${od_extra:+ $od_extra}"
 		;;
 	esac
 	icount_mark "$cfg" "$rep" "$wl" end
