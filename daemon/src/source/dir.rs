@@ -296,6 +296,30 @@ mod tests {
         }
     }
 
+    /// Cuts the file at `path` to `len` bytes.
+    fn shrink(path: &std::path::Path, len: u64) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(len).unwrap();
+    }
+
+    /// Copies the first four pages of `blob` into a new plain file `c` in
+    /// `d`, mapping allowed: the result, and the bytes from the mapping.
+    fn copy_four_pages(
+        blob: &dyn Blob,
+        d: &std::path::Path,
+    ) -> (Result<u64, (u64, crate::copy::CopyError)>, u64) {
+        let _ = std::fs::remove_file(d.join("c"));
+        let cache = PlainCache(File::create(d.join("c")).unwrap());
+        let mut buf = vec![0u8; 4 * 4096];
+        let span = crate::range::Span {
+            start: 0,
+            end: 4 * 4096,
+        };
+        let count = std::sync::atomic::AtomicU64::new(0);
+        let r = crate::copy::copy_span(blob, &cache, span, &mut buf, 4096, Some(&count));
+        (r, count.into_inner())
+    }
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 13 % 251) as u8).collect()
     }
@@ -347,33 +371,19 @@ mod tests {
     /// it still has and reports where the data ends, as a copy that reads.
     #[test]
     fn a_blob_shrunk_under_its_mapping_is_copied_as_far_as_it_goes() {
-        use crate::copy::{copy_span, CopyError};
-        use crate::range::Span;
+        use crate::copy::CopyError;
         let d = tempdir("shrink");
         let data = pattern(4 * 4096);
         for map in [true, false] {
             std::fs::write(d.join("b"), &data).unwrap();
             let blob = DirSource::new(d.clone(), map).open("b").unwrap().unwrap();
             assert_eq!(blob.mapped().is_some(), map);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(d.join("b"))
-                .unwrap()
-                .set_len(4096 + 2000)
-                .unwrap();
-            let _ = std::fs::remove_file(d.join("c"));
-            let cache = PlainCache(File::create(d.join("c")).unwrap());
-            let mut buf = vec![0u8; 4 * 4096];
-            let span = Span {
-                start: 0,
-                end: 4 * 4096,
-            };
-            let count = std::sync::atomic::AtomicU64::new(0);
-            let r = copy_span(&*blob, &cache, span, &mut buf, 4096, Some(&count));
+            shrink(&d.join("b"), 4096 + 2000);
+            let (r, mapped) = copy_four_pages(&*blob, &d);
             let (n, e) = r.unwrap_err();
             assert_eq!(n, 4096, "map {map}");
             // The file no longer holds the chunk: nothing from the mapping.
-            assert_eq!(count.into_inner(), 0);
+            assert_eq!(mapped, 0);
             assert!(
                 matches!(e, CopyError::ShortSource { at: 6096 }),
                 "map {map}: {e}"
@@ -409,30 +419,18 @@ mod tests {
     /// goes on by reading, which finds the end.
     #[test]
     fn a_mapped_write_past_the_new_end_falls_back_to_reading() {
-        use crate::copy::{copy_span, CopyError};
-        use crate::range::Span;
+        use crate::copy::CopyError;
         let d = tempdir("efault");
         let data = pattern(4 * 4096);
         std::fs::write(d.join("b"), &data).unwrap();
         let blob = DirSource::new(d.clone(), true).open("b").unwrap().unwrap();
         let blob = ShrinksUnseen(blob);
         assert!(blob.mapped().is_some());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(d.join("b"))
-            .unwrap()
-            .set_len(2 * 4096)
-            .unwrap();
-        let cache = PlainCache(File::create(d.join("c")).unwrap());
-        let mut buf = vec![0u8; 4 * 4096];
-        let span = Span {
-            start: 0,
-            end: 4 * 4096,
-        };
-        let count = std::sync::atomic::AtomicU64::new(0);
-        let (n, e) = copy_span(&blob, &cache, span, &mut buf, 4096, Some(&count)).unwrap_err();
+        shrink(&d.join("b"), 2 * 4096);
+        let (r, mapped) = copy_four_pages(&blob, &d);
+        let (n, e) = r.unwrap_err();
         assert_eq!(n, 2 * 4096);
-        assert_eq!(count.into_inner(), 2 * 4096);
+        assert_eq!(mapped, 2 * 4096);
         assert!(matches!(e, CopyError::ShortSource { at: 8192 }), "{e}");
         assert_eq!(std::fs::read(d.join("c")).unwrap(), &data[..2 * 4096]);
         std::fs::remove_dir_all(&d).unwrap();
