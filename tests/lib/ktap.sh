@@ -3,10 +3,23 @@
 _ktap_n=0
 _ktap_fail=0
 _ktap_skip=0
-ktap_plan() { echo "KTAP version 1"; echo "1..$1"; }
-ktap_ok() { _ktap_n=$((_ktap_n + 1)); echo "ok $_ktap_n $*"; }
-ktap_fail() { _ktap_n=$((_ktap_n + 1)); _ktap_fail=$((_ktap_fail + 1)); echo "not ok $_ktap_n $*"; }
-ktap_skip() { _ktap_n=$((_ktap_n + 1)); _ktap_skip=$((_ktap_skip + 1)); echo "ok $_ktap_n $* # SKIP"; }
+# Where a test's time goes: a point that took KTAP_SLOW centiseconds or more
+# since the previous one (or the plan) is followed by a diagnostic saying so.
+# /proc/uptime is read with the shell's own read (no process per point).
+KTAP_SLOW=${KTAP_SLOW:-1000}
+# _ktap_cs: the uptime in centiseconds, in _ktap_c.
+_ktap_cs() { read -r _ktap_c _ktap_rest </proc/uptime; _ktap_c=${_ktap_c%.*}${_ktap_c#*.}; }
+_ktap_cs; _ktap_t=$_ktap_c
+_ktap_took() {
+	_ktap_cs
+	_ktap_d=$((_ktap_c - _ktap_t)); _ktap_t=$_ktap_c
+	[ "$_ktap_d" -lt "$KTAP_SLOW" ] ||
+		echo "# point $_ktap_n took $((_ktap_d / 100)).$((_ktap_d / 10 % 10)) s"
+}
+ktap_plan() { echo "KTAP version 1"; echo "1..$1"; _ktap_cs; _ktap_t=$_ktap_c; }
+ktap_ok() { _ktap_n=$((_ktap_n + 1)); echo "ok $_ktap_n $*"; _ktap_took; }
+ktap_fail() { _ktap_n=$((_ktap_n + 1)); _ktap_fail=$((_ktap_fail + 1)); echo "not ok $_ktap_n $*"; _ktap_took; }
+ktap_skip() { _ktap_n=$((_ktap_n + 1)); _ktap_skip=$((_ktap_skip + 1)); echo "ok $_ktap_n $* # SKIP"; _ktap_took; }
 # ktap_check "description" command...: a test point from a command's status.
 ktap_check() {
 	_kd=$1; shift
