@@ -150,15 +150,18 @@ boot() { # boot NAME KIND BACKEND TESTS
 }
 # The harness' self-tests: the splat detector on the test kernel and, with
 # the race kernel, the KCSAN gate on a real report (gated only when its
-# functions are in the gate). One after the other at the end of whichever
-# pipeline ends first, beside the other's last boot; not after both.
+# functions are in the gate). At the end of whichever pipeline ends first,
+# beside the other's last boot; not after both. The two self-test boots run
+# side by side, then the two comparison boots (vm-run.sh queues a boot
+# while the host's VM slots are taken).
 selftests() {
 	if [ "$RACE" = 1 ] && [ "$(cat "$race_state")" = ok ]; then
 		"$CFOD_TOP/scripts/vm-run.sh" --kind race --name race-canary --tests kcsan_canary.sh \
-			--expect-kcsan cfod_canary_racy_write --timeout 900 >"$CFOD_TOP/out/race-canary.log" 2>&1
+			--expect-kcsan cfod_canary_racy_write --timeout 900 >"$CFOD_TOP/out/race-canary.log" 2>&1 &
 	fi
 	"$CFOD_TOP/scripts/vm-run.sh" --name selftest --tests lkdtm_warning.sh --expect-splat \
 		--timeout 600 >"$CFOD_TOP/out/selftest.log" 2>&1
+	wait
 	plain_compare
 }
 # Users who never load a module see no change: the same workload on the
@@ -175,9 +178,10 @@ plain_compare() {
 	# the host must recognise it from tests/lockdep-known.txt.
 	"$CFOD_TOP/scripts/vm-run.sh" --kind plain --name plain-ref \
 		--tests plain_cmp.sh,lockdep_upstream.sh --expect-lockdep-known \
-		--timeout 900 >"$CFOD_TOP/out/plain-ref.log" 2>&1
+		--timeout 900 >"$CFOD_TOP/out/plain-ref.log" 2>&1 &
 	"$CFOD_TOP/scripts/vm-run.sh" --kind test --name plain-patched --tests plain_cmp.sh \
 		--timeout 900 >"$CFOD_TOP/out/plain-patched.log" 2>&1
+	wait
 	local a=$CFOD_TOP/out/plain-ref/results/plain_cmp.capture
 	local b=$CFOD_TOP/out/plain-patched/results/plain_cmp.capture
 	if [ -s "$a" ] && [ -s "$b" ] && diff -u "$a" "$b" >"$CFOD_TOP/out/plain-cmp.diff"; then
