@@ -109,12 +109,17 @@ fi
 # adds (a file the unpatched tree lacks) is a missing dependency, which
 # make also rebuilds. Without the test kernel, or without unshare(1)'s
 # mount namespace, it is built from scratch in its own tree's path.
+# in_src_ns COMMAND...: COMMAND in a mount namespace where this kind's
+# source tree is mounted at the shared tree's path.
+in_src_ns() {
+	unshare -m sh -c 'mount --bind "$1" "$2" && shift 2 && exec "$@"' _ \
+		"$src" "$CFOD_CACHE/src" "$@"
+}
 seeded=0
 if [ "$kind" = plain ] && [ "${CFOD_PLAIN_SEED:-1}" = 1 ]; then
 	tdir=$(kernel_build_dir test)
 	if [ "$(cat "$tdir/.cfod-key" 2>/dev/null)" = "$(inputs_key test "${series_patches[@]}")" ] &&
-		[ -f "$tdir/arch/x86/boot/bzImage" ] &&
-		unshare -m sh -c 'mount --bind "$1" "$2"' _ "$src" "$CFOD_CACHE/src" 2>/dev/null; then
+		[ -f "$tdir/arch/x86/boot/bzImage" ] && in_src_ns true 2>/dev/null; then
 		rm -rf "$out" "$out.tmp"
 		cp -a "$tdir" "$out.tmp"
 		rm -f "$out.tmp/.cfod-key"
@@ -132,10 +137,7 @@ fi
 mkdir -p "$out"
 rm -f "$out/.cfod-key"
 if [ $seeded = 1 ]; then
-	kmake() {
-		unshare -m sh -c 'mount --bind "$1" "$2" && shift 2 && exec make "$@"' _ \
-			"$src" "$CFOD_CACHE/src" -s -C "$CFOD_CACHE/src" O="$out" "${KMAKE_ARGS[@]}" "$@"
-	}
+	kmake() { in_src_ns make -s -C "$CFOD_CACHE/src" O="$out" "${KMAKE_ARGS[@]}" "$@"; }
 else
 	kmake() { make -s -C "$src" O="$out" "${KMAKE_ARGS[@]}" "$@"; }
 fi
